@@ -1,0 +1,332 @@
+//! Configuration: read once from the environment into a typed, validated [`Config`].
+//!
+//! [`SETTINGS`] is the one table of every variable (name, default, meaning); it drives parsing,
+//! the README's configuration table (a test checks the README lists each one) and error messages.
+//! Nothing else in the crate reads `std::env`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::delivery::ssrf::Cidr;
+
+/// One environment variable.
+#[derive(Debug)]
+pub struct Setting {
+    /// The variable's name.
+    pub name: &'static str,
+    /// Its default, as text (empty: unset).
+    pub default: &'static str,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// Every setting, in README order.
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "WEBHOOK_SERVICE_PORT", default: "3335", doc: "Port of the management and monitoring API." },
+    Setting { name: "WEBHOOK_SERVICE_HOST", default: "0.0.0.0", doc: "Address the API listens on." },
+    Setting { name: "REDIS_URL", default: "redis://localhost:6379", doc: "Redis to read events from and keep state in." },
+    Setting { name: "HUB_REDIS_URL", default: "", doc: "Read when REDIS_URL is unset (the original's name)." },
+    Setting { name: "CORS_ORIGINS", default: "*", doc: "Comma-separated exact origins allowed to call the API, or `*`." },
+    Setting { name: "NODE_ENV", default: "", doc: "Accepted for compatibility; only logged." },
+    Setting { name: "WEBHOOK_DELIVERY_THREADS", default: "8", doc: "Threads making first delivery attempts (1-256)." },
+    Setting { name: "WEBHOOK_RETRY_THREADS", default: "2", doc: "Threads making retries, apart from first attempts (1-256)." },
+    Setting { name: "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", default: "0", doc: "Most attempts one webhook may have in flight; 0 means half the delivery threads. Halved on each timeout or connection failure, grown back on success." },
+    Setting { name: "WEBHOOK_QUEUE_CAPACITY", default: "10000", doc: "Deliveries waiting for a delivery thread before intake waits (100-1000000)." },
+    Setting { name: "WEBHOOK_TIMEOUT_MS", default: "30000", doc: "Time limit of one attempt, connect to last response byte (100-300000)." },
+    Setting { name: "WEBHOOK_ALLOWED_NETWORKS", default: "", doc: "Comma-separated CIDRs exempt from the private-address block, e.g. `127.0.0.0/8`. Empty: nothing private is allowed." },
+    Setting { name: "WEBHOOK_DEDUPE_WINDOW_MS", default: "600000", doc: "A source event seen again within this window is not delivered again (0 turns it off)." },
+    Setting { name: "WEBHOOK_PROGRESS_THROTTLE_MS", default: "1000", doc: "At most one job.progress per job per webhook in this period; the last of a burst is always sent." },
+    Setting { name: "WEBHOOK_MAX_RETRY_AFTER_MS", default: "3600000", doc: "Cap on the delay a `Retry-After` header can ask for." },
+    Setting { name: "WEBHOOK_REGISTRY_REFRESH_MS", default: "2000", doc: "How often `webhooks:registry` is re-read for changes made by other processes (100-600000)." },
+    Setting { name: "RUST_LOG", default: "info", doc: "Log level (error, warn, info, debug, trace), optionally per module: `info,webhook_service::delivery=debug`." },
+    Setting { name: "LOG_FORMAT", default: "text", doc: "`text` for human-readable lines, `json` for one JSON object per line." },
+];
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// API port.
+    pub port: u16,
+    /// API listen address.
+    pub host: IpAddr,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Allowed CORS origins; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    /// `NODE_ENV`, if set.
+    pub node_env: Option<String>,
+    /// First-attempt delivery threads.
+    pub delivery_threads: usize,
+    /// Retry delivery threads.
+    pub retry_threads: usize,
+    /// Most attempts in flight per webhook.
+    pub max_in_flight_per_endpoint: usize,
+    /// Capacity of the delivery queue.
+    pub queue_capacity: usize,
+    /// Time limit of one attempt.
+    pub timeout: Duration,
+    /// Networks exempt from the SSRF block.
+    pub allowed_networks: Vec<Cidr>,
+    /// Duplicate-suppression window.
+    pub dedupe_window: Duration,
+    /// Progress throttle period.
+    pub progress_throttle: Duration,
+    /// Cap on `Retry-After`.
+    pub max_retry_after: Duration,
+    /// Registry re-read period.
+    pub registry_refresh: Duration,
+    /// Log filter.
+    pub log_filter: String,
+    /// Log lines as JSON.
+    pub log_json: bool,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("host", &self.host)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("cors_origins", &self.cors_origins)
+            .field("delivery_threads", &self.delivery_threads)
+            .field("retry_threads", &self.retry_threads)
+            .field("max_in_flight_per_endpoint", &self.max_in_flight_per_endpoint)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timeout", &self.timeout)
+            .field("allowed_networks", &self.allowed_networks)
+            .field("dedupe_window", &self.dedupe_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting whose value breaks its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable.
+    pub variable: &'static str,
+    /// The value given.
+    pub value: String,
+    /// The rule it breaks.
+    pub rule: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: {}",
+            self.variable, self.value, self.rule
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Hides the password of a `redis://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+struct Reader<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    /// The raw value: the variable if set and not blank, else the table's default.
+    fn raw(&self, name: &'static str) -> String {
+        match (self.lookup)(name) {
+            Some(v) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => SETTINGS
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.default.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn number(&self, name: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let raw = self.raw(name);
+        raw.parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| ConfigError {
+                variable: name,
+                value: raw.clone(),
+                rule: format!("must be a whole number from {min} to {max}"),
+            })
+    }
+
+    fn millis(&self, name: &'static str, min: u64, max: u64) -> Result<Duration, ConfigError> {
+        self.number(name, min, max).map(Duration::from_millis)
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map instead of the environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let r = Reader { lookup };
+        let port = r.number("WEBHOOK_SERVICE_PORT", 1, 65_535)? as u16;
+        let host_raw = r.raw("WEBHOOK_SERVICE_HOST");
+        let host = host_raw.parse().map_err(|_| ConfigError {
+            variable: "WEBHOOK_SERVICE_HOST",
+            value: host_raw.clone(),
+            rule: "must be an IP address".into(),
+        })?;
+        let redis_url = match (r.lookup)("REDIS_URL").filter(|v| !v.trim().is_empty()) {
+            Some(url) => ("REDIS_URL", url.trim().to_string()),
+            None => match (r.lookup)("HUB_REDIS_URL").filter(|v| !v.trim().is_empty()) {
+                Some(url) => ("HUB_REDIS_URL", url.trim().to_string()),
+                None => ("REDIS_URL", r.raw("REDIS_URL")),
+            },
+        };
+        if redis::Client::open(redis_url.1.as_str()).is_err() {
+            return Err(ConfigError {
+                variable: redis_url.0,
+                value: redact_url(&redis_url.1),
+                rule: "must be a redis:// or rediss:// URL".into(),
+            });
+        }
+        let cors_origins: Vec<String> = r
+            .raw("CORS_ORIGINS")
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let delivery_threads = r.number("WEBHOOK_DELIVERY_THREADS", 1, 256)? as usize;
+        let retry_threads = r.number("WEBHOOK_RETRY_THREADS", 1, 256)? as usize;
+        let per_endpoint = r.number("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 0, 256)? as usize;
+        let max_in_flight_per_endpoint = match per_endpoint {
+            0 => (delivery_threads / 2).max(1),
+            n => n,
+        };
+        let networks_raw = r.raw("WEBHOOK_ALLOWED_NETWORKS");
+        let allowed_networks = networks_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<Cidr>().map_err(|rule| ConfigError {
+                    variable: "WEBHOOK_ALLOWED_NETWORKS",
+                    value: networks_raw.clone(),
+                    rule: format!("{s:?}: {rule}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let log_format = r.raw("LOG_FORMAT");
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            _ => {
+                return Err(ConfigError {
+                    variable: "LOG_FORMAT",
+                    value: log_format,
+                    rule: "must be `text` or `json`".into(),
+                });
+            }
+        };
+        let log_filter = r.raw("RUST_LOG");
+        if let Err(rule) = crate::logging::Filter::parse(&log_filter) {
+            return Err(ConfigError {
+                variable: "RUST_LOG",
+                value: log_filter,
+                rule,
+            });
+        }
+        Ok(Config {
+            port,
+            host,
+            redis_url: redis_url.1,
+            cors_origins,
+            node_env: (r.lookup)("NODE_ENV"),
+            delivery_threads,
+            retry_threads,
+            max_in_flight_per_endpoint,
+            queue_capacity: r.number("WEBHOOK_QUEUE_CAPACITY", 100, 1_000_000)? as usize,
+            timeout: r.millis("WEBHOOK_TIMEOUT_MS", 100, 300_000)?,
+            allowed_networks,
+            dedupe_window: r.millis("WEBHOOK_DEDUPE_WINDOW_MS", 0, 7 * 86_400_000)?,
+            progress_throttle: r.millis("WEBHOOK_PROGRESS_THROTTLE_MS", 0, 3_600_000)?,
+            max_retry_after: r.millis("WEBHOOK_MAX_RETRY_AFTER_MS", 1_000, 7 * 86_400_000)?,
+            registry_refresh: r.millis("WEBHOOK_REGISTRY_REFRESH_MS", 100, 600_000)?,
+            log_filter,
+            log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = config(&[]).map_err(|e| e.to_string());
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.port, 3335);
+        assert_eq!(c.redis_url, "redis://localhost:6379");
+        assert_eq!(c.max_in_flight_per_endpoint, 4);
+        assert!(c.allowed_networks.is_empty());
+    }
+
+    #[test]
+    fn hub_redis_url_is_read_when_redis_url_is_unset() {
+        let c = config(&[("HUB_REDIS_URL", "redis://hub:1")]).map(|c| c.redis_url);
+        assert_eq!(c, Ok("redis://hub:1".to_string()));
+        let c = config(&[("HUB_REDIS_URL", "redis://hub:1"), ("REDIS_URL", "redis://r:2")]);
+        assert_eq!(c.map(|c| c.redis_url), Ok("redis://r:2".to_string()));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            ("WEBHOOK_SERVICE_PORT", "70000"),
+            ("WEBHOOK_SERVICE_PORT", "abc"),
+            ("WEBHOOK_DELIVERY_THREADS", "0"),
+            ("WEBHOOK_TIMEOUT_MS", "-5"),
+            ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/33"),
+            ("WEBHOOK_ALLOWED_NETWORKS", "localhost"),
+            ("REDIS_URL", "http://x"),
+            ("LOG_FORMAT", "xml"),
+            ("RUST_LOG", "loud"),
+            ("WEBHOOK_SERVICE_HOST", "everywhere"),
+        ];
+        for (name, value) in cases {
+            match config(&[(name, value)]) {
+                Ok(_) => panic!("{name}={value} was accepted"),
+                Err(e) => {
+                    assert_eq!(e.variable, name);
+                    assert!(e.to_string().contains(name), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn redis_password_is_redacted() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+}

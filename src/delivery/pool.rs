@@ -1,0 +1,342 @@
+//! The delivery threads, and the gate that keeps one endpoint from holding them all.
+//!
+//! Two fixed pools read two bounded channels: `delivery-N` threads make first attempts and
+//! `retry-N` threads make retries, so a backlog of retries never delays fresh events. Both pass
+//! through one [`EndpointGate`]: a webhook may have at most `limit` attempts in flight; further
+//! deliveries for it are parked (not holding a thread) and run, in order, as its attempts finish.
+//! The limit adapts: it halves on each timeout or connection failure and grows back by one per
+//! success, so an endpoint that hangs until the timeout soon holds a single thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use log::{debug, error, info, warn};
+use parking_lot::Mutex;
+
+use super::Delivery;
+use super::attempt::{self, AttemptOutcome};
+use super::retry::{self, Decision};
+use super::scheduler::{SchedulerHandle, Timed};
+use crate::monitor::{Counters, bump};
+use crate::redis_conn::RedisPool;
+use crate::webhook::matching::receives;
+use crate::webhook::registry::Registry;
+use crate::webhook::store;
+
+/// Most deliveries parked for one webhook before new ones are held by the scheduler instead.
+const MAX_PARKED_PER_ENDPOINT: usize = 10_000;
+/// How long an overflowing delivery waits before it is offered to the gate again.
+const OVERFLOW_DELAY: Duration = Duration::from_millis(200);
+
+/// Per-webhook admission: in-flight count, adaptive limit, parked deliveries.
+#[derive(Debug)]
+pub struct EndpointGate {
+    max: usize,
+    endpoints: Mutex<HashMap<Arc<str>, Endpoint>>,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    in_flight: usize,
+    limit: usize,
+    parked: VecDeque<Delivery>,
+}
+
+/// What the gate says to a delivery.
+#[derive(Debug)]
+pub enum Admission {
+    /// Run it now (it counts as in flight).
+    Run(Delivery),
+    /// Parked; it will be handed to whichever thread finishes an attempt for this webhook.
+    Parked,
+    /// Too many parked already: hold it elsewhere and offer it again later.
+    Overflow(Delivery),
+}
+
+impl EndpointGate {
+    /// A gate allowing up to `max` attempts in flight per webhook.
+    pub fn new(max: usize) -> EndpointGate {
+        EndpointGate {
+            max: max.max(1),
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks to run `delivery`.
+    pub fn admit(&self, delivery: Delivery) -> Admission {
+        let mut endpoints = self.endpoints.lock();
+        let endpoint = endpoints
+            .entry(delivery.webhook_id.clone())
+            .or_insert_with(|| Endpoint {
+                in_flight: 0,
+                limit: self.max,
+                parked: VecDeque::new(),
+            });
+        if endpoint.in_flight < endpoint.limit && endpoint.parked.is_empty() {
+            endpoint.in_flight += 1;
+            Admission::Run(delivery)
+        } else if endpoint.parked.len() < MAX_PARKED_PER_ENDPOINT {
+            endpoint.parked.push_back(delivery);
+            Admission::Parked
+        } else {
+            Admission::Overflow(delivery)
+        }
+    }
+
+    /// Ends an attempt for `webhook_id`; `unreachable` is `Some(true)` after a timeout or a
+    /// connection failure, `Some(false)` after an answer, `None` when no attempt was made.
+    /// Returns the next parked delivery for this webhook if it may run now (already in flight).
+    pub fn release(&self, webhook_id: &Arc<str>, unreachable: Option<bool>) -> Option<Delivery> {
+        let mut endpoints = self.endpoints.lock();
+        let endpoint = endpoints.get_mut(webhook_id)?;
+        endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
+        match unreachable {
+            Some(true) => endpoint.limit = (endpoint.limit / 2).max(1),
+            Some(false) => endpoint.limit = (endpoint.limit + 1).min(self.max),
+            None => {}
+        }
+        if endpoint.in_flight < endpoint.limit
+            && let Some(next) = endpoint.parked.pop_front()
+        {
+            endpoint.in_flight += 1;
+            return Some(next);
+        }
+        if endpoint.in_flight == 0 && endpoint.parked.is_empty() && endpoint.limit == self.max {
+            endpoints.remove(webhook_id);
+        }
+        None
+    }
+
+    /// Deliveries parked, all webhooks together.
+    pub fn parked(&self) -> usize {
+        self.endpoints.lock().values().map(|e| e.parked.len()).sum()
+    }
+
+    /// Attempts in flight, all webhooks together.
+    pub fn in_flight(&self) -> usize {
+        self.endpoints.lock().values().map(|e| e.in_flight).sum()
+    }
+}
+
+/// Everything a delivery thread needs. Shared by all of them.
+pub struct Context {
+    /// The HTTP client (one per process; its connection pool is shared).
+    pub agent: ureq::Agent,
+    /// The current webhooks.
+    pub registry: Arc<Registry>,
+    /// Redis, for the rare writes to a webhook (410, failure counts).
+    pub redis: Arc<RedisPool>,
+    /// Per-webhook admission.
+    pub gate: EndpointGate,
+    /// Where retries go.
+    pub scheduler: SchedulerHandle,
+    /// Process counters.
+    pub counters: Arc<Counters>,
+    /// Cap on `Retry-After`.
+    pub max_retry_after: Duration,
+}
+
+/// Starts `threads` threads named `{name}-{i}` reading `rx`.
+pub fn spawn(
+    name: &str,
+    threads: usize,
+    rx: Receiver<Delivery>,
+    ctx: Arc<Context>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..threads)
+        .map(|i| {
+            let rx = rx.clone();
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    for delivery in rx {
+                        match ctx.gate.admit(delivery) {
+                            Admission::Run(d) => run_admitted(&ctx, d),
+                            Admission::Parked => {}
+                            Admission::Overflow(d) => {
+                                let at = Instant::now() + OVERFLOW_DELAY;
+                                if let Err(item) = ctx.scheduler.schedule(at, Timed::Retry(d)) {
+                                    lost(&ctx, &item, "the scheduler has stopped");
+                                }
+                            }
+                        }
+                    }
+                })
+        })
+        .collect()
+}
+
+/// Runs an admitted delivery, then whatever the gate hands back for the same webhook.
+fn run_admitted(ctx: &Context, delivery: Delivery) {
+    let mut next = Some(delivery);
+    while let Some(delivery) = next {
+        let webhook_id = delivery.webhook_id.clone();
+        let event_id = delivery.event_id.clone();
+        let unreachable = match catch_unwind(AssertUnwindSafe(|| attempt_once(ctx, delivery))) {
+            Ok(unreachable) => unreachable,
+            Err(_) => {
+                error!("delivery of event {event_id} to webhook {webhook_id} panicked; it is dropped");
+                bump(&ctx.counters.events_failed);
+                None
+            }
+        };
+        next = ctx.gate.release(&webhook_id, unreachable);
+    }
+}
+
+/// Makes one attempt and acts on the decision. Returns whether the endpoint looked unreachable,
+/// or `None` if no attempt was made.
+fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
+    let snapshot = ctx.registry.snapshot();
+    let now_ms = crate::time::now_ms();
+    let Some(webhook) = snapshot.get(&delivery.webhook_id) else {
+        info!(
+            "webhook {} was deleted; event {} is not delivered",
+            delivery.webhook_id, delivery.event_id
+        );
+        bump(&ctx.counters.deliveries_dropped);
+        return None;
+    };
+    if !receives(webhook, now_ms) {
+        debug!(
+            "webhook {} is inactive or disconnected; event {} is not delivered",
+            webhook.id, delivery.event_id
+        );
+        bump(&ctx.counters.deliveries_dropped);
+        return None;
+    }
+    delivery.attempts += 1;
+    let outcome = attempt::send(&ctx.agent, webhook, &delivery);
+    ctx.counters
+        .attempt(outcome.class, outcome.duration.as_micros() as u64);
+    let decision = retry::decide(
+        &webhook.retry,
+        delivery.attempts,
+        outcome.class,
+        outcome.status,
+        outcome.retry_after,
+        ctx.max_retry_after,
+        crate::rand::unit(),
+    );
+    log_attempt(&delivery, &outcome, &decision);
+    match decision {
+        Decision::Done => {
+            bump(&ctx.counters.deliveries_succeeded);
+            if webhook.disconnected || webhook.consecutive_failures > 0 {
+                write(ctx, &delivery, "reconnect", |redis| store::record_success(redis, &webhook.id));
+            }
+        }
+        Decision::Retry(delay) => {
+            if let Err(item) = ctx.scheduler.schedule(Instant::now() + delay, Timed::Retry(delivery)) {
+                lost(ctx, &item, "the scheduler has stopped");
+            }
+        }
+        Decision::Gone => {
+            warn!(
+                "webhook {} answered 410 Gone to event {}: the webhook is disabled",
+                webhook.id, delivery.event_id
+            );
+            bump(&ctx.counters.deliveries_failed);
+            write(ctx, &delivery, "disable", |redis| store::disable_gone(redis, &webhook.id));
+        }
+        Decision::GiveUp => {
+            warn!(
+                "event {} to webhook {} failed after {} attempts: {}",
+                delivery.event_id,
+                webhook.id,
+                delivery.attempts,
+                outcome.error.as_deref().unwrap_or("unknown error")
+            );
+            bump(&ctx.counters.deliveries_failed);
+            write(ctx, &delivery, "record the failure of", |redis| {
+                store::record_final_failure(redis, &webhook.id, webhook.is_static)
+            });
+        }
+    }
+    Some(outcome.class.is_unreachable())
+}
+
+fn log_attempt(delivery: &Delivery, outcome: &AttemptOutcome, decision: &Decision) {
+    debug!(
+        "webhook {} event {} attempt {}: {} {} in {} ms -> {:?}",
+        delivery.webhook_id,
+        delivery.event_id,
+        delivery.attempts,
+        outcome.class.label(),
+        outcome
+            .status
+            .map(|s| s.to_string())
+            .or_else(|| outcome.error.clone())
+            .unwrap_or_default(),
+        outcome.duration.as_millis(),
+        decision
+    );
+}
+
+fn write(
+    ctx: &Context,
+    delivery: &Delivery,
+    what: &str,
+    op: impl FnOnce(&RedisPool) -> Result<(), store::StoreError>,
+) {
+    if let Err(e) = op(&ctx.redis) {
+        error!(
+            "could not {what} webhook {} after event {}: {e}",
+            delivery.webhook_id, delivery.event_id
+        );
+    }
+}
+
+fn lost(ctx: &Context, item: &Timed, why: &str) {
+    if let Timed::Retry(d) = item {
+        error!(
+            "event {} to webhook {} could not be scheduled ({why}); it is dropped",
+            d.event_id, d.webhook_id
+        );
+    }
+    bump(&ctx.counters.events_failed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn delivery(webhook: &str, n: u32) -> Delivery {
+        Delivery {
+            webhook_id: Arc::from(webhook),
+            event_id: format!("e{n}"),
+            event_type: Arc::from("job.completed"),
+            kind: EventKind::JobCompleted,
+            body: Arc::from(Vec::new()),
+            attempts: 0,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_endpoint_holds_at_most_its_limit_and_shrinks_when_unreachable() {
+        let gate = EndpointGate::new(2);
+        let id: Arc<str> = Arc::from("slow");
+        assert!(matches!(gate.admit(delivery("slow", 1)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("slow", 2)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("slow", 3)), Admission::Parked));
+        // Another webhook is not affected.
+        assert!(matches!(gate.admit(delivery("fast", 1)), Admission::Run(_)));
+        // A timeout halves the limit to 1: with one still in flight, nothing more runs.
+        assert!(gate.release(&id, Some(true)).is_none());
+        // The last in flight ends: the parked one runs, in order.
+        let next = gate.release(&id, Some(true)).map(|d| d.event_id);
+        assert_eq!(next.as_deref(), Some("e3"));
+        assert_eq!(gate.parked(), 0);
+        // Successes grow the limit back.
+        assert!(gate.release(&id, Some(false)).is_none());
+        assert!(matches!(gate.admit(delivery("slow", 4)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("slow", 5)), Admission::Run(_)));
+    }
+}

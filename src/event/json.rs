@@ -1,0 +1,195 @@
+//! JSON text exactly as JavaScript's `JSON.stringify` writes it.
+//!
+//! Receivers of the original service verify the legacy signature by re-serialising the body they
+//! parsed with `JSON.stringify` (reference section 5.2), so our bytes must be the bytes JavaScript
+//! would produce: compact, keys in insertion order, and numbers printed by `Number.prototype.toString`
+//! (`1` rather than `1.0`, `1e+21` rather than `1000000000000000000000`).
+//!
+//! This module owns number and document formatting only; string escaping is delegated to
+//! `serde_json`, whose rules (escape `"`, `\` and control characters, lowercase `\u00xx`) are the
+//! same as JavaScript's for every string Rust can hold.
+
+use serde_json::{Map, Number, Value};
+
+/// Largest integer a JavaScript number holds exactly (2^53).
+const MAX_SAFE: u64 = 1 << 53;
+
+/// Serialises `value` as `JSON.stringify(value)` would.
+pub fn to_vec(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_value(&mut out, value);
+    out
+}
+
+/// Serialises an object as `JSON.stringify(object)` would.
+pub fn object_to_vec(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_object(&mut out, map);
+    out
+}
+
+/// Appends the JavaScript serialisation of `value` to `out`.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(out, map),
+    }
+}
+
+/// Appends the JavaScript serialisation of an object to `out`.
+pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    out.push(b'{');
+    for (i, (key, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, item);
+    }
+    out.push(b'}');
+}
+
+/// Appends a JSON string literal.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail, and serde_json's string escaping has no other error path.
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+fn write_number(out: &mut Vec<u8>, n: &Number) {
+    if let Some(u) = n.as_u64() {
+        if u <= MAX_SAFE {
+            out.extend_from_slice(u.to_string().as_bytes());
+        } else {
+            write_f64(out, u as f64);
+        }
+    } else if let Some(i) = n.as_i64() {
+        if i.unsigned_abs() <= MAX_SAFE {
+            out.extend_from_slice(i.to_string().as_bytes());
+        } else {
+            write_f64(out, i as f64);
+        }
+    } else if let Some(f) = n.as_f64() {
+        write_f64(out, f);
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Formats a double the way `Number.prototype.toString()` does (ECMA-262 `Number::toString`).
+///
+/// ```
+/// # use webhook_service::event::json::format_f64;
+/// assert_eq!(format_f64(1.0), "1");
+/// assert_eq!(format_f64(0.1), "0.1");
+/// assert_eq!(format_f64(1e21), "1e+21");
+/// assert_eq!(format_f64(1.5e-7), "1.5e-7");
+/// ```
+pub fn format_f64(f: f64) -> String {
+    let mut out = Vec::new();
+    write_f64(&mut out, f);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if !f.is_finite() {
+        // JSON.stringify writes NaN and the infinities as null.
+        out.extend_from_slice(b"null");
+        return;
+    }
+    if f == 0.0 {
+        // Covers -0 as well, which JavaScript prints as "0".
+        out.push(b'0');
+        return;
+    }
+    if f < 0.0 {
+        out.push(b'-');
+    }
+    // Rust's `{:e}` prints the shortest digits that round-trip, as ECMA-262 requires:
+    // "d[.ddd]e[-]x".
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let k = digits.len() as i32;
+    let n = exponent + 1;
+    let digits = digits.as_bytes();
+    if k <= n && n <= 21 {
+        out.extend_from_slice(digits);
+        out.extend(std::iter::repeat_n(b'0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.extend_from_slice(&digits[..n as usize]);
+        out.push(b'.');
+        out.extend_from_slice(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', (-n) as usize));
+        out.extend_from_slice(digits);
+    } else {
+        out.push(digits[0]);
+        if k > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        out.push(if n > 0 { b'+' } else { b'-' });
+        out.extend_from_slice((n - 1).abs().to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: &str) {
+        let value: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+        let actual = String::from_utf8(to_vec(&value)).unwrap_or_default();
+        assert_eq!(actual, expected, "input: {input}");
+    }
+
+    #[test]
+    fn numbers_print_like_javascript() {
+        check("1.0", "1");
+        check("-0.0", "0");
+        check("100.50", "100.5");
+        check("1e21", "1e+21");
+        check("1e20", "100000000000000000000");
+        check("123456789012345678901234", "1.2345678901234569e+23");
+        check("0.000001", "0.000001");
+        check("0.0000001", "1e-7");
+        check("1.5e-7", "1.5e-7");
+        check("9007199254740993", "9007199254740992");
+        check("-9007199254740993", "-9007199254740992");
+        check("1700000000000", "1700000000000");
+        check("0.1", "0.1");
+        check("2.5e300", "2.5e+300");
+        check("-1.25", "-1.25");
+    }
+
+    #[test]
+    fn documents_are_compact_and_keep_key_order() {
+        check(
+            r#"{ "b": 1, "a": [1.0, "x", null, true, {"z": {}}], "c": "é\n\u0001\"" }"#,
+            r#"{"b":1,"a":[1,"x",null,true,{"z":{}}],"c":"é\n\u0001\""}"#,
+        );
+        // A repeated key keeps its first position and its last value, as JSON.parse does.
+        check(r#"{"a":1,"b":2,"a":3}"#, r#"{"a":3,"b":2}"#);
+        check("\"\\u2028/\"", "\"\u{2028}/\"");
+    }
+}

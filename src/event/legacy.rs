@@ -1,0 +1,169 @@
+//! The original's underscore event names and the exact `data` it delivered for them.
+//!
+//! Reference section 3.3 gives, per type, which keys the original copied and in which order; a
+//! receiver that re-serialises the body to check the legacy signature needs those bytes exactly.
+//! After them we append, under their source names, the fields the original lost by mistake
+//! (reference B5, B6; CONTRACT section 6). Kinds the original never delivered (`cancel_job`,
+//! `worker_status`, `machine_status`) have no legacy shape: their subscribers get canonical data.
+
+use serde_json::{Map, Value};
+
+use super::{Event, EventKind, canonical};
+
+/// JavaScript truthiness: everything but `null`, `false`, `0`, `NaN` and `""`.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// The `data` the original delivered for `event` under its legacy name.
+pub fn data(event: &Event) -> Map<String, Value> {
+    let f = &event.fields;
+    match event.kind {
+        EventKind::JobSubmitted => {
+            let job_type = f
+                .get("service_required")
+                .filter(|v| truthy(v))
+                .or_else(|| f.get("job_type"))
+                .cloned();
+            let mut data = common(event, job_type);
+            data.insert("job_status".into(), Value::from("pending"));
+            let priority = f
+                .get("priority")
+                .filter(|v| truthy(v))
+                .cloned()
+                .unwrap_or_else(|| Value::from(50));
+            data.insert("priority".into(), priority);
+            copy(&mut data, f, &["payload", "requirements", "customer_id"]);
+            let submitted_at = f
+                .get("created_at")
+                .filter(|v| truthy(v))
+                .cloned()
+                .unwrap_or_else(|| event.timestamp.clone());
+            data.insert("submitted_at".into(), submitted_at);
+            data
+        }
+        EventKind::JobProgress => {
+            let mut data = common(event, f.get("job_type").cloned());
+            let progress = f
+                .get("progress")
+                .filter(|v| truthy(v))
+                .cloned()
+                .unwrap_or_else(|| Value::from(0));
+            data.insert("progress".into(), progress);
+            copy(&mut data, f, &["stage"]);
+            // B6: the original dropped these although its own test payload shows them.
+            copy(&mut data, f, &["message", "status", "estimated_completion"]);
+            data
+        }
+        EventKind::JobCompleted => {
+            let mut data = common(event, f.get("job_type").cloned());
+            copy(&mut data, f, &["result"]);
+            data.insert("completed_at".into(), event.timestamp.clone());
+            data
+        }
+        EventKind::JobFailed => {
+            let mut data = common(event, f.get("job_type").cloned());
+            let error = f
+                .get("error")
+                .filter(|v| truthy(v))
+                .cloned()
+                .unwrap_or_else(|| Value::from("Unknown error"));
+            data.insert("error".into(), error);
+            let failed_at = f
+                .get("failed_at")
+                .filter(|v| truthy(v))
+                .cloned()
+                .unwrap_or_else(|| event.timestamp.clone());
+            data.insert("failed_at".into(), failed_at);
+            data
+        }
+        EventKind::WorkflowSubmitted => {
+            let mut data = common(event, None);
+            // B6: the original kept only the common part.
+            copy(
+                &mut data,
+                f,
+                &[
+                    "first_job_id",
+                    "customer_id",
+                    "service_required",
+                    "workflow_type",
+                    "message",
+                ],
+            );
+            data
+        }
+        EventKind::WorkflowCompleted => {
+            let mut data = Map::new();
+            copy(&mut data, f, &["workflow_id"]);
+            data.insert("timestamp".into(), event.timestamp.clone());
+            copy(
+                &mut data,
+                f,
+                &["status", "completed_at", "verified", "message", "workflow_details"],
+            );
+            // B5: the original meant to deliver outputs and never did.
+            copy(&mut data, f, &["outputs"]);
+            data
+        }
+        EventKind::WorkflowFailed => {
+            let mut data = Map::new();
+            copy(&mut data, f, &["worker_id", "workflow_id", "total_steps"]);
+            data.insert("timestamp".into(), event.timestamp.clone());
+            copy(
+                &mut data,
+                f,
+                &[
+                    "failed_job_id",
+                    "failed_at_step",
+                    "error",
+                    "failed_at",
+                    "workflow_type",
+                    "message",
+                ],
+            );
+            data
+        }
+        _ => canonical::data(event),
+    }
+}
+
+/// The original's common part: these keys, in this order, each only when truthy.
+fn common(event: &Event, job_type: Option<Value>) -> Map<String, Value> {
+    let f = &event.fields;
+    let mut data = Map::new();
+    let mut put = |key: &str, value: Option<&Value>| {
+        if let Some(v) = value.filter(|v| truthy(v)) {
+            data.insert(key.to_string(), v.clone());
+        }
+    };
+    put("job_id", f.get("job_id"));
+    put("job_type", job_type.as_ref());
+    for key in [
+        "worker_id",
+        "machine_id",
+        "workflow_id",
+        "workflow_priority",
+        "workflow_datetime",
+        "total_steps",
+        "current_step",
+    ] {
+        put(key, f.get(key));
+    }
+    data
+}
+
+/// Copies the keys present in `from` (JSON.stringify drops only `undefined`, so `null` stays).
+fn copy(data: &mut Map<String, Value>, from: &Map<String, Value>, keys: &[&str]) {
+    for key in keys {
+        if let Some(v) = from.get(*key) {
+            data.insert((*key).to_string(), v.clone());
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Duplicate suppression: a source event seen again within the window is not delivered again
+//! (CONTRACT section 6; the original delivered every re-publish, reference B11).
+//!
+//! Memory is bounded: identities are kept as 128-bit hashes in arrival order, expired from the
+//! front, and the oldest are dropped first when the cap is reached.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Most identities remembered (about 40 bytes each).
+const MAX_ENTRIES: usize = 500_000;
+
+/// Identities seen within the window.
+#[derive(Debug)]
+pub struct Dedupe {
+    window: Duration,
+    seen: HashSet<u128>,
+    order: VecDeque<(Instant, u128)>,
+}
+
+impl Dedupe {
+    /// Remembers identities for `window` (zero turns suppression off).
+    pub fn new(window: Duration) -> Dedupe {
+        Dedupe {
+            window,
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Records `identity` at `now`; false if it was already seen within the window.
+    pub fn first_time(&mut self, identity: &[u8; 32], now: Instant) -> bool {
+        if self.window.is_zero() {
+            return true;
+        }
+        while let Some((at, key)) = self.order.front() {
+            if now.duration_since(*at) < self.window && self.order.len() < MAX_ENTRIES {
+                break;
+            }
+            self.seen.remove(key);
+            self.order.pop_front();
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&identity[..16]);
+        let key = u128::from_le_bytes(key);
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back((now, key));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_again_within_the_window_only() {
+        let mut d = Dedupe::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let a = [1u8; 32];
+        assert!(d.first_time(&a, t0));
+        assert!(!d.first_time(&a, t0 + Duration::from_secs(5)));
+        assert!(d.first_time(&[2u8; 32], t0 + Duration::from_secs(5)));
+        assert!(d.first_time(&a, t0 + Duration::from_secs(11)));
+        let mut off = Dedupe::new(Duration::ZERO);
+        assert!(off.first_time(&a, t0) && off.first_time(&a, t0));
+    }
+}

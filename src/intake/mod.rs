@@ -1,0 +1,146 @@
+//! Intake: source messages from Redis become events, deduplicated, and are dispatched.
+//!
+//! [`pubsub`] owns the subscriber connection; [`Intake::process`] is what every source (pub/sub
+//! now, a stream later) calls per message. A message that does not parse is counted per source
+//! and logged once per (source, kind of problem), and never stops the next one.
+
+pub mod dedupe;
+pub mod jobs;
+pub mod pubsub;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use parking_lot::Mutex;
+
+use crate::delivery::dispatcher::Dispatcher;
+use crate::event::parse::{Parsed, StatusHint, parse};
+use crate::event::{Event, EventKind, identity_hash};
+use crate::monitor::{Counters, bump};
+
+use dedupe::Dedupe;
+use jobs::JobTracker;
+
+/// The per-message pipeline shared by every intake thread.
+pub struct Intake {
+    dispatcher: Dispatcher,
+    counters: Arc<Counters>,
+    state: Mutex<State>,
+}
+
+struct State {
+    dedupe: Dedupe,
+    jobs: JobTracker,
+    /// (source, problem) pairs already logged.
+    reported: HashSet<(String, &'static str)>,
+}
+
+impl Intake {
+    /// A pipeline dispatching through `dispatcher`.
+    pub fn new(dispatcher: Dispatcher, counters: Arc<Counters>, dedupe_window: Duration) -> Intake {
+        Intake {
+            dispatcher,
+            counters,
+            state: Mutex::new(State {
+                dedupe: Dedupe::new(dedupe_window),
+                jobs: JobTracker::default(),
+                reported: HashSet::new(),
+            }),
+        }
+    }
+
+    /// Handles one message from `channel`; `source` names the subscription it came through (the
+    /// channel, or the pattern for pattern subscriptions).
+    pub fn process(&self, source: &str, channel: &str, payload: &[u8]) {
+        bump(&self.counters.events_received);
+        let now_ms = crate::time::now_ms();
+        let parsed = match parse(channel, payload, now_ms) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.counters.malformed(source);
+                let first = self
+                    .state
+                    .lock()
+                    .reported
+                    .insert((source.to_string(), e.kind()));
+                if first {
+                    warn!(
+                        "skipping a message on {channel}: {e} (further {} messages on {source} are counted, not logged)",
+                        e.kind()
+                    );
+                } else {
+                    debug!("skipping a message on {channel}: {e}");
+                }
+                return;
+            }
+        };
+        let events = self.prepare(parsed);
+        let mut deliveries = 0;
+        for event in &events {
+            self.counters.event(event.kind.name(), source);
+            deliveries += self.dispatcher.dispatch(event);
+        }
+        if deliveries > 0 {
+            bump(&self.counters.events_processed);
+        } else {
+            bump(&self.counters.events_skipped);
+        }
+    }
+
+    /// Adds what the job tracker knows, derives `job.status_changed`, drops duplicates.
+    fn prepare(&self, parsed: Parsed) -> Vec<Event> {
+        let Parsed { mut events, status } = parsed;
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        for event in events.iter_mut().filter(|e| e.kind.is_job()) {
+            if let Some(job_id) = event.job_id() {
+                let (job_type, priority) = state.jobs.known(&job_id);
+                event.known_job_type = job_type;
+                event.known_priority = priority;
+            }
+        }
+        if let Some(hint) = status
+            && let Some(changed) = status_changed(&mut state.jobs, hint)
+        {
+            events.push(changed);
+        }
+        let before = events.len();
+        events.retain(|e| state.dedupe.first_time(&e.identity, now));
+        drop(state);
+        for _ in events.len()..before {
+            bump(&self.counters.events_duplicate);
+        }
+        events
+    }
+}
+
+/// The `job.status_changed` a lifecycle step implies, if the status changed.
+fn status_changed(jobs: &mut JobTracker, hint: StatusHint) -> Option<Event> {
+    let StatusHint {
+        job_id,
+        new_status,
+        worker_id,
+        job_type,
+        priority,
+        source,
+    } = hint;
+    let old = jobs.transition(&job_id, new_status, job_type, priority)?;
+    let (known_job_type, known_priority) = jobs.known(&job_id);
+    let mut fields = serde_json::Map::new();
+    fields.insert("job_id".into(), serde_json::Value::from(job_id));
+    if let Some(worker) = worker_id {
+        fields.insert("worker_id".into(), worker);
+    }
+    Some(Event {
+        kind: EventKind::JobStatusChanged,
+        identity: identity_hash(&[b"job.status_changed", &source.identity, new_status.as_bytes()]),
+        fields,
+        new_status: Some(new_status.to_string()),
+        old_status: old.map(str::to_string),
+        known_job_type,
+        known_priority,
+        ..source
+    })
+}

@@ -1,0 +1,129 @@
+//! The `intake-pubsub` thread: SUBSCRIBE to the event channels and `webhooks:changed`,
+//! PSUBSCRIBE to the patterns (handling `pmessage`, which the original ignored, reference B1),
+//! and reconnect with backoff whenever Redis goes away, without a busy loop or a log storm.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use log::{debug, info, warn};
+
+use super::Intake;
+use crate::app::Shutdown;
+use crate::event::parse::{CHANNELS, PATTERNS};
+use crate::keys;
+use crate::monitor::Counters;
+use crate::redis_conn::{self, Backoff, RedisPool};
+use crate::webhook::registry::Registry;
+
+/// How long one read waits before checking for shutdown.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Silence after which the connection is checked with a PING.
+const PING_AFTER: Duration = Duration::from_secs(10);
+
+/// Starts the subscriber thread.
+pub fn spawn(
+    redis: Arc<RedisPool>,
+    registry: Arc<Registry>,
+    intake: Arc<Intake>,
+    registry_notify: Sender<()>,
+    counters: Arc<Counters>,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("intake-pubsub".into())
+        .spawn(move || {
+            let mut backoff = Backoff::default();
+            let mut was_connected = false;
+            while !shutdown.is_set() {
+                // Match nothing against an empty registry: load it before the first event.
+                let result = match registry.is_loaded() {
+                    true => Ok(()),
+                    false => registry.reload(&redis),
+                }
+                .and_then(|()| {
+                    subscribe_and_read(
+                        redis.client(),
+                        &intake,
+                        &registry_notify,
+                        &counters,
+                        &shutdown,
+                        &mut backoff,
+                    )
+                });
+                counters.redis_connected.store(false, Ordering::Relaxed);
+                if shutdown.is_set() {
+                    break;
+                }
+                let delay = backoff.next_delay();
+                match result {
+                    Err(e) if backoff.failures() == 1 => {
+                        if was_connected {
+                            warn!("lost the Redis subscription: {e}; reconnecting with backoff");
+                        } else {
+                            warn!("cannot subscribe to Redis: {e}; retrying with backoff");
+                        }
+                    }
+                    Err(e) => debug!("Redis subscription attempt {} failed: {e}", backoff.failures()),
+                    Ok(()) => {}
+                }
+                was_connected = true;
+                shutdown.sleep(delay);
+            }
+        })
+}
+
+fn subscribe_and_read(
+    client: &redis::Client,
+    intake: &Intake,
+    registry_notify: &Sender<()>,
+    counters: &Counters,
+    shutdown: &Shutdown,
+    backoff: &mut Backoff,
+) -> redis::RedisResult<()> {
+    let mut conn = redis_conn::connect(client, READ_TIMEOUT)?;
+    let mut pubsub = conn.as_pubsub();
+    pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+    for channel in CHANNELS.iter().chain([&keys::CHANGED_CHANNEL]) {
+        pubsub.subscribe(*channel)?;
+    }
+    for pattern in PATTERNS {
+        pubsub.psubscribe(pattern)?;
+    }
+    if backoff.failures() > 0 {
+        info!("subscribed to Redis again");
+    } else {
+        info!("subscribed to {} channels and {} patterns", CHANNELS.len(), PATTERNS.len());
+    }
+    backoff.reset();
+    counters.redis_connected.store(true, Ordering::Relaxed);
+    // The registry may have changed while we were away.
+    let _ = registry_notify.try_send(());
+    let mut last_traffic = Instant::now();
+    while !shutdown.is_set() {
+        match pubsub.get_message() {
+            Ok(msg) => {
+                last_traffic = Instant::now();
+                let channel = msg.get_channel_name();
+                if channel == keys::CHANGED_CHANNEL {
+                    let _ = registry_notify.try_send(());
+                    continue;
+                }
+                let pattern: Option<String> = msg.get_pattern().ok().flatten();
+                let source = pattern.as_deref().unwrap_or(channel);
+                intake.process(source, channel, msg.get_payload_bytes());
+            }
+            Err(e) if e.is_timeout() => {
+                if last_traffic.elapsed() >= PING_AFTER {
+                    // A half-open TCP connection looks like silence: ask.
+                    pubsub.ping::<String>()?;
+                    last_traffic = Instant::now();
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

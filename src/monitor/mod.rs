@@ -1,0 +1,115 @@
+//! Observability: in-process counters of what intake and delivery did.
+//!
+//! Counters are plain atomics, bumped on the hot path without locks; readers (the API) take a
+//! consistent-enough snapshot. Per-source counts use a small map, bounded by the fixed set of
+//! channels we read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+use crate::delivery::retry::OutcomeClass;
+
+/// The outcome classes, in label order.
+pub const OUTCOMES: [OutcomeClass; 8] = [
+    OutcomeClass::Success,
+    OutcomeClass::Redirect,
+    OutcomeClass::ClientError,
+    OutcomeClass::ServerError,
+    OutcomeClass::Timeout,
+    OutcomeClass::Connect,
+    OutcomeClass::Dns,
+    OutcomeClass::SsrfBlocked,
+];
+
+/// Counters of the whole process.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages received from Redis (event channels only).
+    pub events_received: AtomicU64,
+    /// Messages that parsed into at least one event.
+    pub events_processed: AtomicU64,
+    /// Events that reached no webhook, were duplicates, or describe nothing deliverable.
+    pub events_skipped: AtomicU64,
+    /// Messages that could not be parsed.
+    pub events_malformed: AtomicU64,
+    /// Events whose handling failed inside the service.
+    pub events_failed: AtomicU64,
+    /// Events suppressed as duplicates.
+    pub events_duplicate: AtomicU64,
+    /// Deliveries created (one per event and webhook).
+    pub deliveries_created: AtomicU64,
+    /// Progress deliveries superseded by a later one within the throttle period.
+    pub deliveries_throttled: AtomicU64,
+    /// Deliveries that succeeded.
+    pub deliveries_succeeded: AtomicU64,
+    /// Deliveries that used up their attempts.
+    pub deliveries_failed: AtomicU64,
+    /// Deliveries dropped because their webhook was deleted or deactivated.
+    pub deliveries_dropped: AtomicU64,
+    /// Attempts by outcome class (index as in [`OUTCOMES`]).
+    attempts: [AtomicU64; 8],
+    /// Sum of attempt durations, in microseconds.
+    pub attempt_micros: AtomicU64,
+    /// Whether the intake subscriber is connected to Redis.
+    pub redis_connected: AtomicBool,
+    /// Malformed messages per source.
+    malformed_by_source: Mutex<BTreeMap<String, u64>>,
+    /// Events received per (type, source).
+    events_by_type: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+impl Counters {
+    /// Counts one attempt.
+    pub fn attempt(&self, class: OutcomeClass, micros: u64) {
+        if let Some(i) = OUTCOMES.iter().position(|c| *c == class) {
+            self.attempts[i].fetch_add(1, Relaxed);
+        }
+        self.attempt_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Attempts of one class so far.
+    pub fn attempts(&self, class: OutcomeClass) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|c| *c == class)
+            .map(|i| self.attempts[i].load(Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Counts a malformed message from `source`.
+    pub fn malformed(&self, source: &str) {
+        self.events_malformed.fetch_add(1, Relaxed);
+        *self.malformed_by_source.lock().entry(source.to_string()).or_insert(0) += 1;
+    }
+
+    /// Malformed messages per source so far.
+    pub fn malformed_by_source(&self) -> BTreeMap<String, u64> {
+        self.malformed_by_source.lock().clone()
+    }
+
+    /// Counts one event of `kind` from `source`.
+    pub fn event(&self, kind: &'static str, source: &str) {
+        *self
+            .events_by_type
+            .lock()
+            .entry((kind, source.to_string()))
+            .or_insert(0) += 1;
+    }
+
+    /// Events per (type, source) so far.
+    pub fn events_by_type(&self) -> BTreeMap<(&'static str, String), u64> {
+        self.events_by_type.lock().clone()
+    }
+}
+
+/// Reads a counter.
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Relaxed)
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}

@@ -1,0 +1,236 @@
+//! Which webhooks receive an event, and under which name. Pure: no I/O, no clock.
+//!
+//! The rules are CONTRACT sections 2 and 6: an exact entry of `events` beats a pattern, among exact
+//! entries the first in the list wins, a pattern delivers the canonical name, and one event reaches
+//! one webhook at most once. The resolution per (webhook, kind) is computed once, when a snapshot
+//! is built, so matching an event costs a walk over the webhooks subscribed to its kind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::event::{Event, EventKind};
+
+use super::model::{Filters, Subscription, Webhook};
+
+/// Which `data` a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Canonical data (dotted names).
+    Canonical,
+    /// The original's data for the legacy name.
+    Legacy,
+}
+
+/// How long a disconnected webhook is skipped before one delivery is let through again
+/// (reference 5.4: `AUTO_RECONNECT_DELAY_MS`).
+pub const HALF_OPEN_AFTER_MS: u64 = 300_000;
+
+/// An immutable view of every webhook, indexed for matching.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    webhooks: Vec<Arc<Webhook>>,
+    by_id: HashMap<String, usize>,
+    /// For each kind (by `EventKind as usize`): the webhooks subscribed to it, in registry order,
+    /// with the name and form they receive it under.
+    by_kind: Vec<Vec<Route>>,
+}
+
+#[derive(Debug)]
+struct Route {
+    webhook: usize,
+    event_type: Arc<str>,
+    form: Form,
+}
+
+/// One webhook that receives an event.
+#[derive(Debug)]
+pub struct Match<'a> {
+    /// The webhook.
+    pub webhook: &'a Arc<Webhook>,
+    /// The `event_type` it receives.
+    pub event_type: &'a Arc<str>,
+    /// The shape of `data` it receives.
+    pub form: Form,
+}
+
+impl Snapshot {
+    /// Indexes `webhooks`.
+    pub fn new(webhooks: Vec<Arc<Webhook>>) -> Snapshot {
+        let mut by_kind: Vec<Vec<Route>> = EventKind::ALL.iter().map(|_| Vec::new()).collect();
+        let mut by_id = HashMap::with_capacity(webhooks.len());
+        for (index, webhook) in webhooks.iter().enumerate() {
+            by_id.insert(webhook.id.clone(), index);
+            for kind in EventKind::ALL {
+                if let Some((event_type, form)) = resolve(&webhook.subscriptions, kind) {
+                    by_kind[kind as usize].push(Route {
+                        webhook: index,
+                        event_type: Arc::from(event_type),
+                        form,
+                    });
+                }
+            }
+        }
+        Snapshot {
+            webhooks,
+            by_id,
+            by_kind,
+        }
+    }
+
+    /// Every webhook, in registry order.
+    pub fn webhooks(&self) -> &[Arc<Webhook>] {
+        &self.webhooks
+    }
+
+    /// The webhook with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Webhook>> {
+        self.by_id.get(id).map(|i| &self.webhooks[*i])
+    }
+
+    /// The webhooks that receive `event` now (`now_ms` decides half-open disconnected webhooks).
+    pub fn matches<'a>(&'a self, event: &'a Event, now_ms: u64) -> impl Iterator<Item = Match<'a>> {
+        self.by_kind[event.kind as usize]
+            .iter()
+            .filter_map(move |route| {
+                let webhook = &self.webhooks[route.webhook];
+                (receives(webhook, now_ms) && passes(&webhook.filters, event)).then_some(Match {
+                    webhook,
+                    event_type: &route.event_type,
+                    form: route.form,
+                })
+            })
+    }
+}
+
+/// The name and form under which `subscriptions` receive `kind`, if at all.
+fn resolve(subscriptions: &[Subscription], kind: EventKind) -> Option<(&'static str, Form)> {
+    for s in subscriptions {
+        match s {
+            Subscription::Canonical(k) if *k == kind => return Some((kind.name(), Form::Canonical)),
+            Subscription::Legacy(k) if *k == kind => {
+                return kind.legacy_name().map(|n| (n, Form::Legacy));
+            }
+            _ => {}
+        }
+    }
+    subscriptions
+        .iter()
+        .any(|s| s.pattern_covers(kind))
+        .then_some((kind.name(), Form::Canonical))
+}
+
+/// Whether a webhook takes deliveries at all right now.
+pub fn receives(webhook: &Webhook, now_ms: u64) -> bool {
+    if !webhook.active {
+        return false;
+    }
+    if webhook.disconnected {
+        // Half-open: after the quiet period, deliveries are tried again; a success reconnects.
+        let since = webhook.last_failure_at.unwrap_or(0);
+        return now_ms.saturating_sub(since) >= HALF_OPEN_AFTER_MS;
+    }
+    true
+}
+
+/// Whether `event` passes the filters. A filter only judges events that carry its field.
+fn passes(filters: &Filters, event: &Event) -> bool {
+    if !filters.job_types.is_empty()
+        && let Some(job_type) = event.job_type()
+        && !filters.job_types.contains(&job_type)
+    {
+        return false;
+    }
+    if !filters.job_priorities.is_empty()
+        && let Some(priority) = event.priority()
+    {
+        let p = priority
+            .as_f64()
+            .or_else(|| priority.as_str().and_then(|s| s.trim().parse().ok()));
+        if !p.is_some_and(|p| filters.job_priorities.contains(&p)) {
+            return false;
+        }
+    }
+    if !filters.machine_ids.is_empty()
+        && let Some(machine) = event.machine_id()
+        && !filters.machine_ids.contains(&machine)
+    {
+        return false;
+    }
+    if !filters.worker_ids.is_empty()
+        && let Some(worker) = event.worker_id()
+        && !filters.worker_ids.contains(&worker)
+    {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse::parse;
+    use crate::webhook::model::EventNames;
+    use serde_json::{Value, json};
+
+    fn webhook(id: &str, body: Value) -> Arc<Webhook> {
+        match Webhook::from_json(id, &body, EventNames::Strict) {
+            Ok(w) => Arc::new(w),
+            Err(e) => panic!("invalid test webhook: {e}"),
+        }
+    }
+
+    fn matched(snapshot: &Snapshot, channel: &str, payload: &str) -> Vec<(String, String)> {
+        let parsed = match parse(channel, payload.as_bytes(), 1) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let mut out = Vec::new();
+        for event in &parsed.events {
+            for m in snapshot.matches(event, 1) {
+                out.push((m.webhook.id.clone(), m.event_type.to_string()));
+            }
+        }
+        out
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn names_patterns_and_precedence() {
+        let snapshot = Snapshot::new(vec![
+            webhook("legacy", json!({"url": "http://x/", "events": ["complete_job"]})),
+            webhook("both", json!({"url": "http://x/", "events": ["job.*", "job.completed", "complete_job"]})),
+            webhook("all", json!({"url": "http://x/", "events": ["*"]})),
+            webhook("prefix", json!({"url": "http://x/", "events": ["worker.*"]})),
+            webhook("off", json!({"url": "http://x/", "events": ["*"], "active": false})),
+        ]);
+        assert_eq!(
+            matched(&snapshot, "complete_job", r#"{"job_id":"j"}"#),
+            pairs(&[("legacy", "complete_job"), ("both", "job.completed"), ("all", "job.completed")])
+        );
+        assert_eq!(
+            matched(&snapshot, "worker:events", r#"{"type":"worker_connected","worker_id":"w"}"#),
+            pairs(&[("all", "worker.connected"), ("prefix", "worker.connected")])
+        );
+    }
+
+    #[test]
+    fn filters_do_what_their_names_say() {
+        let snapshot = Snapshot::new(vec![
+            webhook("types", json!({"url": "http://x/", "events": ["*"], "filters": {"job_types": ["comfyui"]}})),
+            webhook("prio", json!({"url": "http://x/", "events": ["*"], "filters": {"priorities": ["50"]}})),
+            webhook("machines", json!({"url": "http://x/", "events": ["*"], "filters": {"machine_ids": ["m1"]}})),
+            webhook("workers", json!({"url": "http://x/", "events": ["*"], "filters": {"worker_ids": ["w1"]}})),
+        ]);
+        let ids = |channel: &str, payload: &str| -> Vec<String> {
+            matched(&snapshot, channel, payload).into_iter().map(|(id, _)| id).collect()
+        };
+        // b3: job_types works on submissions (service_required), priority defaults to 50.
+        assert_eq!(ids("job_submitted", r#"{"job_id":"j","service_required":"comfyui"}"#), ["types", "prio", "machines", "workers"]);
+        assert_eq!(ids("job_submitted", r#"{"job_id":"j","service_required":"a1111","priority":7}"#), ["machines", "workers"]);
+        assert_eq!(ids("machine:status:m2", r#"{}"#), ["types", "prio", "workers"]);
+        assert_eq!(ids("worker:events", r#"{"type":"worker_connected","worker_id":"w2","machine_id":"m1"}"#), ["types", "prio", "machines"]);
+    }
+}

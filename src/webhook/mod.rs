@@ -1,0 +1,8 @@
+//! Webhooks: their stored form and validation ([`model`]), the in-memory snapshot that matching
+//! runs against ([`matching`], pure), loading it from Redis ([`registry`]) and the few writes the
+//! delivery path makes to a webhook ([`store`]).
+
+pub mod matching;
+pub mod model;
+pub mod registry;
+pub mod store;

@@ -1,0 +1,166 @@
+//! The webhooks in memory: loaded from `webhooks:registry`, swapped in whole as a [`Snapshot`].
+//!
+//! A refresher thread re-reads the hash periodically (writers that are not us, such as the
+//! original service, announce nothing) and at once when `webhooks:changed` is published. A stored
+//! webhook that does not validate is skipped, logged once per stored value, and never stops the
+//! others (reference B8). Unknown event names written by the original are ignored, not fatal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{info, warn};
+use parking_lot::{Mutex, RwLock};
+use redis::Commands;
+use serde_json::Value;
+
+use super::matching::Snapshot;
+use super::model::{EventNames, Webhook};
+use crate::app::Shutdown;
+use crate::keys;
+use crate::redis_conn::{Backoff, RedisPool};
+
+/// A stored webhook's text and what it validated to (`None`: invalid).
+type Known = (String, Option<Arc<Webhook>>);
+
+/// The current snapshot, and what it was built from.
+#[derive(Debug)]
+pub struct Registry {
+    current: RwLock<Arc<Snapshot>>,
+    /// Stored text of each webhook and what it validated to (`None`: invalid), so unchanged
+    /// entries are not validated again and an invalid one is reported once.
+    known: Mutex<HashMap<String, Known>>,
+    loaded: AtomicBool,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            current: RwLock::new(Arc::new(Snapshot::default())),
+            known: Mutex::new(HashMap::new()),
+            loaded: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Registry {
+    /// The current webhooks.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().clone()
+    }
+
+    /// Whether the registry has been read from Redis at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Re-reads `webhooks:registry` and swaps in a new snapshot if anything changed.
+    pub fn reload(&self, redis: &RedisPool) -> redis::RedisResult<()> {
+        let stored: HashMap<String, String> = redis.with(|conn| conn.hgetall(keys::REGISTRY))?;
+        let mut known = self.known.lock();
+        let changed = stored.len() != known.len()
+            || stored
+                .iter()
+                .any(|(id, text)| known.get(id).is_none_or(|(old, _)| old != text));
+        if changed || !self.is_loaded() {
+            let mut next = HashMap::with_capacity(stored.len());
+            for (id, text) in stored {
+                let parsed = match known.remove(&id) {
+                    Some((old, parsed)) if old == text => parsed,
+                    _ => validate(&id, &text),
+                };
+                next.insert(id, (text, parsed));
+            }
+            for id in known.keys().filter(|id| !next.contains_key(*id)) {
+                info!("webhook {id} was removed from the registry");
+            }
+            *known = next;
+            let mut webhooks: Vec<Arc<Webhook>> =
+                known.values().filter_map(|(_, w)| w.clone()).collect();
+            webhooks.sort_by(|a, b| a.id.cmp(&b.id));
+            *self.current.write() = Arc::new(Snapshot::new(webhooks));
+        }
+        drop(known);
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+fn validate(id: &str, text: &str) -> Option<Arc<Webhook>> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("webhook {id} in {} is not valid JSON and is skipped: {e}", keys::REGISTRY);
+            return None;
+        }
+    };
+    match Webhook::from_json(id, &value, EventNames::Lenient) {
+        Ok(webhook) => {
+            let ignored: Vec<&String> = webhook
+                .events
+                .iter()
+                .filter(|e| super::model::Subscription::parse(e).is_none())
+                .collect();
+            if !ignored.is_empty() {
+                warn!("webhook {id} subscribes to unknown event types {ignored:?}, which are ignored");
+            }
+            info!("webhook {id} loaded: {} for {:?}", webhook.url, webhook.events);
+            Some(Arc::new(webhook))
+        }
+        Err(e) => {
+            warn!("webhook {id} in {} is invalid and is skipped: {e}", keys::REGISTRY);
+            None
+        }
+    }
+}
+
+/// Starts the `webhook-registry` thread: reloads every `period`, and at once on a notification.
+pub fn spawn_refresher(
+    registry: Arc<Registry>,
+    redis: Arc<RedisPool>,
+    notify: Receiver<()>,
+    period: Duration,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("webhook-registry".into())
+        .spawn(move || {
+            let mut backoff = Backoff::default();
+            while !shutdown.is_set() {
+                let wait = match registry.reload(&redis) {
+                    Ok(()) => {
+                        if backoff.failures() > 0 {
+                            info!("webhook registry is readable again");
+                        }
+                        backoff.reset();
+                        period
+                    }
+                    Err(e) => {
+                        if backoff.failures() == 0 {
+                            warn!("cannot read {}: {e}; retrying with backoff", keys::REGISTRY);
+                        }
+                        backoff.next_delay()
+                    }
+                };
+                let deadline = Instant::now() + wait;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || shutdown.is_set() {
+                        break;
+                    }
+                    match notify.recv_timeout(left.min(Duration::from_millis(500))) {
+                        Ok(()) => {
+                            // Coalesce a burst of notifications into one reload.
+                            while notify.try_recv().is_ok() {}
+                            break;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+        })
+}

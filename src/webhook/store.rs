@@ -1,0 +1,158 @@
+//! Writes to one webhook's stored JSON, made by the delivery path: disable on 410, count final
+//! failures, reconnect on success.
+//!
+//! Each write is a read-modify-write of one field of `webhooks:registry` under WATCH, retried a
+//! bounded number of times, so concurrent writers (API, other instances) lose nothing (reference
+//! B17). Keys the service does not know are kept as they are, in their order. After a write the
+//! change is announced on `webhooks:changed` so every instance reloads at once.
+
+use std::fmt;
+
+use log::warn;
+use redis::Commands;
+use serde_json::{Map, Value};
+
+use crate::keys;
+use crate::redis_conn::RedisPool;
+use crate::time::now_ms;
+
+/// Final failures in a row after which a non-static webhook is disconnected (reference 5.4).
+pub const DISCONNECT_AFTER: u64 = 10;
+/// Attempts at a contended read-modify-write before giving up.
+const MAX_TRIES: usize = 10;
+
+/// A failed webhook write.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Redis failed.
+    Redis(redis::RedisError),
+    /// The stored value is not a JSON object.
+    Corrupt(String),
+    /// Other writers kept changing the registry.
+    Contended,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Redis(e) => write!(f, "redis: {e}"),
+            StoreError::Corrupt(why) => write!(f, "stored webhook is not valid JSON: {why}"),
+            StoreError::Contended => write!(f, "gave up after {MAX_TRIES} contended updates"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Redis(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Redis(e)
+    }
+}
+
+/// Applies `change` to the stored webhook `id` atomically. `change` returns false to write
+/// nothing. A webhook that no longer exists is left alone.
+pub fn update(
+    redis: &RedisPool,
+    id: &str,
+    change: impl Fn(&mut Map<String, Value>) -> bool,
+) -> Result<(), StoreError> {
+    for _ in 0..MAX_TRIES {
+        let done = redis.with(|conn| -> redis::RedisResult<Result<bool, StoreError>> {
+            redis::cmd("WATCH").arg(keys::REGISTRY).exec(conn)?;
+            let raw: Option<String> = conn.hget(keys::REGISTRY, id)?;
+            let Some(raw) = raw else {
+                redis::cmd("UNWATCH").exec(conn)?;
+                return Ok(Ok(true));
+            };
+            let mut map = match serde_json::from_str::<Value>(&raw) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    redis::cmd("UNWATCH").exec(conn)?;
+                    return Ok(Err(StoreError::Corrupt("not an object".into())));
+                }
+                Err(e) => {
+                    redis::cmd("UNWATCH").exec(conn)?;
+                    return Ok(Err(StoreError::Corrupt(e.to_string())));
+                }
+            };
+            if !change(&mut map) {
+                redis::cmd("UNWATCH").exec(conn)?;
+                return Ok(Ok(true));
+            }
+            let active = map.get("active").and_then(Value::as_bool).unwrap_or(true);
+            let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(&map)).into_owned();
+            let mut pipe = redis::pipe();
+            pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
+            if active {
+                pipe.sadd(keys::ACTIVE, id).ignore();
+            } else {
+                pipe.srem(keys::ACTIVE, id).ignore();
+            }
+            let committed: Option<()> = pipe.query(conn)?;
+            if committed.is_some() {
+                conn.publish::<_, _, ()>(keys::CHANGED_CHANNEL, id)?;
+            }
+            Ok(Ok(committed.is_some()))
+        })?;
+        if done? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).
+pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
+    update(redis, id, |w| {
+        w.insert("active".into(), Value::Bool(false));
+        w.insert("disabled_reason".into(), Value::from("gone"));
+        w.insert("updated_at".into(), Value::from(now_ms()));
+        true
+    })
+}
+
+/// A delivery used up its attempts: count it, and disconnect a non-static webhook at the threshold.
+pub fn record_final_failure(redis: &RedisPool, id: &str, is_static: bool) -> Result<(), StoreError> {
+    update(redis, id, |w| {
+        let now = now_ms();
+        let failures = w
+            .get("consecutive_failures")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            + 1;
+        w.insert("consecutive_failures".into(), Value::from(failures));
+        w.insert("last_failure_at".into(), Value::from(now));
+        w.insert("updated_at".into(), Value::from(now));
+        let disconnected = w.get("disconnected").and_then(Value::as_bool).unwrap_or(false);
+        if failures >= DISCONNECT_AFTER && !is_static && !disconnected {
+            w.insert("disconnected".into(), Value::Bool(true));
+            warn!("webhook {id} is disconnected after {failures} failed deliveries in a row");
+        }
+        true
+    })
+}
+
+/// A delivery succeeded: reset the failure count and reconnect.
+pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
+    update(redis, id, |w| {
+        let failures = w.get("consecutive_failures").and_then(Value::as_u64).unwrap_or(0);
+        let disconnected = w.get("disconnected").and_then(Value::as_bool).unwrap_or(false);
+        if failures == 0 && !disconnected {
+            return false;
+        }
+        let now = now_ms();
+        w.insert("consecutive_failures".into(), Value::from(0));
+        w.insert("disconnected".into(), Value::Bool(false));
+        w.insert("last_success_at".into(), Value::from(now));
+        w.insert("updated_at".into(), Value::from(now));
+        true
+    })
+}
