@@ -1,0 +1,116 @@
+//! The real `webhook-service` binary as a child process, on its own port, against a test redis.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::redis::RedisServer;
+use super::{free_port, wait_until};
+
+/// A running service.
+pub struct Service {
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Service {
+    /// Starts the service against `redis` with loopback allowed as a target, plus `env`.
+    pub fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Service {
+        let mut all = vec![
+            ("REDIS_URL".to_string(), redis.url()),
+            ("WEBHOOK_ALLOWED_NETWORKS".to_string(), "127.0.0.0/8".to_string()),
+            ("RUST_LOG".to_string(), "debug".to_string()),
+            ("WEBHOOK_REGISTRY_REFRESH_MS".to_string(), "200".to_string()),
+        ];
+        for (k, v) in env {
+            all.retain(|(name, _)| name != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join("webhook-service-tests");
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join(format!("service-{port}.log"));
+        let mut service = Service {
+            port,
+            child: None,
+            log,
+            env: all,
+        };
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-service"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WEBHOOK_SERVICE_PORT", self.port.to_string())
+            .env("WEBHOOK_SERVICE_HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start the service: {e}")));
+        wait_until(Duration::from_secs(15), "the service to subscribe", || {
+            let health = self.try_health()?;
+            (health["redis"]["connected"] == Value::Bool(true)).then_some(())
+        });
+    }
+
+    /// `GET /health`, if it answers.
+    pub fn try_health(&self) -> Option<Value> {
+        let mut response = ureq::get(&format!("http://127.0.0.1:{}/health", self.port))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()?;
+        let text = response.body_mut().read_to_string().ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Value {
+        self.try_health()
+            .unwrap_or_else(|| panic!("/health did not answer; log:\n{}", self.log_text()))
+    }
+
+    /// The service's log so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(80).collect();
+            eprintln!("--- service log (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
