@@ -141,6 +141,7 @@ fn serve(
     behaviour: Arc<Behaviour>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_nodelay(true);
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -167,7 +168,8 @@ fn serve(
                     head.push_str(&format!("{name}: {value}\r\n"));
                 }
                 head.push_str("\r\n");
-                if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err() {
+                head.push_str(&body);
+                if writer.write_all(head.as_bytes()).is_err() {
                     return;
                 }
             }
