@@ -170,8 +170,13 @@ pub fn run(config: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::Spawn("scheduler", e))?,
     );
     handles.extend(
-        pool::spawn("delivery", config.delivery_threads, first_rx.clone(), delivery.clone())
-            .map_err(|e| AppError::Spawn("delivery", e))?,
+        pool::spawn(
+            "delivery",
+            config.delivery_threads,
+            first_rx.clone(),
+            delivery.clone(),
+        )
+        .map_err(|e| AppError::Spawn("delivery", e))?,
     );
     handles.extend(
         pool::spawn("retry", config.retry_threads, retry_rx, delivery.clone())
@@ -196,12 +201,23 @@ pub fn run(config: Config) -> Result<(), AppError> {
         started,
     });
     handles.extend(
-        crate::api::server::spawn(SocketAddr::new(config.host, config.port), shared, shutdown.clone())
-            .map_err(AppError::Listen)?,
+        crate::api::server::spawn(
+            SocketAddr::new(config.host, config.port),
+            shared,
+            shutdown.clone(),
+        )
+        .map_err(AppError::Listen)?,
     );
     handles.push(
-        pubsub::spawn(redis, registry, intake, notify_tx, counters, shutdown.clone())
-            .map_err(|e| AppError::Spawn("intake", e))?,
+        pubsub::spawn(
+            redis,
+            registry,
+            intake,
+            notify_tx,
+            counters,
+            shutdown.clone(),
+        )
+        .map_err(|e| AppError::Spawn("intake", e))?,
     );
     info!("ready in {} ms", started.elapsed().as_millis());
     for handle in handles {

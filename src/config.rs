@@ -23,24 +23,96 @@ pub struct Setting {
 
 /// Every setting, in README order.
 pub const SETTINGS: &[Setting] = &[
-    Setting { name: "WEBHOOK_SERVICE_PORT", default: "3335", doc: "Port of the management and monitoring API." },
-    Setting { name: "WEBHOOK_SERVICE_HOST", default: "0.0.0.0", doc: "Address the API listens on." },
-    Setting { name: "REDIS_URL", default: "redis://localhost:6379", doc: "Redis to read events from and keep state in." },
-    Setting { name: "HUB_REDIS_URL", default: "", doc: "Read when REDIS_URL is unset (the original's name)." },
-    Setting { name: "CORS_ORIGINS", default: "*", doc: "Comma-separated exact origins allowed to call the API, or `*`." },
-    Setting { name: "NODE_ENV", default: "", doc: "Accepted for compatibility; only logged." },
-    Setting { name: "WEBHOOK_DELIVERY_THREADS", default: "8", doc: "Threads making first delivery attempts (1-256)." },
-    Setting { name: "WEBHOOK_RETRY_THREADS", default: "2", doc: "Threads making retries, apart from first attempts (1-256)." },
-    Setting { name: "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", default: "0", doc: "Most attempts one webhook may have in flight; 0 means half the delivery threads. Halved on each timeout or connection failure, grown back on success." },
-    Setting { name: "WEBHOOK_QUEUE_CAPACITY", default: "10000", doc: "Deliveries waiting for a delivery thread before intake waits (100-1000000)." },
-    Setting { name: "WEBHOOK_TIMEOUT_MS", default: "30000", doc: "Time limit of one attempt, connect to last response byte (100-300000)." },
-    Setting { name: "WEBHOOK_ALLOWED_NETWORKS", default: "", doc: "Comma-separated CIDRs exempt from the private-address block, e.g. `127.0.0.0/8`. Empty: nothing private is allowed." },
-    Setting { name: "WEBHOOK_DEDUPE_WINDOW_MS", default: "600000", doc: "A source event seen again within this window is not delivered again (0 turns it off)." },
-    Setting { name: "WEBHOOK_PROGRESS_THROTTLE_MS", default: "1000", doc: "At most one job.progress per job per webhook in this period; the last of a burst is always sent." },
-    Setting { name: "WEBHOOK_MAX_RETRY_AFTER_MS", default: "3600000", doc: "Cap on the delay a `Retry-After` header can ask for." },
-    Setting { name: "WEBHOOK_REGISTRY_REFRESH_MS", default: "2000", doc: "How often `webhooks:registry` is re-read for changes made by other processes (100-600000)." },
-    Setting { name: "RUST_LOG", default: "info", doc: "Log level (error, warn, info, debug, trace), optionally per module: `info,webhook_service::delivery=debug`." },
-    Setting { name: "LOG_FORMAT", default: "text", doc: "`text` for human-readable lines, `json` for one JSON object per line." },
+    Setting {
+        name: "WEBHOOK_SERVICE_PORT",
+        default: "3335",
+        doc: "Port of the management and monitoring API.",
+    },
+    Setting {
+        name: "WEBHOOK_SERVICE_HOST",
+        default: "0.0.0.0",
+        doc: "Address the API listens on.",
+    },
+    Setting {
+        name: "REDIS_URL",
+        default: "redis://localhost:6379",
+        doc: "Redis to read events from and keep state in.",
+    },
+    Setting {
+        name: "HUB_REDIS_URL",
+        default: "",
+        doc: "Read when REDIS_URL is unset (the original's name).",
+    },
+    Setting {
+        name: "CORS_ORIGINS",
+        default: "*",
+        doc: "Comma-separated exact origins allowed to call the API, or `*`.",
+    },
+    Setting {
+        name: "NODE_ENV",
+        default: "",
+        doc: "Accepted for compatibility; only logged.",
+    },
+    Setting {
+        name: "WEBHOOK_DELIVERY_THREADS",
+        default: "8",
+        doc: "Threads making first delivery attempts (1-256).",
+    },
+    Setting {
+        name: "WEBHOOK_RETRY_THREADS",
+        default: "2",
+        doc: "Threads making retries, apart from first attempts (1-256).",
+    },
+    Setting {
+        name: "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
+        default: "0",
+        doc: "Most attempts one webhook may have in flight; 0 means half the delivery threads. Halved on each timeout or connection failure, grown back on success.",
+    },
+    Setting {
+        name: "WEBHOOK_QUEUE_CAPACITY",
+        default: "10000",
+        doc: "Deliveries waiting for a delivery thread before intake waits (100-1000000).",
+    },
+    Setting {
+        name: "WEBHOOK_TIMEOUT_MS",
+        default: "30000",
+        doc: "Time limit of one attempt, connect to last response byte (100-300000).",
+    },
+    Setting {
+        name: "WEBHOOK_ALLOWED_NETWORKS",
+        default: "",
+        doc: "Comma-separated CIDRs exempt from the private-address block, e.g. `127.0.0.0/8`. Empty: nothing private is allowed.",
+    },
+    Setting {
+        name: "WEBHOOK_DEDUPE_WINDOW_MS",
+        default: "600000",
+        doc: "A source event seen again within this window is not delivered again (0 turns it off).",
+    },
+    Setting {
+        name: "WEBHOOK_PROGRESS_THROTTLE_MS",
+        default: "1000",
+        doc: "At most one job.progress per job per webhook in this period; the last of a burst is always sent.",
+    },
+    Setting {
+        name: "WEBHOOK_MAX_RETRY_AFTER_MS",
+        default: "3600000",
+        doc: "Cap on the delay a `Retry-After` header can ask for.",
+    },
+    Setting {
+        name: "WEBHOOK_REGISTRY_REFRESH_MS",
+        default: "2000",
+        doc: "How often `webhooks:registry` is re-read for changes made by other processes (100-600000).",
+    },
+    Setting {
+        name: "RUST_LOG",
+        default: "info",
+        doc: "Log level (error, warn, info, debug, trace), optionally per module: `info,webhook_service::delivery=debug`.",
+    },
+    Setting {
+        name: "LOG_FORMAT",
+        default: "text",
+        doc: "`text` for human-readable lines, `json` for one JSON object per line.",
+    },
 ];
 
 /// The validated configuration.
@@ -91,7 +163,10 @@ impl fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("delivery_threads", &self.delivery_threads)
             .field("retry_threads", &self.retry_threads)
-            .field("max_in_flight_per_endpoint", &self.max_in_flight_per_endpoint)
+            .field(
+                "max_in_flight_per_endpoint",
+                &self.max_in_flight_per_endpoint,
+            )
             .field("queue_capacity", &self.queue_capacity)
             .field("timeout", &self.timeout)
             .field("allowed_networks", &self.allowed_networks)
@@ -295,7 +370,10 @@ mod tests {
     fn hub_redis_url_is_read_when_redis_url_is_unset() {
         let c = config(&[("HUB_REDIS_URL", "redis://hub:1")]).map(|c| c.redis_url);
         assert_eq!(c, Ok("redis://hub:1".to_string()));
-        let c = config(&[("HUB_REDIS_URL", "redis://hub:1"), ("REDIS_URL", "redis://r:2")]);
+        let c = config(&[
+            ("HUB_REDIS_URL", "redis://hub:1"),
+            ("REDIS_URL", "redis://r:2"),
+        ]);
         assert_eq!(c.map(|c| c.redis_url), Ok("redis://r:2".to_string()));
     }
 
@@ -321,6 +399,20 @@ mod tests {
                     assert!(e.to_string().contains(name), "{e}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_default() {
+        let readme = include_str!("../README.md");
+        for setting in SETTINGS {
+            let default = if setting.default.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`", setting.default)
+            };
+            let row = format!("| `{}` | {} |", setting.name, default);
+            assert!(readme.contains(&row), "README lacks the row {row}");
         }
     }
 

@@ -33,13 +33,17 @@ impl Filter {
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some((module, level)) => {
-                    filter.modules.push((module.trim().to_string(), level_of(level)?));
+                    filter
+                        .modules
+                        .push((module.trim().to_string(), level_of(level)?));
                 }
                 // A bare word is a level; modules are named as `module=level`.
                 None => filter.default = level_of(part)?,
             }
         }
-        filter.modules.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+        filter
+            .modules
+            .sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
         Ok(filter)
     }
 
@@ -136,7 +140,10 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(f.level_for("webhook_service::delivery::pool"), LevelFilter::Debug);
+        assert_eq!(
+            f.level_for("webhook_service::delivery::pool"),
+            LevelFilter::Debug
+        );
         assert_eq!(f.level_for("webhook_service::api"), LevelFilter::Warn);
         assert_eq!(f.level_for("ureq::run"), LevelFilter::Off);
         assert!(Filter::parse("loud!").is_err());

@@ -57,17 +57,26 @@ const CASES: [(&str, &str, &str, &str); 7] = [
 fn by_event_type(requests: &[Captured]) -> HashMap<String, Captured> {
     requests
         .iter()
-        .map(|r| (r.header("x-webhook-event").unwrap_or("").to_string(), r.clone()))
+        .map(|r| {
+            (
+                r.header("x-webhook-event").unwrap_or("").to_string(),
+                r.clone(),
+            )
+        })
         .collect()
 }
 
 fn is_event_id(id: &str) -> bool {
     let mut parts = id.splitn(3, '_');
     parts.next() == Some("wh")
-        && parts.next().is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
         && parts
             .next()
-            .is_some_and(|s| s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
+            .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+        && parts.next().is_some_and(|s| {
+            s.len() == 9
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        })
 }
 
 #[test]
@@ -75,9 +84,18 @@ fn legacy_bodies_are_byte_identical_to_the_original() {
     let (redis, service) = setup(&[]);
     let receiver = Receiver::ok();
     let names: Vec<&str> = CASES.iter().map(|c| c.0).collect();
-    register(&redis, &service, "wh_1_legacy", webhook(&receiver.url("/legacy"), &names));
+    register(
+        &redis,
+        &service,
+        "wh_1_legacy",
+        webhook(&receiver.url("/legacy"), &names),
+    );
     for (channel, message, _, _) in CASES {
-        assert_eq!(redis.publish(channel, message), 1, "nobody subscribed to {channel}");
+        assert_eq!(
+            redis.publish(channel, message),
+            1,
+            "nobody subscribed to {channel}"
+        );
     }
     let got = by_event_type(&receiver.wait_for(CASES.len(), SOON));
     for (channel, _, timestamp, data) in CASES {
@@ -91,26 +109,48 @@ fn legacy_bodies_are_byte_identical_to_the_original() {
         );
         assert_eq!(request.body_str(), expected, "{channel}: body differs");
         assert_eq!(request.header("content-type"), Some("application/json"));
-        assert_eq!(request.header("user-agent"), Some("EMP-Job-Queue-Webhook/1.0"));
+        assert_eq!(
+            request.header("user-agent"),
+            Some("EMP-Job-Queue-Webhook/1.0")
+        );
         assert_eq!(request.header("x-webhook-event"), Some(channel));
         assert_eq!(request.header("x-webhook-id"), Some("wh_1_legacy"));
     }
-    assert_eq!(receiver.requests().len(), CASES.len(), "one delivery per event");
+    assert_eq!(
+        receiver.requests().len(),
+        CASES.len(),
+        "one delivery per event"
+    );
 }
 
 #[test]
 fn a_failure_from_the_base_worker_gets_the_originals_fallbacks() {
     let (redis, service) = setup(&[]);
     let receiver = Receiver::ok();
-    register(&redis, &service, "wh_1_failed", webhook(&receiver.url("/f"), &["job_failed"]));
+    register(
+        &redis,
+        &service,
+        "wh_1_failed",
+        webhook(&receiver.url("/f"), &["job_failed"]),
+    );
     // The base worker's shape: no timestamp, no worker_id, no error text.
-    redis.publish("job_failed", r#"{"job_id":"job-9","service_type":"comfyui"}"#);
+    redis.publish(
+        "job_failed",
+        r#"{"job_id":"job-9","service_type":"comfyui"}"#,
+    );
     let got = receiver.wait_for(1, SOON);
     let body = got[0].json();
     let data = body["data"].as_object().cloned().unwrap_or_default();
     let keys: Vec<&str> = data.keys().map(String::as_str).collect();
     assert_eq!(keys, ["job_id", "error", "failed_at"]);
     assert_eq!(data["error"], "Unknown error");
-    assert_eq!(data["failed_at"], body["timestamp"], "failed_at falls back to the event time");
-    assert!(body["timestamp"].as_u64().is_some_and(|t| t > 1_700_000_000_000));
+    assert_eq!(
+        data["failed_at"], body["timestamp"],
+        "failed_at falls back to the event time"
+    );
+    assert!(
+        body["timestamp"]
+            .as_u64()
+            .is_some_and(|t| t > 1_700_000_000_000)
+    );
 }

@@ -1,5 +1,8 @@
 //! Integration tests: a real redis-server, real HTTP receivers, the real binary.
 
+// The test binary is its own crate: `pub` only shares items between its modules.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod intake;
@@ -21,7 +24,9 @@ pub const SOON: Duration = Duration::from_secs(10);
 /// Stores `webhook` under `id` as the original stores it, and waits until `service` has it.
 pub fn register(redis: &RedisServer, service: &Service, id: &str, mut webhook: Value) {
     webhook["id"] = Value::from(id);
-    let before = service.health()["processor"]["total_webhooks"].as_u64().unwrap_or(0);
+    let before = service.health()["processor"]["total_webhooks"]
+        .as_u64()
+        .unwrap_or(0);
     let mut conn = redis.conn();
     let _: () = ::redis::cmd("HSET")
         .arg("webhooks:registry")

@@ -82,7 +82,11 @@ fn health(shared: &Shared) -> (u16, Value) {
     let snapshot = shared.registry.snapshot();
     let active = snapshot.webhooks().iter().filter(|w| w.active).count();
     let next_due = shared.backlog.next_retry_due_ms.load(Ordering::Relaxed);
-    let oldest_pending = if next_due > 0 && next_due < now { now - next_due } else { 0 };
+    let oldest_pending = if next_due > 0 && next_due < now {
+        now - next_due
+    } else {
+        0
+    };
     let attempts: serde_json::Map<String, Value> = OUTCOMES
         .iter()
         .map(|o| (o.label().to_string(), Value::from(c.attempts(*o))))

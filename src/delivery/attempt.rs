@@ -37,7 +37,10 @@ pub struct AttemptOutcome {
 /// Makes one attempt of `delivery` to `webhook`.
 pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
     let now = SystemTime::now();
-    let unix_seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let unix_seconds = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut request = agent
         .post(webhook.url.as_str())
         .header("Content-Type", "application/json")
@@ -55,7 +58,11 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
         {
             // During a rotation both secrets sign (CONTRACT section 3).
             standard.push(' ');
-            standard.push_str(&Signer::new(previous).standard(&delivery.event_id, unix_seconds, &delivery.body));
+            standard.push_str(&Signer::new(previous).standard(
+                &delivery.event_id,
+                unix_seconds,
+                &delivery.body,
+            ));
         }
         request = request
             .header("X-Webhook-Signature", signer.legacy(&delivery.body))
@@ -81,7 +88,9 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
             let class = OutcomeClass::of_status(status);
             let error = match (class, read) {
                 (OutcomeClass::Success, _) => None,
-                (OutcomeClass::Redirect, _) => Some(format!("HTTP {status}: redirects are not followed")),
+                (OutcomeClass::Redirect, _) => {
+                    Some(format!("HTTP {status}: redirects are not followed"))
+                }
                 (_, _) => Some(format!("HTTP {status}")),
             };
             AttemptOutcome {

@@ -50,7 +50,13 @@ impl Dispatcher {
                 }
             };
             let event_id = event::event_id(&m.webhook.id, event);
-            let body = envelope(m.event_type, &event_id, &event.timestamp, &m.webhook.id, data);
+            let body = envelope(
+                m.event_type,
+                &event_id,
+                &event.timestamp,
+                &m.webhook.id,
+                data,
+            );
             let delivery = Delivery {
                 webhook_id: Arc::from(m.webhook.id.as_str()),
                 event_id,
@@ -75,7 +81,11 @@ impl Dispatcher {
             let key = (delivery.webhook_id.to_string(), job_id);
             match throttle.offer(key.clone(), delivery, Instant::now()) {
                 Offer::SendNow(delivery, flush_at) => {
-                    if self.scheduler.schedule(flush_at, Timed::Flush(key)).is_err() {
+                    if self
+                        .scheduler
+                        .schedule(flush_at, Timed::Flush(key))
+                        .is_err()
+                    {
                         error!("the scheduler has stopped; progress throttling cannot flush");
                     }
                     self.send(delivery);

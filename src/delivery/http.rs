@@ -23,11 +23,17 @@ pub fn agent(timeout: Duration, connections: usize, allowed: Vec<Cidr>) -> Agent
         .proxy(None)
         .timeout_global(Some(timeout))
         .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
-        .user_agent(AutoHeaderValue::Provided(std::sync::Arc::new(USER_AGENT.to_string())))
+        .user_agent(AutoHeaderValue::Provided(std::sync::Arc::new(
+            USER_AGENT.to_string(),
+        )))
         .accept_encoding(AutoHeaderValue::None)
         .max_idle_connections(connections.max(16) * 4)
         .max_idle_connections_per_host(connections.max(1))
         .max_idle_age(Duration::from_secs(30))
         .build();
-    Agent::with_parts(config, DefaultConnector::new(), GuardedResolver::new(allowed))
+    Agent::with_parts(
+        config,
+        DefaultConnector::new(),
+        GuardedResolver::new(allowed),
+    )
 }

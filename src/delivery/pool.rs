@@ -180,7 +180,9 @@ fn run_admitted(ctx: &Context, delivery: Delivery) {
         let unreachable = match catch_unwind(AssertUnwindSafe(|| attempt_once(ctx, delivery))) {
             Ok(unreachable) => unreachable,
             Err(_) => {
-                error!("delivery of event {event_id} to webhook {webhook_id} panicked; it is dropped");
+                error!(
+                    "delivery of event {event_id} to webhook {webhook_id} panicked; it is dropped"
+                );
                 bump(&ctx.counters.events_failed);
                 None
             }
@@ -228,11 +230,16 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         Decision::Done => {
             bump(&ctx.counters.deliveries_succeeded);
             if webhook.disconnected || webhook.consecutive_failures > 0 {
-                write(ctx, &delivery, "reconnect", |redis| store::record_success(redis, &webhook.id));
+                write(ctx, &delivery, "reconnect", |redis| {
+                    store::record_success(redis, &webhook.id)
+                });
             }
         }
         Decision::Retry(delay) => {
-            if let Err(item) = ctx.scheduler.schedule(Instant::now() + delay, Timed::Retry(delivery)) {
+            if let Err(item) = ctx
+                .scheduler
+                .schedule(Instant::now() + delay, Timed::Retry(delivery))
+            {
                 lost(ctx, &item, "the scheduler has stopped");
             }
         }
@@ -242,7 +249,9 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
                 webhook.id, delivery.event_id
             );
             bump(&ctx.counters.deliveries_failed);
-            write(ctx, &delivery, "disable", |redis| store::disable_gone(redis, &webhook.id));
+            write(ctx, &delivery, "disable", |redis| {
+                store::disable_gone(redis, &webhook.id)
+            });
         }
         Decision::GiveUp => {
             warn!(

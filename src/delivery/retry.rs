@@ -143,12 +143,30 @@ mod tests {
     #[test]
     fn schedule_grows_and_caps() {
         let mid = 0.5; // no jitter
-        assert_eq!(decide(&P, 1, OutcomeClass::ServerError, Some(500), None, CAP, mid), d(1000));
-        assert_eq!(decide(&P, 2, OutcomeClass::Timeout, None, None, CAP, mid), d(2000));
-        assert_eq!(decide(&P, 3, OutcomeClass::Connect, None, None, CAP, mid), d(3000));
-        assert_eq!(decide(&P, 4, OutcomeClass::Connect, None, None, CAP, mid), Decision::GiveUp);
-        assert_eq!(decide(&P, 1, OutcomeClass::Success, Some(204), None, CAP, mid), Decision::Done);
-        assert_eq!(decide(&P, 1, OutcomeClass::Redirect, Some(302), None, CAP, mid), d(1000));
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::ServerError, Some(500), None, CAP, mid),
+            d(1000)
+        );
+        assert_eq!(
+            decide(&P, 2, OutcomeClass::Timeout, None, None, CAP, mid),
+            d(2000)
+        );
+        assert_eq!(
+            decide(&P, 3, OutcomeClass::Connect, None, None, CAP, mid),
+            d(3000)
+        );
+        assert_eq!(
+            decide(&P, 4, OutcomeClass::Connect, None, None, CAP, mid),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::Success, Some(204), None, CAP, mid),
+            Decision::Done
+        );
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::Redirect, Some(302), None, CAP, mid),
+            d(1000)
+        );
     }
 
     #[test]
@@ -159,31 +177,55 @@ mod tests {
 
     #[test]
     fn gone_disables_even_on_the_last_attempt() {
-        assert_eq!(decide(&P, 4, OutcomeClass::ClientError, Some(410), None, CAP, 0.5), Decision::Gone);
+        assert_eq!(
+            decide(&P, 4, OutcomeClass::ClientError, Some(410), None, CAP, 0.5),
+            Decision::Gone
+        );
     }
 
     #[test]
     fn retry_after_is_honoured_on_429_and_503_only_and_capped() {
         let after = Some(Duration::from_secs(30));
-        assert_eq!(decide(&P, 1, OutcomeClass::ClientError, Some(429), after, CAP, 0.5), d(30_000));
-        assert_eq!(decide(&P, 1, OutcomeClass::ServerError, Some(503), after, CAP, 0.5), d(30_000));
-        assert_eq!(decide(&P, 1, OutcomeClass::ServerError, Some(500), after, CAP, 0.5), d(1000));
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::ClientError, Some(429), after, CAP, 0.5),
+            d(30_000)
+        );
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::ServerError, Some(503), after, CAP, 0.5),
+            d(30_000)
+        );
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::ServerError, Some(500), after, CAP, 0.5),
+            d(1000)
+        );
         let cap = Duration::from_secs(10);
-        assert_eq!(decide(&P, 1, OutcomeClass::ClientError, Some(429), after, cap, 0.5), d(10_000));
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::ClientError, Some(429), after, cap, 0.5),
+            d(10_000)
+        );
         // A Retry-After shorter than the backoff does not bring the retry forward.
         let short = Some(Duration::from_millis(10));
-        assert_eq!(decide(&P, 1, OutcomeClass::ClientError, Some(429), short, CAP, 0.5), d(1000));
+        assert_eq!(
+            decide(&P, 1, OutcomeClass::ClientError, Some(429), short, CAP, 0.5),
+            d(1000)
+        );
     }
 
     #[test]
     fn retry_after_formats() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:27 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:27 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

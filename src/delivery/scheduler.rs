@@ -108,7 +108,11 @@ pub fn spawn(
                 if timers.fire(now, &retry_tx, &first_tx, &throttle).is_err() {
                     return;
                 }
-                publish(&backlog, timers.retries.len(), timers.retries.peek().map(|Reverse(e)| e.due));
+                publish(
+                    &backlog,
+                    timers.retries.len(),
+                    timers.retries.peek().map(|Reverse(e)| e.due),
+                );
                 let wait = timers
                     .next_due()
                     .map(|due| due.saturating_duration_since(Instant::now()))
@@ -153,14 +157,22 @@ impl Timers {
         let seq = self.seq;
         match item {
             Timed::Retry(d) => self.retries.push(Reverse(Entry { due, seq, item: d })),
-            Timed::Flush(k) => self.throttle.push(Reverse(Entry { due, seq, item: ThrottleWork::Flush(k) })),
+            Timed::Flush(k) => self.throttle.push(Reverse(Entry {
+                due,
+                seq,
+                item: ThrottleWork::Flush(k),
+            })),
         }
     }
 
     fn add_throttle(&mut self, due: Instant, work: ThrottleWork) {
         self.seq += 1;
         let seq = self.seq;
-        self.throttle.push(Reverse(Entry { due, seq, item: work }));
+        self.throttle.push(Reverse(Entry {
+            due,
+            seq,
+            item: work,
+        }));
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -181,7 +193,9 @@ impl Timers {
         throttle: &Throttle,
     ) -> Result<(), Stopped> {
         while self.throttle.peek().is_some_and(|Reverse(e)| e.due <= now) {
-            let Some(Reverse(entry)) = self.throttle.pop() else { break };
+            let Some(Reverse(entry)) = self.throttle.pop() else {
+                break;
+            };
             let delivery = match entry.item {
                 ThrottleWork::Send(d) => d,
                 ThrottleWork::Flush(key) => match throttle.flush(&key, now) {
@@ -202,13 +216,19 @@ impl Timers {
             }
         }
         while self.retries.peek().is_some_and(|Reverse(e)| e.due <= now) {
-            let Some(Reverse(entry)) = self.retries.pop() else { break };
+            let Some(Reverse(entry)) = self.retries.pop() else {
+                break;
+            };
             match retry_tx.try_send(entry.item) {
                 Ok(()) => {}
                 Err(TrySendError::Full(d)) => {
                     // The retry pool is busy: keep the order, try again shortly.
                     self.seq += 1;
-                    self.retries.push(Reverse(Entry { due: now + REQUEUE_DELAY, seq: entry.seq, item: d }));
+                    self.retries.push(Reverse(Entry {
+                        due: now + REQUEUE_DELAY,
+                        seq: entry.seq,
+                        item: d,
+                    }));
                     break;
                 }
                 Err(TrySendError::Disconnected(_)) => return Err(Stopped),

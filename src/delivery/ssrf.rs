@@ -30,11 +30,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -193,7 +197,12 @@ impl GuardedResolver {
         }
     }
 
-    fn lookup(&self, host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
+    fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>, ureq::Error> {
         let key = format!("{host}:{port}");
         if let Some((at, addrs)) = self.cache.lock().get(&key)
             && at.elapsed() < DNS_CACHE_TTL
@@ -238,7 +247,11 @@ impl GuardedResolver {
             .ok_or_else(|| ureq::Error::BadUri(format!("{uri} has no host")))?;
         let port = authority
             .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
         let host = authority.host();
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         let addrs = match literal.parse::<IpAddr>() {
@@ -305,14 +318,42 @@ mod tests {
     #[test]
     fn non_public_addresses_are_refused() {
         for blocked in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-            "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1", "192.0.0.1",
-            "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1", "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "192.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd00:ec2::254",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::127.0.0.1",
         ] {
-            assert!(forbidden_reason(ip(blocked)).is_some(), "{blocked} was allowed");
+            assert!(
+                forbidden_reason(ip(blocked)).is_some(),
+                "{blocked} was allowed"
+            );
         }
-        for public in ["1.1.1.1", "93.184.216.34", "172.32.0.1", "2606:4700::1111", "100.128.0.1"] {
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+        ] {
             assert_eq!(forbidden_reason(ip(public)), None, "{public} was refused");
         }
     }

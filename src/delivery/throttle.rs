@@ -107,7 +107,10 @@ mod tests {
         };
         assert_eq!(first.event_id, "e1");
         assert_eq!(flush_at, now + Duration::from_secs(1));
-        assert!(matches!(t.offer(key.clone(), delivery(2), now), Offer::Held(None)));
+        assert!(matches!(
+            t.offer(key.clone(), delivery(2), now),
+            Offer::Held(None)
+        ));
         let Offer::Held(Some(superseded)) = t.offer(key.clone(), delivery(3), now) else {
             panic!("third offer was not held");
         };

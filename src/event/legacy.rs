@@ -106,7 +106,13 @@ pub fn data(event: &Event) -> Map<String, Value> {
             copy(
                 &mut data,
                 f,
-                &["status", "completed_at", "verified", "message", "workflow_details"],
+                &[
+                    "status",
+                    "completed_at",
+                    "verified",
+                    "message",
+                    "workflow_details",
+                ],
             );
             // B5: the original meant to deliver outputs and never did.
             copy(&mut data, f, &["outputs"]);

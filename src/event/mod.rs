@@ -163,11 +163,10 @@ impl Event {
 
     /// The job id, if the event concerns a job.
     pub fn job_id(&self) -> Option<String> {
-        self.str_field("job_id")
-            .or_else(|| match self.kind {
-                EventKind::JobAssigned => self.str_field("current_job_id"),
-                _ => None,
-            })
+        self.str_field("job_id").or_else(|| match self.kind {
+            EventKind::JobAssigned => self.str_field("current_job_id"),
+            _ => None,
+        })
     }
 
     /// The worker id, when present.
@@ -228,7 +227,11 @@ pub fn identity_hash(parts: &[&[u8]]) -> [u8; 32] {
 /// derived from the webhook id and the event identity, so every attempt and every redelivery of the
 /// same event to the same webhook carries the same id (CONTRACT section 6).
 pub fn event_id(webhook_id: &str, event: &Event) -> String {
-    let digest = identity_hash(&[webhook_id.as_bytes(), &event.identity, event.kind.name().as_bytes()]);
+    let digest = identity_hash(&[
+        webhook_id.as_bytes(),
+        &event.identity,
+        event.kind.name().as_bytes(),
+    ]);
     let mut n = u64::from_le_bytes([
         digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
     ]);

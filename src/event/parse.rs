@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{Event, EventKind, identity_hash, id_string, json};
+use super::{Event, EventKind, id_string, identity_hash, json};
 
 /// Channels read with SUBSCRIBE.
 pub const CHANNELS: [&str; 14] = [
@@ -179,7 +179,10 @@ impl Message<'_> {
             EventKind::WorkflowSubmitted
             | EventKind::WorkflowCompleted
             | EventKind::WorkflowFailed => {
-                let id = fields.get("workflow_id").and_then(id_string).unwrap_or_default();
+                let id = fields
+                    .get("workflow_id")
+                    .and_then(id_string)
+                    .unwrap_or_default();
                 identity_hash(&[name, id.as_bytes()])
             }
             _ => identity_hash(&[name, &self.bytes]),
@@ -229,7 +232,9 @@ impl Message<'_> {
     fn worker_status(&self, fields: Map<String, Value>) -> Result<Parsed, ParseError> {
         require(&fields, "worker_id")?;
         let busy_with = match fields.get("new_status") {
-            Some(Value::String(s)) if s == "busy" => fields.get("current_job_id").and_then(id_string),
+            Some(Value::String(s)) if s == "busy" => {
+                fields.get("current_job_id").and_then(id_string)
+            }
             _ => None,
         };
         let mut parsed = Parsed::default();
@@ -397,7 +402,11 @@ mod tests {
     fn channels_map_to_canonical_kinds() {
         let cases = [
             ("job_submitted", r#"{"job_id":"j"}"#, vec!["job.submitted"]),
-            ("update_job_progress", r#"{"job_id":"j"}"#, vec!["job.progress"]),
+            (
+                "update_job_progress",
+                r#"{"job_id":"j"}"#,
+                vec!["job.progress"],
+            ),
             ("complete_job", r#"{"job_id":"j"}"#, vec!["job.completed"]),
             ("job_failed", r#"{"job_id":"j"}"#, vec!["job.failed"]),
             ("cancel_job", r#"{"job_id":"j"}"#, vec!["job.cancelled"]),
@@ -411,28 +420,76 @@ mod tests {
                 r#"{"worker_id":"w","new_status":"busy","current_job_id":""}"#,
                 vec!["worker.status_changed"],
             ),
-            ("worker:events", r#"{"type":"worker_connected","worker_id":"w"}"#, vec!["worker.connected"]),
-            ("worker:events", r#"{"type":"worker_disconnected","worker_id":"w"}"#, vec!["worker.disconnected"]),
-            ("worker:events", r#"{"type":"nope","worker_id":"w"}"#, vec!["unknown_type"]),
+            (
+                "worker:events",
+                r#"{"type":"worker_connected","worker_id":"w"}"#,
+                vec!["worker.connected"],
+            ),
+            (
+                "worker:events",
+                r#"{"type":"worker_disconnected","worker_id":"w"}"#,
+                vec!["worker.disconnected"],
+            ),
+            (
+                "worker:events",
+                r#"{"type":"nope","worker_id":"w"}"#,
+                vec!["unknown_type"],
+            ),
             (
                 "machine:startup:events",
                 r#"{"event_type":"startup_complete","machine_config":{"machine_id":"m"}}"#,
                 vec!["machine.startup_complete"],
             ),
-            ("machine:startup:events", r#"{"event_type":"shutdown","machine_id":"m"}"#, vec!["machine.shutdown"]),
-            ("machine:startup:events", r#"{"event_type":"startup_step","machine_id":"m"}"#, vec![]),
-            ("machine:startup:events", r#"{"event_type":"shutdown"}"#, vec!["missing_field"]),
-            ("machine:status:m1", r#"{"status":{}}"#, vec!["machine.status_changed"]),
-            ("workflow_submitted", r#"{"workflow_id":"f"}"#, vec!["workflow.submitted"]),
-            ("workflow_completed", r#"{"workflow_id":"f"}"#, vec!["workflow.completed"]),
-            ("workflow_failed", r#"{"workflow_id":"f"}"#, vec!["workflow.failed"]),
-            ("job.events", r#"{"type":"job_progress","job_id":"j","data":{"progress":5}}"#, vec!["job.progress"]),
+            (
+                "machine:startup:events",
+                r#"{"event_type":"shutdown","machine_id":"m"}"#,
+                vec!["machine.shutdown"],
+            ),
+            (
+                "machine:startup:events",
+                r#"{"event_type":"startup_step","machine_id":"m"}"#,
+                vec![],
+            ),
+            (
+                "machine:startup:events",
+                r#"{"event_type":"shutdown"}"#,
+                vec!["missing_field"],
+            ),
+            (
+                "machine:status:m1",
+                r#"{"status":{}}"#,
+                vec!["machine.status_changed"],
+            ),
+            (
+                "workflow_submitted",
+                r#"{"workflow_id":"f"}"#,
+                vec!["workflow.submitted"],
+            ),
+            (
+                "workflow_completed",
+                r#"{"workflow_id":"f"}"#,
+                vec!["workflow.completed"],
+            ),
+            (
+                "workflow_failed",
+                r#"{"workflow_id":"f"}"#,
+                vec!["workflow.failed"],
+            ),
+            (
+                "job.events",
+                r#"{"type":"job_progress","job_id":"j","data":{"progress":5}}"#,
+                vec!["job.progress"],
+            ),
             (
                 "job.events",
                 r#"{"type":"job_status_changed","job_id":"j","data":{"new_status":"x"}}"#,
                 vec!["job.status_changed"],
             ),
-            ("machine.events", r#"{"type":"machine_shutdown","machine_id":"m"}"#, vec!["machine.shutdown"]),
+            (
+                "machine.events",
+                r#"{"type":"machine_shutdown","machine_id":"m"}"#,
+                vec!["machine.shutdown"],
+            ),
             ("complete_job", "not json", vec!["not_json"]),
             ("complete_job", "[1]", vec!["not_object"]),
             ("complete_job", r#"{"job_id":""}"#, vec!["missing_field"]),

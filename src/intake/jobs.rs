@@ -72,8 +72,14 @@ mod tests {
     #[test]
     fn transitions_report_the_previous_status() {
         let mut t = JobTracker::default();
-        assert_eq!(t.transition("j", "pending", Some("comfyui".into()), None), Some(None));
-        assert_eq!(t.transition("j", "in_progress", None, None), Some(Some("pending")));
+        assert_eq!(
+            t.transition("j", "pending", Some("comfyui".into()), None),
+            Some(None)
+        );
+        assert_eq!(
+            t.transition("j", "in_progress", None, None),
+            Some(Some("pending"))
+        );
         assert_eq!(t.transition("j", "in_progress", None, None), None);
         assert_eq!(t.known("j").0.as_deref(), Some("comfyui"));
     }

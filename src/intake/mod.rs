@@ -135,7 +135,11 @@ fn status_changed(jobs: &mut JobTracker, hint: StatusHint) -> Option<Event> {
     }
     Some(Event {
         kind: EventKind::JobStatusChanged,
-        identity: identity_hash(&[b"job.status_changed", &source.identity, new_status.as_bytes()]),
+        identity: identity_hash(&[
+            b"job.status_changed",
+            &source.identity,
+            new_status.as_bytes(),
+        ]),
         fields,
         new_status: Some(new_status.to_string()),
         old_status: old.map(str::to_string),

@@ -66,7 +66,10 @@ pub fn spawn(
                             warn!("cannot subscribe to Redis: {e}; retrying with backoff");
                         }
                     }
-                    Err(e) => debug!("Redis subscription attempt {} failed: {e}", backoff.failures()),
+                    Err(e) => debug!(
+                        "Redis subscription attempt {} failed: {e}",
+                        backoff.failures()
+                    ),
                     Ok(()) => {}
                 }
                 was_connected = true;
@@ -95,7 +98,11 @@ fn subscribe_and_read(
     if backoff.failures() > 0 {
         info!("subscribed to Redis again");
     } else {
-        info!("subscribed to {} channels and {} patterns", CHANNELS.len(), PATTERNS.len());
+        info!(
+            "subscribed to {} channels and {} patterns",
+            CHANNELS.len(),
+            PATTERNS.len()
+        );
     }
     backoff.reset();
     counters.redis_connected.store(true, Ordering::Relaxed);

@@ -81,7 +81,11 @@ impl Counters {
     /// Counts a malformed message from `source`.
     pub fn malformed(&self, source: &str) {
         self.events_malformed.fetch_add(1, Relaxed);
-        *self.malformed_by_source.lock().entry(source.to_string()).or_insert(0) += 1;
+        *self
+            .malformed_by_source
+            .lock()
+            .entry(source.to_string())
+            .or_insert(0) += 1;
     }
 
     /// Malformed messages per source so far.

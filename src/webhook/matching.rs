@@ -106,7 +106,9 @@ impl Snapshot {
 fn resolve(subscriptions: &[Subscription], kind: EventKind) -> Option<(&'static str, Form)> {
     for s in subscriptions {
         match s {
-            Subscription::Canonical(k) if *k == kind => return Some((kind.name(), Form::Canonical)),
+            Subscription::Canonical(k) if *k == kind => {
+                return Some((kind.name(), Form::Canonical));
+            }
             Subscription::Legacy(k) if *k == kind => {
                 return kind.legacy_name().map(|n| (n, Form::Legacy));
             }
@@ -194,24 +196,47 @@ mod tests {
     }
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn names_patterns_and_precedence() {
         let snapshot = Snapshot::new(vec![
-            webhook("legacy", json!({"url": "http://x/", "events": ["complete_job"]})),
-            webhook("both", json!({"url": "http://x/", "events": ["job.*", "job.completed", "complete_job"]})),
+            webhook(
+                "legacy",
+                json!({"url": "http://x/", "events": ["complete_job"]}),
+            ),
+            webhook(
+                "both",
+                json!({"url": "http://x/", "events": ["job.*", "job.completed", "complete_job"]}),
+            ),
             webhook("all", json!({"url": "http://x/", "events": ["*"]})),
-            webhook("prefix", json!({"url": "http://x/", "events": ["worker.*"]})),
-            webhook("off", json!({"url": "http://x/", "events": ["*"], "active": false})),
+            webhook(
+                "prefix",
+                json!({"url": "http://x/", "events": ["worker.*"]}),
+            ),
+            webhook(
+                "off",
+                json!({"url": "http://x/", "events": ["*"], "active": false}),
+            ),
         ]);
         assert_eq!(
             matched(&snapshot, "complete_job", r#"{"job_id":"j"}"#),
-            pairs(&[("legacy", "complete_job"), ("both", "job.completed"), ("all", "job.completed")])
+            pairs(&[
+                ("legacy", "complete_job"),
+                ("both", "job.completed"),
+                ("all", "job.completed")
+            ])
         );
         assert_eq!(
-            matched(&snapshot, "worker:events", r#"{"type":"worker_connected","worker_id":"w"}"#),
+            matched(
+                &snapshot,
+                "worker:events",
+                r#"{"type":"worker_connected","worker_id":"w"}"#
+            ),
             pairs(&[("all", "worker.connected"), ("prefix", "worker.connected")])
         );
     }
@@ -219,18 +244,54 @@ mod tests {
     #[test]
     fn filters_do_what_their_names_say() {
         let snapshot = Snapshot::new(vec![
-            webhook("types", json!({"url": "http://x/", "events": ["*"], "filters": {"job_types": ["comfyui"]}})),
-            webhook("prio", json!({"url": "http://x/", "events": ["*"], "filters": {"priorities": ["50"]}})),
-            webhook("machines", json!({"url": "http://x/", "events": ["*"], "filters": {"machine_ids": ["m1"]}})),
-            webhook("workers", json!({"url": "http://x/", "events": ["*"], "filters": {"worker_ids": ["w1"]}})),
+            webhook(
+                "types",
+                json!({"url": "http://x/", "events": ["*"], "filters": {"job_types": ["comfyui"]}}),
+            ),
+            webhook(
+                "prio",
+                json!({"url": "http://x/", "events": ["*"], "filters": {"priorities": ["50"]}}),
+            ),
+            webhook(
+                "machines",
+                json!({"url": "http://x/", "events": ["*"], "filters": {"machine_ids": ["m1"]}}),
+            ),
+            webhook(
+                "workers",
+                json!({"url": "http://x/", "events": ["*"], "filters": {"worker_ids": ["w1"]}}),
+            ),
         ]);
         let ids = |channel: &str, payload: &str| -> Vec<String> {
-            matched(&snapshot, channel, payload).into_iter().map(|(id, _)| id).collect()
+            matched(&snapshot, channel, payload)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
         };
         // b3: job_types works on submissions (service_required), priority defaults to 50.
-        assert_eq!(ids("job_submitted", r#"{"job_id":"j","service_required":"comfyui"}"#), ["types", "prio", "machines", "workers"]);
-        assert_eq!(ids("job_submitted", r#"{"job_id":"j","service_required":"a1111","priority":7}"#), ["machines", "workers"]);
-        assert_eq!(ids("machine:status:m2", r#"{}"#), ["types", "prio", "workers"]);
-        assert_eq!(ids("worker:events", r#"{"type":"worker_connected","worker_id":"w2","machine_id":"m1"}"#), ["types", "prio", "machines"]);
+        assert_eq!(
+            ids(
+                "job_submitted",
+                r#"{"job_id":"j","service_required":"comfyui"}"#
+            ),
+            ["types", "prio", "machines", "workers"]
+        );
+        assert_eq!(
+            ids(
+                "job_submitted",
+                r#"{"job_id":"j","service_required":"a1111","priority":7}"#
+            ),
+            ["machines", "workers"]
+        );
+        assert_eq!(
+            ids("machine:status:m2", r#"{}"#),
+            ["types", "prio", "workers"]
+        );
+        assert_eq!(
+            ids(
+                "worker:events",
+                r#"{"type":"worker_connected","worker_id":"w2","machine_id":"m1"}"#
+            ),
+            ["types", "prio", "machines"]
+        );
     }
 }

@@ -132,7 +132,10 @@ impl RetryPolicy {
     pub fn to_json(&self) -> Value {
         let mut map = Map::new();
         map.insert("max_attempts".into(), Value::from(self.max_attempts));
-        map.insert("initial_delay_ms".into(), Value::from(self.initial_delay_ms));
+        map.insert(
+            "initial_delay_ms".into(),
+            Value::from(self.initial_delay_ms),
+        );
         map.insert(
             "backoff_multiplier".into(),
             serde_json::Number::from_f64(self.backoff_multiplier)
@@ -189,7 +192,11 @@ impl RetryPolicy {
 fn integer(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, ValidationError> {
     let n = v
         .as_u64()
-        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        })
         .ok_or_else(|| ValidationError::new(field, "must be a whole number"))?;
     if n < min || n > max {
         return Err(ValidationError::new(
@@ -256,7 +263,11 @@ const RESERVED_HEADERS: [&str; 14] = [
 
 impl Webhook {
     /// Validates a stored or requested webhook object.
-    pub fn from_json(id: &str, value: &Value, names: EventNames) -> Result<Webhook, ValidationError> {
+    pub fn from_json(
+        id: &str,
+        value: &Value,
+        names: EventNames,
+    ) -> Result<Webhook, ValidationError> {
         let map = value
             .as_object()
             .ok_or_else(|| ValidationError::new("webhook", "must be a JSON object"))?;
@@ -277,7 +288,12 @@ impl Webhook {
             Some(Value::Array(_)) => {
                 return Err(ValidationError::new("events", "must not be empty"));
             }
-            Some(_) => return Err(ValidationError::new("events", "must be an array of strings")),
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "events",
+                    "must be an array of strings",
+                ));
+            }
             None => return Err(ValidationError::new("events", "is required")),
         };
         let mut subscriptions = Vec::with_capacity(events.len());
@@ -314,7 +330,8 @@ impl Webhook {
             previous_secret,
             filters: parse_filters(map.get("filters"))?,
             headers: parse_headers(map.get("headers"))?,
-            retry: RetryPolicy::default().merged(map.get("retry_config").unwrap_or(&Value::Null))?,
+            retry: RetryPolicy::default()
+                .merged(map.get("retry_config").unwrap_or(&Value::Null))?,
             active: flag(map, "active", true)?,
             is_static: flag(map, "static", false)?,
             disconnected: flag(map, "disconnected", false)?,
@@ -382,7 +399,9 @@ fn parse_filters(value: Option<&Value>) -> Result<Filters, ValidationError> {
                     let n = item
                         .as_f64()
                         .or_else(|| item.as_str().and_then(|s| s.trim().parse().ok()))
-                        .ok_or_else(|| ValidationError::new(&field, "must be an array of numbers"))?;
+                        .ok_or_else(|| {
+                            ValidationError::new(&field, "must be an array of numbers")
+                        })?;
                     filters.job_priorities.push(n);
                 }
             }
@@ -413,7 +432,12 @@ fn parse_headers(value: Option<&Value>) -> Result<Vec<(String, String)>, Validat
     let map = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Object(map)) => map,
-        Some(_) => return Err(ValidationError::new("headers", "must be an object of strings")),
+        Some(_) => {
+            return Err(ValidationError::new(
+                "headers",
+                "must be an object of strings",
+            ));
+        }
     };
     let mut headers = Vec::with_capacity(map.len());
     for (name, v) in map {
@@ -429,7 +453,10 @@ fn parse_headers(value: Option<&Value>) -> Result<Vec<(String, String)>, Validat
             return Err(ValidationError::new(&field, "is not a valid header name"));
         }
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(ValidationError::new(&field, "is set by the service and cannot be overridden"));
+            return Err(ValidationError::new(
+                &field,
+                "is set by the service and cannot be overridden",
+            ));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) || value.len() > 8192 {
             return Err(ValidationError::new(&field, "is not a valid header value"));
@@ -461,17 +488,50 @@ mod tests {
             (json!({"url": "http://u:p@x/", "events": ["*"]}), "url"),
             (json!({"url": "http://x/", "events": []}), "events"),
             (json!({"url": "http://x/", "events": null}), "events"),
-            (json!({"url": "http://x/", "events": ["job.nope"]}), "events"),
-            (json!({"url": "http://x/", "events": ["*"], "filters": {"colour": []}}), "filters.colour"),
-            (json!({"url": "http://x/", "events": ["*"], "headers": {"X-Webhook-ID": "1"}}), "headers.X-Webhook-ID"),
-            (json!({"url": "http://x/", "events": ["*"], "headers": {"X-A": "a\r\nb"}}), "headers.X-A"),
-            (json!({"url": "http://x/", "events": ["*"], "active": "yes"}), "active"),
-            (json!({"url": "http://x/", "events": ["*"], "retry_config": {"max_attempts": 0}}), "retry_config.max_attempts"),
-            (json!({"url": "http://x/", "events": ["*"], "retry_config": {"max_attempts": 51}}), "retry_config.max_attempts"),
-            (json!({"url": "http://x/", "events": ["*"], "retry_config": {"initial_delay_ms": 5}}), "retry_config.initial_delay_ms"),
-            (json!({"url": "http://x/", "events": ["*"], "retry_config": {"backoff_multiplier": 0.5}}), "retry_config.backoff_multiplier"),
-            (json!({"url": "http://x/", "events": ["*"], "retry_config": {"initial_delay_ms": 5000, "max_delay_ms": 1000}}), "retry_config.max_delay_ms"),
-            (json!({"url": "http://x/", "events": ["*"], "retry_config": {"max_attempts": "3"}}), "retry_config.max_attempts"),
+            (
+                json!({"url": "http://x/", "events": ["job.nope"]}),
+                "events",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "filters": {"colour": []}}),
+                "filters.colour",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "headers": {"X-Webhook-ID": "1"}}),
+                "headers.X-Webhook-ID",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "headers": {"X-A": "a\r\nb"}}),
+                "headers.X-A",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "active": "yes"}),
+                "active",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "retry_config": {"max_attempts": 0}}),
+                "retry_config.max_attempts",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "retry_config": {"max_attempts": 51}}),
+                "retry_config.max_attempts",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "retry_config": {"initial_delay_ms": 5}}),
+                "retry_config.initial_delay_ms",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "retry_config": {"backoff_multiplier": 0.5}}),
+                "retry_config.backoff_multiplier",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "retry_config": {"initial_delay_ms": 5000, "max_delay_ms": 1000}}),
+                "retry_config.max_delay_ms",
+            ),
+            (
+                json!({"url": "http://x/", "events": ["*"], "retry_config": {"max_attempts": "3"}}),
+                "retry_config.max_attempts",
+            ),
         ];
         for (value, field) in cases {
             assert_eq!(error_field(value.clone()), field, "{value}");
@@ -498,7 +558,10 @@ mod tests {
 
     #[test]
     fn subscriptions_parse() {
-        assert_eq!(Subscription::parse("job.*"), Some(Subscription::Prefix("job.".into())));
+        assert_eq!(
+            Subscription::parse("job.*"),
+            Some(Subscription::Prefix("job.".into()))
+        );
         assert_eq!(Subscription::parse("*"), Some(Subscription::All));
         assert_eq!(Subscription::parse("nope.*"), None);
         assert_eq!(Subscription::parse("job*"), None);

@@ -93,7 +93,10 @@ fn validate(id: &str, text: &str) -> Option<Arc<Webhook>> {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            warn!("webhook {id} in {} is not valid JSON and is skipped: {e}", keys::REGISTRY);
+            warn!(
+                "webhook {id} in {} is not valid JSON and is skipped: {e}",
+                keys::REGISTRY
+            );
             return None;
         }
     };
@@ -105,13 +108,21 @@ fn validate(id: &str, text: &str) -> Option<Arc<Webhook>> {
                 .filter(|e| super::model::Subscription::parse(e).is_none())
                 .collect();
             if !ignored.is_empty() {
-                warn!("webhook {id} subscribes to unknown event types {ignored:?}, which are ignored");
+                warn!(
+                    "webhook {id} subscribes to unknown event types {ignored:?}, which are ignored"
+                );
             }
-            info!("webhook {id} loaded: {} for {:?}", webhook.url, webhook.events);
+            info!(
+                "webhook {id} loaded: {} for {:?}",
+                webhook.url, webhook.events
+            );
             Some(Arc::new(webhook))
         }
         Err(e) => {
-            warn!("webhook {id} in {} is invalid and is skipped: {e}", keys::REGISTRY);
+            warn!(
+                "webhook {id} in {} is invalid and is skipped: {e}",
+                keys::REGISTRY
+            );
             None
         }
     }

@@ -88,7 +88,8 @@ pub fn update(
                 return Ok(Ok(true));
             }
             let active = map.get("active").and_then(Value::as_bool).unwrap_or(true);
-            let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(&map)).into_owned();
+            let text =
+                String::from_utf8_lossy(&crate::event::json::object_to_vec(&map)).into_owned();
             let mut pipe = redis::pipe();
             pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
             if active {
@@ -120,7 +121,11 @@ pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
 }
 
 /// A delivery used up its attempts: count it, and disconnect a non-static webhook at the threshold.
-pub fn record_final_failure(redis: &RedisPool, id: &str, is_static: bool) -> Result<(), StoreError> {
+pub fn record_final_failure(
+    redis: &RedisPool,
+    id: &str,
+    is_static: bool,
+) -> Result<(), StoreError> {
     update(redis, id, |w| {
         let now = now_ms();
         let failures = w
@@ -131,7 +136,10 @@ pub fn record_final_failure(redis: &RedisPool, id: &str, is_static: bool) -> Res
         w.insert("consecutive_failures".into(), Value::from(failures));
         w.insert("last_failure_at".into(), Value::from(now));
         w.insert("updated_at".into(), Value::from(now));
-        let disconnected = w.get("disconnected").and_then(Value::as_bool).unwrap_or(false);
+        let disconnected = w
+            .get("disconnected")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if failures >= DISCONNECT_AFTER && !is_static && !disconnected {
             w.insert("disconnected".into(), Value::Bool(true));
             warn!("webhook {id} is disconnected after {failures} failed deliveries in a row");
@@ -143,8 +151,14 @@ pub fn record_final_failure(redis: &RedisPool, id: &str, is_static: bool) -> Res
 /// A delivery succeeded: reset the failure count and reconnect.
 pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     update(redis, id, |w| {
-        let failures = w.get("consecutive_failures").and_then(Value::as_u64).unwrap_or(0);
-        let disconnected = w.get("disconnected").and_then(Value::as_bool).unwrap_or(false);
+        let failures = w
+            .get("consecutive_failures")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let disconnected = w
+            .get("disconnected")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if failures == 0 && !disconnected {
             return false;
         }

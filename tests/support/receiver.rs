@@ -76,7 +76,9 @@ impl Receiver {
 
     /// A receiver whose answer to the `n`-th request (0-based, all paths together) is
     /// `behaviour(request, n)`.
-    pub fn start(behaviour: impl Fn(&Captured, usize) -> Reply + Send + Sync + 'static) -> Receiver {
+    pub fn start(
+        behaviour: impl Fn(&Captured, usize) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         listener
@@ -116,15 +118,22 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived; returns them all.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Captured> {
-        wait_until(timeout, &format!("{n} requests at port {}", self.port), || {
-            let all = self.requests();
-            (all.len() >= n).then_some(all)
-        })
+        wait_until(
+            timeout,
+            &format!("{n} requests at port {}", self.port),
+            || {
+                let all = self.requests();
+                (all.len() >= n).then_some(all)
+            },
+        )
     }
 
     /// Requests whose path is `path`.
     pub fn on(&self, path: &str) -> Vec<Captured> {
-        self.requests().into_iter().filter(|r| r.path == path).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 }
 
@@ -195,7 +204,12 @@ fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<
         match reader.read_line(&mut line) {
             Ok(0) => return None,
             Ok(_) => break,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
@@ -231,7 +245,12 @@ fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<
         match reader.read(&mut body[filled..]) {
             Ok(0) => return None,
             Ok(n) => filled += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
@@ -248,11 +267,20 @@ fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<
     })
 }
 
-fn read_line_blocking(reader: &mut BufReader<TcpStream>, line: &mut String, stop: &AtomicBool) -> Option<usize> {
+fn read_line_blocking(
+    reader: &mut BufReader<TcpStream>,
+    line: &mut String,
+    stop: &AtomicBool,
+) -> Option<usize> {
     loop {
         match reader.read_line(line) {
             Ok(n) => return Some(n),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }

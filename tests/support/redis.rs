@@ -44,7 +44,9 @@ impl RedisServer {
         let url = self.url();
         wait_until(Duration::from_secs(10), "redis-server to answer", || {
             let client = ::redis::Client::open(url.as_str()).ok()?;
-            let mut conn = client.get_connection_with_timeout(Duration::from_millis(200)).ok()?;
+            let mut conn = client
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .ok()?;
             ::redis::cmd("PING").query::<String>(&mut conn).ok()
         });
     }

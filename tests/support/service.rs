@@ -23,7 +23,10 @@ impl Service {
     pub fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Service {
         let mut all = vec![
             ("REDIS_URL".to_string(), redis.url()),
-            ("WEBHOOK_ALLOWED_NETWORKS".to_string(), "127.0.0.0/8".to_string()),
+            (
+                "WEBHOOK_ALLOWED_NETWORKS".to_string(),
+                "127.0.0.0/8".to_string(),
+            ),
             ("RUST_LOG".to_string(), "debug".to_string()),
             ("WEBHOOK_REGISTRY_REFRESH_MS".to_string(), "200".to_string()),
         ];
@@ -58,7 +61,11 @@ impl Service {
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start the service: {e}")));
+        self.child = Some(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start the service: {e}")),
+        );
         wait_until(Duration::from_secs(15), "the service to subscribe", || {
             let health = self.try_health()?;
             (health["redis"]["connected"] == Value::Bool(true)).then_some(())
