@@ -41,7 +41,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_REDIS_URL",
         default: "",
-        doc: "Read when REDIS_URL is unset (the original's name).",
+        doc: "Read when `REDIS_URL` is unset (the original's name).",
     },
     Setting {
         name: "CORS_ORIGINS",
@@ -91,7 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WEBHOOK_PROGRESS_THROTTLE_MS",
         default: "1000",
-        doc: "At most one job.progress per job per webhook in this period; the last of a burst is always sent.",
+        doc: "At most one `job.progress` per job per webhook in this period; the last of a burst is always sent.",
     },
     Setting {
         name: "WEBHOOK_MAX_RETRY_AFTER_MS",
@@ -409,9 +409,9 @@ mod tests {
             let default = if setting.default.is_empty() {
                 String::new()
             } else {
-                format!("`{}`", setting.default)
+                format!(" `{}`", setting.default)
             };
-            let row = format!("| `{}` | {} |", setting.name, default);
+            let row = format!("| `{}` |{} | {} |", setting.name, default, setting.doc);
             assert!(readme.contains(&row), "README lacks the row {row}");
         }
     }
