@@ -18,6 +18,7 @@ use crate::delivery::throttle::Throttle;
 use crate::delivery::{Delivery, http};
 use crate::intake::{Intake, pubsub};
 use crate::monitor::Counters;
+use crate::monitor::history;
 use crate::redis_conn::RedisPool;
 use crate::webhook::registry::{self, Registry};
 
@@ -132,6 +133,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
     let (scheduler, scheduler_rx) = scheduler::channel();
     let (notify_tx, notify_rx) = crossbeam_channel::bounded(16);
     let throttle = Arc::new(Throttle::new(config.progress_throttle));
+    let (recorder, recorder_rx) = history::channel(counters.clone());
     let delivery = Arc::new(Context {
         agent: http::agent(
             config.timeout,
@@ -144,6 +146,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
         scheduler: scheduler.clone(),
         counters: counters.clone(),
         max_retry_after: config.max_retry_after,
+        recorder,
     });
     let intake = Arc::new(Intake::new(
         Dispatcher {
@@ -168,6 +171,10 @@ pub fn run(config: Config) -> Result<(), AppError> {
             shutdown.clone(),
         )
         .map_err(|e| AppError::Spawn("scheduler", e))?,
+    );
+    handles.push(
+        history::spawn(recorder_rx, redis.clone(), counters.clone(), shutdown.clone())
+            .map_err(|e| AppError::Spawn("recorder", e))?,
     );
     handles.extend(
         pool::spawn(

@@ -4,14 +4,48 @@
 //! |---|---|---|---|
 //! | `webhooks:registry` | hash | field = webhook id, value = webhook JSON | yes |
 //! | `webhooks:active` | set | ids of webhooks with `active: true` | yes |
-//! | `webhooks:stats:<id>` | hash | per-attempt and per-event counters | yes |
-//! | `webhooks:attempts:<id>` | list | attempt records, newest first, 100 kept | yes |
-//! | `webhooks:delivery_log` | list | log entries, newest first, 1000 kept | yes |
+//! | `webhooks:stats:<id>` | hash | per-attempt and per-event counters, last times, response times | yes |
+//! | `webhooks:attempts:<id>` | list | attempt records (JSON), newest first, 100 kept | yes |
+//! | `webhooks:delivery_log` | list | log entries (JSON), newest first, 1000 kept | yes |
+//! | `webhooks:latencies:<id>` | list | response times in ms, newest first, 1000 kept (for p95) | no |
+//! | `webhook_test_receiver:<id>` | string | test receiver JSON with its captured requests, 24 h TTL | yes |
+//! | `webhook_test_receivers:active` | set | test receiver ids | yes |
 //! | `webhooks:changed` | channel | a webhook id, published after a change | no |
 
 /// Hash of webhook configurations.
 pub const REGISTRY: &str = "webhooks:registry";
 /// Set of active webhook ids.
 pub const ACTIVE: &str = "webhooks:active";
+/// Global delivery log.
+pub const DELIVERY_LOG: &str = "webhooks:delivery_log";
+/// Set of test receiver ids.
+pub const TEST_RECEIVERS: &str = "webhook_test_receivers:active";
 /// Channel on which writers announce a webhook change, so every instance reloads at once.
 pub const CHANGED_CHANNEL: &str = "webhooks:changed";
+
+/// Attempts kept per webhook.
+pub const ATTEMPTS_KEPT: isize = 100;
+/// Entries kept in the global delivery log.
+pub const LOG_KEPT: isize = 1000;
+/// Response times kept per webhook.
+pub const LATENCIES_KEPT: isize = 1000;
+
+/// Stats hash of a webhook.
+pub fn stats(id: &str) -> String {
+    format!("webhooks:stats:{id}")
+}
+
+/// Attempt history of a webhook.
+pub fn attempts(id: &str) -> String {
+    format!("webhooks:attempts:{id}")
+}
+
+/// Recent response times of a webhook.
+pub fn latencies(id: &str) -> String {
+    format!("webhooks:latencies:{id}")
+}
+
+/// A test receiver.
+pub fn test_receiver(id: &str) -> String {
+    format!("webhook_test_receiver:{id}")
+}

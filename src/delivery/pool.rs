@@ -21,9 +21,11 @@ use super::Delivery;
 use super::attempt::{self, AttemptOutcome};
 use super::retry::{self, Decision};
 use super::scheduler::{SchedulerHandle, Timed};
+use crate::monitor::history::{AttemptRecord, Final, Recorder};
 use crate::monitor::{Counters, bump};
 use crate::redis_conn::RedisPool;
 use crate::webhook::matching::receives;
+use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
 
@@ -138,6 +140,8 @@ pub struct Context {
     pub counters: Arc<Counters>,
     /// Cap on `Retry-After`.
     pub max_retry_after: Duration,
+    /// Where attempt records go.
+    pub recorder: Recorder,
 }
 
 /// Starts `threads` threads named `{name}-{i}` reading `rx`.
@@ -226,6 +230,13 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         crate::rand::unit(),
     );
     log_attempt(&delivery, &outcome, &decision);
+    let (state, next_retry_at) = match decision {
+        Decision::Done => (Final::Delivered, None),
+        Decision::Retry(delay) => (Final::Pending, Some(now_ms + delay.as_millis() as u64)),
+        Decision::Gone | Decision::GiveUp => (Final::Failed, None),
+    };
+    ctx.recorder
+        .record(record(webhook, &delivery, &outcome, state, next_retry_at, false));
     match decision {
         Decision::Done => {
             bump(&ctx.counters.deliveries_succeeded);
@@ -268,6 +279,37 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         }
     }
     Some(outcome.class.is_unreachable())
+}
+
+/// The history record of one attempt.
+pub fn record(
+    webhook: &Webhook,
+    delivery: &Delivery,
+    outcome: &AttemptOutcome,
+    state: Final,
+    next_retry_at: Option<u64>,
+    test: bool,
+) -> AttemptRecord {
+    AttemptRecord {
+        webhook_id: delivery.webhook_id.clone(),
+        url: webhook.url.clone(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        attempt_number: delivery.attempts,
+        timestamp: crate::time::now_ms(),
+        success: outcome.class == retry::OutcomeClass::Success,
+        response_status: outcome.status,
+        response_body: outcome.response_body.clone(),
+        error_message: outcome.error.clone(),
+        next_retry_at,
+        response_time_ms: outcome
+            .status
+            .map(|_| (outcome.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0),
+        outcome: outcome.class.label(),
+        state,
+        payload: delivery.body.clone(),
+        test,
+    }
 }
 
 fn log_attempt(delivery: &Delivery, outcome: &AttemptOutcome, decision: &Decision) {

@@ -4,6 +4,8 @@
 //! consistent-enough snapshot. Per-source counts use a small map, bounded by the fixed set of
 //! channels we read.
 
+pub mod history;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -48,6 +50,8 @@ pub struct Counters {
     pub deliveries_failed: AtomicU64,
     /// Deliveries dropped because their webhook was deleted or deactivated.
     pub deliveries_dropped: AtomicU64,
+    /// History records not written because the recorder was too far behind.
+    pub records_dropped: AtomicU64,
     /// Attempts by outcome class (index as in [`OUTCOMES`]).
     attempts: [AtomicU64; 8],
     /// Sum of attempt durations, in microseconds.

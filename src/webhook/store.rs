@@ -170,3 +170,79 @@ pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
         true
     })
 }
+
+/// Reads one stored webhook as JSON (`None`: no such id).
+pub fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, StoreError> {
+    let raw: Option<String> = redis.with(|conn| conn.hget(keys::REGISTRY, id))?;
+    match raw {
+        None => Ok(None),
+        Some(text) => match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => Ok(Some(map)),
+            Ok(_) => Err(StoreError::Corrupt(format!("webhook {id} is not an object"))),
+            Err(e) => Err(StoreError::Corrupt(format!("webhook {id}: {e}"))),
+        },
+    }
+}
+
+/// Every stored webhook that parses as a JSON object, newest `created_at` first.
+pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let all: std::collections::HashMap<String, String> =
+        redis.with(|conn| conn.hgetall(keys::REGISTRY))?;
+    let mut webhooks: Vec<Map<String, Value>> = all
+        .into_values()
+        .filter_map(|text| match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => None,
+        })
+        .collect();
+    webhooks.sort_by_key(|w| {
+        std::cmp::Reverse((
+            w.get("created_at").and_then(Value::as_u64).unwrap_or(0),
+            w.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
+        ))
+    });
+    Ok(webhooks)
+}
+
+/// Stores a new webhook (and zeroed stats, as the original does) and announces it.
+pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Result<(), StoreError> {
+    let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(webhook)).into_owned();
+    let active = webhook.get("active").and_then(Value::as_bool).unwrap_or(true);
+    redis.with(|conn| {
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
+        if active {
+            pipe.sadd(keys::ACTIVE, id).ignore();
+        } else {
+            pipe.srem(keys::ACTIVE, id).ignore();
+        }
+        let stats = keys::stats(id);
+        for field in ["total_deliveries", "successful_deliveries", "failed_deliveries"] {
+            pipe.hset_nx(&stats, field, 0).ignore();
+        }
+        pipe.publish(keys::CHANGED_CHANNEL, id).ignore();
+        pipe.query::<()>(conn)
+    })?;
+    Ok(())
+}
+
+/// Deletes a webhook with its stats and history; false if there was none.
+pub fn delete(redis: &RedisPool, id: &str) -> Result<bool, StoreError> {
+    let removed: (i64,) = redis.with(|conn| {
+        redis::pipe()
+            .atomic()
+            .hdel(keys::REGISTRY, id)
+            .srem(keys::ACTIVE, id)
+            .ignore()
+            .del(keys::stats(id))
+            .ignore()
+            .del(keys::attempts(id))
+            .ignore()
+            .del(keys::latencies(id))
+            .ignore()
+            .publish(keys::CHANGED_CHANNEL, id)
+            .ignore()
+            .query(conn)
+    })?;
+    Ok(removed.0 > 0)
+}
