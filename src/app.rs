@@ -50,8 +50,18 @@ impl Shutdown {
     }
 }
 
-/// State the API reads. Cloning the `Arc` is the only way to share it.
+/// State the API reads and the handles it writes through. Shared as one `Arc`.
 pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Allowed CORS origins.
+    pub cors: crate::api::cors::Cors,
+    /// Redis commands.
+    pub redis: Arc<RedisPool>,
+    /// Monitor-session captures (in memory, as the original keeps them).
+    pub sessions: parking_lot::Mutex<crate::api::handlers::sessions::Sessions>,
+    /// Asks the registry thread to reload now.
+    pub registry_notify: crossbeam_channel::Sender<()>,
     /// Process counters.
     pub counters: Arc<Counters>,
     /// The current webhooks.
@@ -67,14 +77,26 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Deliveries parked behind busy endpoints.
-    pub fn gate_parked(&self) -> usize {
-        self.delivery.gate.parked()
+    /// Deliveries waiting for a delivery thread (queued or parked behind a busy endpoint).
+    pub fn queue_depth(&self) -> usize {
+        self.first_rx.len() + self.delivery.gate.parked()
     }
 
-    /// Attempts in flight.
-    pub fn gate_in_flight(&self) -> usize {
-        self.delivery.gate.in_flight()
+    /// Retries waiting for their time.
+    pub fn retry_backlog(&self) -> usize {
+        self.backlog.retries.load(Ordering::Relaxed)
+    }
+
+    /// How long the earliest due retry has been waiting past its time (0 if none is late).
+    pub fn oldest_pending_age_ms(&self) -> u64 {
+        let due = self.backlog.next_retry_due_ms.load(Ordering::Relaxed);
+        let now = crate::time::now_ms();
+        if due > 0 && due < now { now - due } else { 0 }
+    }
+
+    /// Makes this instance re-read the registry now (others hear `webhooks:changed`).
+    pub fn reload_webhooks(&self) {
+        let _ = self.registry_notify.try_send(());
     }
 }
 
@@ -139,6 +161,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
             config.timeout,
             config.delivery_threads + config.retry_threads,
             config.allowed_networks.clone(),
+            Some(config.port),
         ),
         registry: registry.clone(),
         redis: redis.clone(),
@@ -173,8 +196,13 @@ pub fn run(config: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::Spawn("scheduler", e))?,
     );
     handles.push(
-        history::spawn(recorder_rx, redis.clone(), counters.clone(), shutdown.clone())
-            .map_err(|e| AppError::Spawn("recorder", e))?,
+        history::spawn(
+            recorder_rx,
+            redis.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| AppError::Spawn("recorder", e))?,
     );
     handles.extend(
         pool::spawn(
@@ -200,6 +228,11 @@ pub fn run(config: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::Spawn("registry", e))?,
     );
     let shared = Arc::new(Shared {
+        config: Arc::new(config.clone()),
+        cors: crate::api::cors::Cors::new(&config.cors_origins),
+        redis: redis.clone(),
+        sessions: parking_lot::Mutex::new(Default::default()),
+        registry_notify: notify_tx.clone(),
         counters: counters.clone(),
         registry: registry.clone(),
         backlog: scheduler.backlog.clone(),

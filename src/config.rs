@@ -104,6 +104,36 @@ pub const SETTINGS: &[Setting] = &[
         doc: "How often `webhooks:registry` is re-read for changes made by other processes (100-600000).",
     },
     Setting {
+        name: "WEBHOOK_API_TOKEN",
+        default: "",
+        doc: "When set, every API route except `GET /health`, `/openapi.json` and the capture URLs needs `Authorization: Bearer <token>`.",
+    },
+    Setting {
+        name: "WEBHOOK_MAX_BODY_BYTES",
+        default: "1048576",
+        doc: "Largest API request body; larger ones get 413 (1024-104857600).",
+    },
+    Setting {
+        name: "WEBHOOK_API_MAX_CONNECTIONS",
+        default: "256",
+        doc: "Most API connections served at once, one thread each (8-4096).",
+    },
+    Setting {
+        name: "WEBHOOK_API_IDLE_TIMEOUT_MS",
+        default: "10000",
+        doc: "An API connection that sends nothing for this long is closed (100-600000).",
+    },
+    Setting {
+        name: "WEBHOOK_SERVICE_URL",
+        default: "",
+        doc: "Public base URL of this service, for test-receiver URLs. Default: `http://localhost:<port>`.",
+    },
+    Setting {
+        name: "NEXT_PUBLIC_APP_URL",
+        default: "http://localhost:3000",
+        doc: "Base URL of the EMP monitor UI, for test-receiver `view_url`s.",
+    },
+    Setting {
         name: "RUST_LOG",
         default: "info",
         doc: "Log level (error, warn, info, debug, trace), optionally per module: `info,webhook_service::delivery=debug`.",
@@ -148,6 +178,18 @@ pub struct Config {
     pub max_retry_after: Duration,
     /// Registry re-read period.
     pub registry_refresh: Duration,
+    /// Bearer token of the API, if any.
+    pub api_token: Option<String>,
+    /// Largest API request body.
+    pub max_body_bytes: usize,
+    /// Most API connections at once.
+    pub api_max_connections: usize,
+    /// Idle API connections are closed after this.
+    pub api_idle_timeout: Duration,
+    /// Public base URL of the service.
+    pub public_url: String,
+    /// Base URL of the monitor UI.
+    pub app_url: String,
     /// Log filter.
     pub log_filter: String,
     /// Log lines as JSON.
@@ -171,6 +213,7 @@ impl fmt::Debug for Config {
             .field("timeout", &self.timeout)
             .field("allowed_networks", &self.allowed_networks)
             .field("dedupe_window", &self.dedupe_window)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -318,6 +361,20 @@ impl Config {
                 rule,
             });
         }
+        let api_token = (r.lookup)("WEBHOOK_API_TOKEN").filter(|t| !t.trim().is_empty());
+        if let Some(token) = &api_token
+            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace()))
+        {
+            return Err(ConfigError {
+                variable: "WEBHOOK_API_TOKEN",
+                value: "<redacted>".into(),
+                rule: "must be at least 16 characters without spaces".into(),
+            });
+        }
+        let public_url = match r.raw("WEBHOOK_SERVICE_URL") {
+            url if url.is_empty() => format!("http://localhost:{port}"),
+            url => url.trim_end_matches('/').to_string(),
+        };
         Ok(Config {
             port,
             host,
@@ -334,6 +391,15 @@ impl Config {
             progress_throttle: r.millis("WEBHOOK_PROGRESS_THROTTLE_MS", 0, 3_600_000)?,
             max_retry_after: r.millis("WEBHOOK_MAX_RETRY_AFTER_MS", 1_000, 7 * 86_400_000)?,
             registry_refresh: r.millis("WEBHOOK_REGISTRY_REFRESH_MS", 100, 600_000)?,
+            api_token,
+            max_body_bytes: r.number("WEBHOOK_MAX_BODY_BYTES", 1024, 104_857_600)? as usize,
+            api_max_connections: r.number("WEBHOOK_API_MAX_CONNECTIONS", 8, 4096)? as usize,
+            api_idle_timeout: r.millis("WEBHOOK_API_IDLE_TIMEOUT_MS", 100, 600_000)?,
+            public_url,
+            app_url: r
+                .raw("NEXT_PUBLIC_APP_URL")
+                .trim_end_matches('/')
+                .to_string(),
             log_filter,
             log_json,
         })
@@ -390,6 +456,8 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("RUST_LOG", "loud"),
             ("WEBHOOK_SERVICE_HOST", "everywhere"),
+            ("WEBHOOK_API_TOKEN", "short"),
+            ("WEBHOOK_MAX_BODY_BYTES", "10"),
         ];
         for (name, value) in cases {
             match config(&[(name, value)]) {

@@ -15,8 +15,14 @@ pub const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
 /// Builds the delivery client.
 ///
 /// `connections` bounds the idle keep-alive connections kept per host; it should be at least the
-/// number of delivery threads so that a busy endpoint never reconnects.
-pub fn agent(timeout: Duration, connections: usize, allowed: Vec<Cidr>) -> Agent {
+/// number of delivery threads so that a busy endpoint never reconnects. `own_port` is the API
+/// port, whose capture URLs on loopback are always allowed.
+pub fn agent(
+    timeout: Duration,
+    connections: usize,
+    allowed: Vec<Cidr>,
+    own_port: Option<u16>,
+) -> Agent {
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -34,6 +40,6 @@ pub fn agent(timeout: Duration, connections: usize, allowed: Vec<Cidr>) -> Agent
     Agent::with_parts(
         config,
         DefaultConnector::new(),
-        GuardedResolver::new(allowed),
+        GuardedResolver::new(allowed, own_port),
     )
 }

@@ -235,8 +235,14 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         Decision::Retry(delay) => (Final::Pending, Some(now_ms + delay.as_millis() as u64)),
         Decision::Gone | Decision::GiveUp => (Final::Failed, None),
     };
-    ctx.recorder
-        .record(record(webhook, &delivery, &outcome, state, next_retry_at, false));
+    ctx.recorder.record(record(
+        webhook,
+        &delivery,
+        &outcome,
+        state,
+        next_retry_at,
+        false,
+    ));
     match decision {
         Decision::Done => {
             bump(&ctx.counters.deliveries_succeeded);

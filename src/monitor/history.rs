@@ -126,7 +126,10 @@ impl AttemptRecord {
         m.insert("success".into(), Value::from(self.success));
         if let Some(status) = self.response_status {
             m.insert("response_status".into(), Value::from(status));
-            m.insert("response_body".into(), Value::from(self.response_body.as_str()));
+            m.insert(
+                "response_body".into(),
+                Value::from(self.response_body.as_str()),
+            );
         }
         if let Some(error) = &self.error_message {
             m.insert("error_message".into(), Value::from(error.as_str()));
@@ -159,7 +162,10 @@ impl AttemptRecord {
                 .map(Value::from)
                 .unwrap_or(Value::Null),
         );
-        m.insert("response_body".into(), Value::from(self.response_body.as_str()));
+        m.insert(
+            "response_body".into(),
+            Value::from(self.response_body.as_str()),
+        );
         m.insert("url".into(), Value::from(self.url.as_str()));
         self.extras(&mut m);
         if self.payload.len() <= MAX_LOGGED_PAYLOAD {
@@ -174,7 +180,9 @@ impl AttemptRecord {
     fn extras(&self, m: &mut Map<String, Value>) {
         m.insert(
             "response_time_ms".into(),
-            self.response_time_ms.map(Value::from).unwrap_or(Value::Null),
+            self.response_time_ms
+                .map(Value::from)
+                .unwrap_or(Value::Null),
         );
         m.insert("outcome".into(), Value::from(self.outcome));
         if self.test {
@@ -245,9 +253,10 @@ pub fn spawn(
                         }
                         // Keep what we have, up to a bound, while Redis is away.
                         if batch.len() >= BATCH {
-                            counters
-                                .records_dropped
-                                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            counters.records_dropped.fetch_add(
+                                batch.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             batch.clear();
                         }
                         shutdown.sleep(backoff.next_delay());

@@ -2,6 +2,7 @@
 //! runs against ([`matching`], pure), loading it from Redis ([`registry`]) and the few writes the
 //! delivery path makes to a webhook ([`store`]).
 
+pub mod ids;
 pub mod matching;
 pub mod model;
 pub mod registry;

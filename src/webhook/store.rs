@@ -57,62 +57,96 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
-/// Applies `change` to the stored webhook `id` atomically. `change` returns false to write
-/// nothing. A webhook that no longer exists is left alone.
-pub fn update(
+/// What an [`update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// There is no webhook with that id.
+    Missing,
+    /// The change asked for no write.
+    Unchanged,
+    /// Written and announced.
+    Written,
+}
+
+/// Applies `change` to the stored webhook `id` atomically. `change` returns `Ok(false)` to write
+/// nothing, or an error of its own, which is returned as it is and writes nothing.
+pub fn update<E>(
     redis: &RedisPool,
     id: &str,
-    change: impl Fn(&mut Map<String, Value>) -> bool,
-) -> Result<(), StoreError> {
+    change: impl Fn(&mut Map<String, Value>) -> Result<bool, E>,
+) -> Result<Result<Updated, E>, StoreError> {
     for _ in 0..MAX_TRIES {
-        let done = redis.with(|conn| -> redis::RedisResult<Result<bool, StoreError>> {
-            redis::cmd("WATCH").arg(keys::REGISTRY).exec(conn)?;
-            let raw: Option<String> = conn.hget(keys::REGISTRY, id)?;
-            let Some(raw) = raw else {
-                redis::cmd("UNWATCH").exec(conn)?;
-                return Ok(Ok(true));
-            };
-            let mut map = match serde_json::from_str::<Value>(&raw) {
-                Ok(Value::Object(map)) => map,
-                Ok(_) => {
-                    redis::cmd("UNWATCH").exec(conn)?;
-                    return Ok(Err(StoreError::Corrupt("not an object".into())));
+        let outcome = redis.with(
+            |conn| -> redis::RedisResult<Result<Option<Result<Updated, E>>, StoreError>> {
+                redis::cmd("WATCH").arg(keys::REGISTRY).exec(conn)?;
+                let raw: Option<String> = conn.hget(keys::REGISTRY, id)?;
+                let unwatch = |conn: &mut redis::Connection| redis::cmd("UNWATCH").exec(conn);
+                let Some(raw) = raw else {
+                    unwatch(conn)?;
+                    return Ok(Ok(Some(Ok(Updated::Missing))));
+                };
+                let mut map = match serde_json::from_str::<Value>(&raw) {
+                    Ok(Value::Object(map)) => map,
+                    Ok(_) => {
+                        unwatch(conn)?;
+                        return Ok(Err(StoreError::Corrupt("not an object".into())));
+                    }
+                    Err(e) => {
+                        unwatch(conn)?;
+                        return Ok(Err(StoreError::Corrupt(e.to_string())));
+                    }
+                };
+                match change(&mut map) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        unwatch(conn)?;
+                        return Ok(Ok(Some(Ok(Updated::Unchanged))));
+                    }
+                    Err(e) => {
+                        unwatch(conn)?;
+                        return Ok(Ok(Some(Err(e))));
+                    }
                 }
-                Err(e) => {
-                    redis::cmd("UNWATCH").exec(conn)?;
-                    return Ok(Err(StoreError::Corrupt(e.to_string())));
+                let active = map.get("active").and_then(Value::as_bool).unwrap_or(true);
+                let text =
+                    String::from_utf8_lossy(&crate::event::json::object_to_vec(&map)).into_owned();
+                let mut pipe = redis::pipe();
+                pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
+                if active {
+                    pipe.sadd(keys::ACTIVE, id).ignore();
+                } else {
+                    pipe.srem(keys::ACTIVE, id).ignore();
                 }
-            };
-            if !change(&mut map) {
-                redis::cmd("UNWATCH").exec(conn)?;
-                return Ok(Ok(true));
-            }
-            let active = map.get("active").and_then(Value::as_bool).unwrap_or(true);
-            let text =
-                String::from_utf8_lossy(&crate::event::json::object_to_vec(&map)).into_owned();
-            let mut pipe = redis::pipe();
-            pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
-            if active {
-                pipe.sadd(keys::ACTIVE, id).ignore();
-            } else {
-                pipe.srem(keys::ACTIVE, id).ignore();
-            }
-            let committed: Option<()> = pipe.query(conn)?;
-            if committed.is_some() {
+                let committed: Option<()> = pipe.query(conn)?;
+                if committed.is_none() {
+                    return Ok(Ok(None));
+                }
                 conn.publish::<_, _, ()>(keys::CHANGED_CHANNEL, id)?;
-            }
-            Ok(Ok(committed.is_some()))
-        })?;
-        if done? {
-            return Ok(());
+                Ok(Ok(Some(Ok(Updated::Written))))
+            },
+        )??;
+        if let Some(result) = outcome {
+            return Ok(result);
         }
     }
     Err(StoreError::Contended)
 }
 
+/// [`update`] for changes that cannot fail.
+fn apply(
+    redis: &RedisPool,
+    id: &str,
+    change: impl Fn(&mut Map<String, Value>) -> bool,
+) -> Result<(), StoreError> {
+    update(redis, id, |w| {
+        Ok::<bool, std::convert::Infallible>(change(w))
+    })
+    .map(|_| ())
+}
+
 /// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).
 pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
-    update(redis, id, |w| {
+    apply(redis, id, |w| {
         w.insert("active".into(), Value::Bool(false));
         w.insert("disabled_reason".into(), Value::from("gone"));
         w.insert("updated_at".into(), Value::from(now_ms()));
@@ -126,7 +160,7 @@ pub fn record_final_failure(
     id: &str,
     is_static: bool,
 ) -> Result<(), StoreError> {
-    update(redis, id, |w| {
+    apply(redis, id, |w| {
         let now = now_ms();
         let failures = w
             .get("consecutive_failures")
@@ -150,7 +184,7 @@ pub fn record_final_failure(
 
 /// A delivery succeeded: reset the failure count and reconnect.
 pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
-    update(redis, id, |w| {
+    apply(redis, id, |w| {
         let failures = w
             .get("consecutive_failures")
             .and_then(Value::as_u64)
@@ -178,7 +212,9 @@ pub fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, St
         None => Ok(None),
         Some(text) => match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => Ok(Some(map)),
-            Ok(_) => Err(StoreError::Corrupt(format!("webhook {id} is not an object"))),
+            Ok(_) => Err(StoreError::Corrupt(format!(
+                "webhook {id} is not an object"
+            ))),
             Err(e) => Err(StoreError::Corrupt(format!("webhook {id}: {e}"))),
         },
     }
@@ -198,7 +234,10 @@ pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
     webhooks.sort_by_key(|w| {
         std::cmp::Reverse((
             w.get("created_at").and_then(Value::as_u64).unwrap_or(0),
-            w.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
+            w.get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
         ))
     });
     Ok(webhooks)
@@ -207,7 +246,10 @@ pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
 /// Stores a new webhook (and zeroed stats, as the original does) and announces it.
 pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Result<(), StoreError> {
     let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(webhook)).into_owned();
-    let active = webhook.get("active").and_then(Value::as_bool).unwrap_or(true);
+    let active = webhook
+        .get("active")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     redis.with(|conn| {
         let mut pipe = redis::pipe();
         pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
@@ -217,7 +259,11 @@ pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Resu
             pipe.srem(keys::ACTIVE, id).ignore();
         }
         let stats = keys::stats(id);
-        for field in ["total_deliveries", "successful_deliveries", "failed_deliveries"] {
+        for field in [
+            "total_deliveries",
+            "successful_deliveries",
+            "failed_deliveries",
+        ] {
             pipe.hset_nx(&stats, field, 0).ignore();
         }
         pipe.publish(keys::CHANGED_CHANNEL, id).ignore();

@@ -1,0 +1,69 @@
+//! `GET /health`: the original's fields plus uptime, queue figures and counters.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::api::reply::Reply;
+use crate::app::Shared;
+use crate::monitor::{OUTCOMES, get};
+
+/// `GET /health`: 200 while Redis is reachable, 503 `degraded` otherwise.
+pub fn health(shared: &Shared) -> Reply {
+    let c = &shared.counters;
+    let connected = c.redis_connected.load(Ordering::Relaxed);
+    let now = crate::time::now_ms();
+    let snapshot = shared.registry.snapshot();
+    let active = snapshot.webhooks().iter().filter(|w| w.active).count();
+    let attempts: serde_json::Map<String, Value> = OUTCOMES
+        .iter()
+        .map(|o| (o.label().to_string(), Value::from(c.attempts(*o))))
+        .collect();
+    let body = json!({
+        "status": if connected { "ok" } else { "degraded" },
+        "service": "webhook-service",
+        "timestamp": crate::time::iso8601(now),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "redis": {
+            "connected": connected,
+            "status": if connected { "ready" } else { "reconnecting" },
+        },
+        "processor": {
+            "active_webhooks": active,
+            "total_webhooks": snapshot.webhooks().len(),
+            "total_deliveries": get(&c.events_processed),
+            "failed_deliveries": get(&c.events_failed),
+            "workflow_tracking": {
+                "total_tracked_workflows": 0,
+                "workflows": [],
+                "message": "Internal workflow tracking disabled - using Redis events exclusively",
+            },
+        },
+        "queue": {
+            "depth": shared.queue_depth(),
+            "in_flight": shared.delivery.gate.in_flight(),
+            "retry_backlog": shared.backlog.retries.load(Ordering::Relaxed),
+            "oldest_pending_age_ms": shared.oldest_pending_age_ms(),
+        },
+        "events": {
+            "received": get(&c.events_received),
+            "processed": get(&c.events_processed),
+            "skipped": get(&c.events_skipped),
+            "duplicate": get(&c.events_duplicate),
+            "malformed": get(&c.events_malformed),
+            "failed": get(&c.events_failed),
+            "malformed_by_source": c.malformed_by_source(),
+        },
+        "deliveries": {
+            "created": get(&c.deliveries_created),
+            "succeeded": get(&c.deliveries_succeeded),
+            "failed": get(&c.deliveries_failed),
+            "throttled": get(&c.deliveries_throttled),
+            "dropped": get(&c.deliveries_dropped),
+            "records_dropped": get(&c.records_dropped),
+            "attempts": attempts,
+        },
+    });
+    Reply::envelope(if connected { 200 } else { 503 }, body)
+}

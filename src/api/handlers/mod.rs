@@ -1,0 +1,95 @@
+//! Route handlers: one function per (route, method), each taking the shared state and the call.
+
+pub mod health;
+pub mod receivers;
+pub mod sessions;
+pub mod stats;
+pub mod test_delivery;
+pub mod webhooks;
+
+use super::reply::Reply;
+use super::server::Call;
+use crate::app::Shared;
+
+/// Runs the handler of `pattern` for `call` (its method is one the route serves).
+pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
+    let method = call.method.as_str();
+    match (pattern, method) {
+        ("/health", _) => health::health(shared),
+        ("/openapi.json", _) => Reply::envelope(200, super::openapi::document()),
+        ("/webhooks", "GET") => webhooks::list(shared),
+        ("/webhooks", _) => webhooks::create(shared, call),
+        ("/webhooks/{id}", "GET") => webhooks::get(shared, call),
+        ("/webhooks/{id}", "PUT") => webhooks::update(shared, call),
+        ("/webhooks/{id}", _) => webhooks::delete(shared, call),
+        ("/webhooks/{id}/test", _) => test_delivery::test(shared, call),
+        ("/webhooks/{id}/reconnect", _) => webhooks::reconnect(shared, call),
+        ("/webhooks/{id}/stats", _) => stats::webhook_stats(shared, call),
+        ("/webhooks/{id}/deliveries", _) => stats::webhook_deliveries(shared, call),
+        ("/webhooks/{id}/secret", _) => webhooks::secret(shared, call),
+        ("/webhooks/{id}/secret/rotate", _) => webhooks::rotate(shared, call),
+        ("/stats/summary", _) => stats::summary(shared),
+        ("/deliveries/recent", _) => stats::recent(shared, call),
+        ("/test-receivers", "GET") => receivers::list(shared),
+        ("/test-receivers", _) => receivers::create(shared),
+        ("/test-receivers/{id}/requests", "GET") => receivers::requests(shared, call),
+        ("/test-receivers/{id}/requests", _) => receivers::clear(shared, call),
+        ("/test-receivers/{id}/webhook", _) => receivers::capture(shared, call),
+        ("/webhook-monitor/{sessionId}", _) => sessions::capture(shared, call),
+        ("/webhook-monitor/{sessionId}/requests", "GET") => sessions::requests(shared, call),
+        ("/webhook-monitor/{sessionId}/requests", _) => sessions::clear(shared, call),
+        _ => Reply::internal("no handler for this route"),
+    }
+}
+
+/// Parses `?limit=`: absent → `default`; not a positive whole number → 400; above `max` → `max`.
+pub fn limit(call: &Call, default: usize, max: usize) -> Result<usize, Reply> {
+    match call.query("limit") {
+        None | Some("") => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n.min(max)),
+            _ => Err(Reply::error_message(
+                400,
+                "limit must be a positive whole number",
+                format!("got {text:?}"),
+            )),
+        },
+    }
+}
+
+/// The request as a capture record (test receivers and monitor sessions, reference section 6).
+pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
+    let headers: serde_json::Map<String, serde_json::Value> = call
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let query: serde_json::Map<String, serde_json::Value> = call
+        .query
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let body = serde_json::from_slice(&call.body).unwrap_or_else(|_| {
+        serde_json::Value::from(String::from_utf8_lossy(&call.body).into_owned())
+    });
+    let user_agent = call.header("user-agent").unwrap_or("");
+    serde_json::json!({
+        "id": id,
+        "timestamp": crate::time::now_ms(),
+        "method": call.method,
+        "headers": headers,
+        "body": body,
+        "query": query,
+        "user_agent": user_agent,
+        "ip": call.remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+    })
+}
+
+/// `req_<ms>_<9 base36>`.
+pub fn request_id() -> String {
+    format!(
+        "req_{}_{}",
+        crate::time::now_ms(),
+        crate::webhook::ids::random_base36(9)
+    )
+}
