@@ -5,6 +5,8 @@
 
 mod support;
 
+mod api;
+mod hostile;
 mod intake;
 mod legacy;
 mod outcomes;
@@ -59,6 +61,78 @@ pub fn webhook(url: &str, events: &[&str]) -> Value {
         "active": true,
         "filters": {},
     })
+}
+
+/// An API response: status, headers (names lowercased), JSON body (`Null` if not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body, `Null` if there is none.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The first header of that (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Calls the service's API.
+pub fn call(
+    service: &Service,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let url = format!("http://127.0.0.1:{}{}", service.port, path);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder().method(method).uri(&url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("Content-Type", "application/json");
+    }
+    let request = request
+        .body(body.unwrap_or("").as_bytes().to_vec())
+        .unwrap_or_else(|e| panic!("bad test request: {e}"));
+    let mut response = agent
+        .run(request)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", service.log_text()));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A fresh redis and a service on it.

@@ -15,7 +15,7 @@ fn python() -> String {
 }
 
 /// Runs the Python verifier on a captured request; returns its verdict line.
-fn verify(request: &Captured, secret: &str, legacy_secret: &str) -> String {
+pub fn verify(request: &Captured, secret: &str, legacy_secret: &str) -> String {
     let headers: serde_json::Map<String, Value> = request
         .headers
         .iter()

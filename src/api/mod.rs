@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cors;
+pub mod front;
 pub mod handlers;
 pub mod openapi;
 pub mod reply;

@@ -1,14 +1,13 @@
 //! The API's listener and threads, and the pipeline every request goes through:
 //! CORS preflight → route (404/405) → auth (401) → body (413/400) → handler → CORS headers.
 //!
-//! The listening socket is ours (tiny_http's `from_listener`): read and write timeouts set on it
-//! are inherited by every accepted connection (Linux), so a client that stalls mid-header or sits
-//! idle is dropped after `WEBHOOK_API_IDLE_TIMEOUT_MS` and cannot hold a connection thread for
-//! ever; tiny_http's connection threads are capped at `WEBHOOK_API_MAX_CONNECTIONS`. A fixed number
-//! of `api-N` threads run the handlers, each request under `catch_unwind`.
+//! Clients connect to [`front`], which bounds connections and idle time and relays to tiny_http
+//! on a private Unix socket. A fixed number of `api-N` threads run the handlers, each request
+//! under `catch_unwind`.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +19,7 @@ use tiny_http::{Header, ListenAddr, Request, Response, Server, ServerConfig};
 
 use super::auth::authorized;
 use super::cors::Cors;
+use super::front::{self, SocketPath};
 use super::handlers;
 use super::reply::Reply;
 use super::router::{self, Matched};
@@ -45,8 +45,8 @@ pub struct Call {
     pub headers: Vec<(String, String)>,
     /// The body (empty when none).
     pub body: Vec<u8>,
-    /// The client.
-    pub remote: Option<SocketAddr>,
+    /// The client's IP address, as the front saw it.
+    pub client_ip: String,
 }
 
 impl Call {
@@ -89,25 +89,47 @@ pub fn spawn(
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let config = &shared.config;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let socket = socket2::SockRef::from(&listener);
-    socket
-        .set_read_timeout(Some(config.api_idle_timeout))
-        .and_then(|()| socket.set_write_timeout(Some(config.api_idle_timeout)))
-        .map_err(|e| format!("cannot set timeouts on {addr}: {e}"))?;
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
+    let socket = Arc::new(
+        SocketPath::new(local.port())
+            .map_err(|e| format!("cannot prepare the internal API socket: {e}"))?,
+    );
+    let internal = UnixListener::bind(socket.path()).map_err(|e| {
+        format!(
+            "cannot bind the internal API socket {}: {e}",
+            socket.path().display()
+        )
+    })?;
+    socket
+        .restrict()
+        .map_err(|e| format!("cannot restrict the internal API socket: {e}"))?;
+    let internal_addr = internal
+        .local_addr()
+        .map_err(|e| format!("cannot read the internal API socket address: {e}"))?;
     let server_config = ServerConfig {
-        addr: tiny_http::ConfigListenAddr::IP(vec![local]),
+        addr: tiny_http::ConfigListenAddr::unix_from_path(socket.path()),
         ssl: None,
-        min_threads: Some(4),
-        max_threads: Some(config.api_max_connections),
+        min_threads: Some(2),
+        max_threads: None,
     };
-    let server = Server::from_listener(listener, ListenAddr::IP(local), server_config)
-        .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
+    let server = Server::from_listener(internal, ListenAddr::Unix(internal_addr), server_config)
+        .map_err(|e| format!("cannot serve the API: {e}"))?;
+    let mut handles = vec![
+        front::spawn(
+            listener,
+            socket,
+            config.api_max_connections,
+            config.api_idle_timeout,
+            config.max_body_bytes,
+            shutdown.clone(),
+        )
+        .map_err(|e| format!("cannot start the API acceptor: {e}"))?,
+    ];
     let server = Arc::new(server);
     info!("API listening on http://{local}");
-    (0..HANDLER_THREADS)
+    let workers: Result<Vec<JoinHandle<()>>, String> = (0..HANDLER_THREADS)
         .map(|i| {
             let server = server.clone();
             let shared = shared.clone();
@@ -130,7 +152,9 @@ pub fn spawn(
                 })
                 .map_err(|e| format!("cannot start API thread: {e}"))
         })
-        .collect()
+        .collect();
+    handles.extend(workers?);
+    Ok(handles)
 }
 
 fn serve(shared: &Shared, mut request: Request) {
@@ -225,6 +249,12 @@ fn route(
         Ok(body) => body,
         Err(reply) => return reply,
     };
+    // The front puts the client's address here (replacing any the client sent).
+    let client_ip = headers
+        .iter()
+        .find(|(k, _)| k == "x-forwarded-for")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let call = Call {
         method: method.to_string(),
         path: path.to_string(),
@@ -232,7 +262,7 @@ fn route(
         query: router::query_pairs(query),
         headers,
         body,
-        remote: request.remote_addr().copied(),
+        client_ip,
     };
     handlers::dispatch(shared, route.pattern, &call)
 }
@@ -324,7 +354,8 @@ fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
 fn respond(request: Request, reply: Reply, origin: Option<&str>) {
     let body = match reply.status {
         204 => Vec::new(),
-        _ => serde_json::to_vec(&reply.body).unwrap_or_default(),
+        // JavaScript's number formatting, as the original's responses had.
+        _ => crate::event::json::to_vec(&reply.body),
     };
     let mut response = Response::from_data(body).with_status_code(reply.status);
     let mut headers: Vec<(&str, String)> =

@@ -136,12 +136,15 @@ impl RetryPolicy {
             "initial_delay_ms".into(),
             Value::from(self.initial_delay_ms),
         );
-        map.insert(
-            "backoff_multiplier".into(),
+        // Integral multipliers are stored as integers, as JavaScript would write them.
+        let multiplier = if self.backoff_multiplier.fract() == 0.0 {
+            Value::from(self.backoff_multiplier as u64)
+        } else {
             serde_json::Number::from_f64(self.backoff_multiplier)
                 .map(Value::Number)
-                .unwrap_or(Value::from(2)),
-        );
+                .unwrap_or(Value::from(2))
+        };
+        map.insert("backoff_multiplier".into(), multiplier);
         map.insert("max_delay_ms".into(), Value::from(self.max_delay_ms));
         Value::Object(map)
     }

@@ -81,7 +81,7 @@ pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
         "body": body,
         "query": query,
         "user_agent": user_agent,
-        "ip": call.remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "ip": call.client_ip,
     })
 }
 

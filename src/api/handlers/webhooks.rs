@@ -92,14 +92,12 @@ pub fn create(shared: &Shared, call: &Call) -> Reply {
     stored.insert("consecutive_failures".into(), Value::from(0));
     stored.insert("disconnected".into(), Value::Bool(false));
     stored.insert("retry_config".into(), retry.to_json());
-    stored.insert(
-        "url".into(),
-        input.get("url").cloned().unwrap_or(Value::Null),
-    );
-    stored.insert(
-        "events".into(),
-        input.get("events").cloned().unwrap_or(Value::Null),
-    );
+    // Absent fields stay absent, so validation says "is required".
+    for field in ["url", "events"] {
+        if let Some(value) = input.get(field) {
+            stored.insert(field.into(), value.clone());
+        }
+    }
     stored.insert(
         "active".into(),
         input.get("active").cloned().unwrap_or(Value::Bool(true)),
