@@ -37,11 +37,47 @@ const FRAMING_SLACK: u64 = 64 * 1024;
 /// Stack of relay threads (they only copy through a 16 KiB buffer on the heap).
 const RELAY_STACK: usize = 128 * 1024;
 
-/// The answer to a request head over the limit.
-const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 91\r\nConnection: close\r\n\r\n{\"success\":false,\"error\":\"Request header fields too large\",\"message\":\"the limit is 65536 bytes\"}";
+/// A complete JSON error response that closes the connection.
+fn canned(status: &str, error: &str, message: &str, extra: &str) -> Vec<u8> {
+    let body =
+        serde_json::json!({"success": false, "error": error, "message": message}).to_string();
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// The answer to a connection over the limit.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 76\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{\"success\":false,\"error\":\"Service unavailable\",\"message\":\"too many connections\"}";
+fn busy() -> Vec<u8> {
+    canned(
+        "503 Service Unavailable",
+        "Service unavailable",
+        "too many connections",
+        "Retry-After: 1\r\n",
+    )
+}
+
+/// The answer to a request head over the limit.
+fn head_too_large() -> Vec<u8> {
+    canned(
+        "431 Request Header Fields Too Large",
+        "Request header fields too large",
+        &format!("the limit is {MAX_HEAD} bytes"),
+        "",
+    )
+}
+
+/// The answer to a request head that is not HTTP/1.x as tiny_http reads it (tiny_http itself
+/// would answer with an empty 400; every answer of this API is JSON).
+fn bad_head() -> Vec<u8> {
+    canned(
+        "400 Bad Request",
+        "Malformed request",
+        "the request line or a header is not valid HTTP/1.1",
+        "",
+    )
+}
 
 /// A private socket path for the internal server, removed when dropped.
 #[derive(Debug)]
@@ -150,7 +186,7 @@ impl Drop for Open {
 
 fn refuse(mut client: TcpStream) {
     let _ = client.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = client.write_all(BUSY);
+    let _ = client.write_all(&busy());
     let _ = client.shutdown(NetShutdown::Both);
 }
 
@@ -172,15 +208,18 @@ fn relay(client: TcpStream, backend: &Path, limits: Limits) -> io::Result<()> {
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let mut client_read = client.try_clone()?;
+    let answer = |mut client: TcpStream, reply: &[u8]| {
+        let _ = client.write_all(reply);
+        let _ = client.shutdown(NetShutdown::Both);
+        Ok(())
+    };
     let (head, rest) = match read_head(&mut client_read)? {
         Some(parts) => parts,
-        None => {
-            let mut client = client;
-            let _ = client.write_all(HEAD_TOO_LARGE);
-            let _ = client.shutdown(NetShutdown::Both);
-            return Ok(());
-        }
+        None => return answer(client, &head_too_large()),
     };
+    if !well_formed(&head) {
+        return answer(client, &bad_head());
+    }
     let server = UnixStream::connect(backend)?;
     server.set_write_timeout(Some(limits.idle))?;
     let mut server_write = server.try_clone()?;
@@ -247,6 +286,44 @@ fn read_head(client: &mut TcpStream) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     }
 }
 
+/// Whether a head is a request line and header lines tiny_http accepts: a token method, a target,
+/// `HTTP/1.0` or `HTTP/1.1`, and `token: printable-ASCII` headers.
+fn well_formed(head: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return false;
+    };
+    let mut lines = text[..text.len() - 4].split("\r\n");
+    let Some(request_line) = lines.next() else {
+        return false;
+    };
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(method) || target.is_empty() || !(version == "HTTP/1.1" || version == "HTTP/1.0") {
+        return false;
+    }
+    if !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    lines.all(|line| match line.split_once(':') {
+        Some((name, value)) => {
+            token(name)
+                && value
+                    .bytes()
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        }
+        None => false,
+    })
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -286,6 +363,45 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canned_answers_declare_their_length() {
+        for answer in [busy(), head_too_large(), bad_head()] {
+            let text = String::from_utf8_lossy(&answer);
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+            let declared = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            assert_eq!(declared, Some(body.len()), "{text}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(body).is_ok(),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_heads_are_recognised() {
+        let ok: &[&[u8]] = &[
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /webhooks?x=1 HTTP/1.0\r\n\r\n",
+        ];
+        for head in ok {
+            assert!(well_formed(head), "{}", String::from_utf8_lossy(head));
+        }
+        let bad: &[&[u8]] = &[
+            b"GET /health HTTP/1.1\r\n0p1Rn7#alSdu-oe.;\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+            b"GET /he alth HTTP/1.1\r\n\r\n",
+            b"GET /health HTTP/2.0\r\n\r\n",
+            b"\r\n\r\n",
+        ];
+        for head in bad {
+            assert!(!well_formed(head), "{}", String::from_utf8_lossy(head));
+        }
+    }
 
     #[test]
     fn heads_are_rewritten_to_one_request_per_connection() {

@@ -26,7 +26,13 @@ fn id_param(name: &str) -> Value {
 }
 
 fn limit_param(max: u64) -> Value {
-    json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": max}})
+    json!({
+        "name": "limit",
+        "in": "query",
+        "required": false,
+        "description": format!("How many, newest first; values above {max} mean {max}."),
+        "schema": {"type": "integer", "minimum": 1},
+    })
 }
 
 /// Responses every route may give besides its own.
@@ -87,7 +93,7 @@ fn operation(pattern: &str, method: &str) -> Value {
         ("/webhooks", "POST") => (
             "Create a webhook (the only response with the whole secret)",
             vec![],
-            Some(json!({"$ref": "#/components/schemas/WebhookInput"})),
+            Some(json!({"$ref": "#/components/schemas/WebhookCreate"})),
             vec![("201", ok("Created", data_envelope(webhook.clone())))],
         ),
         ("/webhooks/{id}", "GET") => (
@@ -354,9 +360,13 @@ fn operation(pattern: &str, method: &str) -> Value {
         op.insert("parameters".into(), Value::from(params));
     }
     if let Some(schema) = body {
+        let required = matches!(
+            (pattern, method),
+            ("/webhooks", "POST") | ("/webhooks/{id}", "PUT")
+        );
         op.insert(
             "requestBody".into(),
-            json!({"required": false, "content": {"application/json": {"schema": schema}}}),
+            json!({"required": required, "content": {"application/json": {"schema": schema}}}),
         );
     }
     op.insert("responses".into(), Value::Object(all));
@@ -366,16 +376,23 @@ fn operation(pattern: &str, method: &str) -> Value {
     Value::Object(op)
 }
 
+/// The methods of a route the document describes: HEAD answers as GET does and OPTIONS is the
+/// CORS preflight.
+pub fn described_methods(route: &super::router::RouteDef) -> Vec<&'static str> {
+    route
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| *m != "HEAD" && *m != "OPTIONS")
+        .collect()
+}
+
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
     for route in ROUTES {
         let mut item = Map::new();
-        for method in route.methods {
-            // HEAD answers as GET does and OPTIONS is CORS preflight: not described separately.
-            if *method == "HEAD" || *method == "OPTIONS" {
-                continue;
-            }
+        for method in described_methods(route) {
             item.insert(method.to_lowercase(), operation(route.pattern, method));
         }
         paths.insert(route.pattern.to_string(), Value::Object(item));
@@ -394,6 +411,25 @@ pub fn document() -> Value {
             "schemas": schemas(),
         },
     })
+}
+
+/// Every accepted entry of `events`.
+fn event_names() -> Vec<String> {
+    let mut names = vec!["*".to_string()];
+    for kind in crate::event::EventKind::ALL {
+        names.push(kind.name().to_string());
+        if let Some(legacy) = kind.legacy_name() {
+            names.push(legacy.to_string());
+        }
+    }
+    for prefix in ["job", "worker", "machine", "workflow"] {
+        names.push(format!("{prefix}.*"));
+    }
+    names
+}
+
+fn secret_schema() -> Value {
+    json!({"type": "string", "minLength": 8, "maxLength": 512})
 }
 
 fn schemas() -> Value {
@@ -428,22 +464,43 @@ fn schemas() -> Value {
                 "priorities": {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]}},
                 "machine_ids": string_list,
                 "worker_ids": string_list,
-                "custom_filters": {"type": "object"},
+                "custom_filters": {"type": "object", "nullable": true, "description": "Stored, not applied"},
             },
         },
         "WebhookInput": {
             "type": "object",
             "description": "Writable fields. Server-owned fields (id, created_at, counters, ...) are ignored if sent.",
+            "additionalProperties": false,
             "properties": {
+                "id": {"description": "Ignored"},
+                "created_at": {"description": "Ignored"},
+                "updated_at": {"description": "Ignored"},
+                "consecutive_failures": {"description": "Ignored"},
+                "disconnected": {"description": "Ignored"},
+                "last_success_at": {"description": "Ignored"},
+                "last_failure_at": {"description": "Ignored"},
+                "last_delivery_at": {"description": "Ignored"},
+                "disabled_reason": {"description": "Ignored"},
+                "previous_secret": {"description": "Ignored"},
+                "previous_expires_at": {"description": "Ignored"},
+                "has_secret": {"description": "Ignored"},
                 "url": {"type": "string", "format": "uri", "description": "http or https"},
-                "events": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"},
-                "secret": {"type": "string", "minLength": 8, "maxLength": 512},
+                "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"},
+                "secret": secret_schema(),
                 "filters": {"$ref": "#/components/schemas/Filters"},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "headers": {
+                    "type": "object",
+                    "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
+                    "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                    "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": "^[^\\r\\n\\x00]*$"},
+                },
                 "retry_config": {"$ref": "#/components/schemas/RetryConfig"},
                 "active": {"type": "boolean"},
                 "static": {"type": "boolean"},
             },
+        },
+        "WebhookCreate": {
+            "allOf": [{"$ref": "#/components/schemas/WebhookInput"}, {"type": "object", "required": ["url", "events"]}],
         },
         "Webhook": {
             "type": "object",
@@ -516,4 +573,47 @@ fn schemas() -> Value {
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::router::ROUTES;
+
+    #[test]
+    fn every_served_route_and_method_is_described() {
+        let doc = document();
+        for route in ROUTES {
+            let methods = described_methods(route);
+            assert!(
+                !methods.is_empty(),
+                "{} has no described method",
+                route.pattern
+            );
+            for method in methods {
+                assert!(
+                    route.methods.contains(&method),
+                    "{method} {} is described but not served",
+                    route.pattern
+                );
+                let op = &doc["paths"][route.pattern][method.to_lowercase()];
+                assert!(
+                    op.is_object(),
+                    "{method} {} is not in the document",
+                    route.pattern
+                );
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                let declared = route.pattern.matches('{').count();
+                let path_params = params.iter().filter(|p| p["in"] == "path").count();
+                assert_eq!(path_params, declared, "{method} {}", route.pattern);
+            }
+        }
+        let described = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
+        assert_eq!(
+            described,
+            ROUTES.len(),
+            "the document describes a route that is not served"
+        );
+    }
 }

@@ -68,11 +68,16 @@ impl Call {
 
     /// The body as JSON: `Null` when empty, 400 when malformed.
     pub fn json(&self) -> Result<Value, Reply> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
+        if self.body_is_empty() {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&self.body)
             .map_err(|e| Reply::error_message(400, "Invalid JSON", format!("request body: {e}")))
+    }
+
+    /// Whether the request has no body (or only white space).
+    pub fn body_is_empty(&self) -> bool {
+        self.body.iter().all(u8::is_ascii_whitespace)
     }
 
     /// The `{…}` value at `index`.

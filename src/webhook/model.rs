@@ -409,7 +409,8 @@ fn parse_filters(value: Option<&Value>) -> Result<Filters, ValidationError> {
                 }
             }
             // The original stores custom_filters and ignores them; so do we (CONTRACT section 6).
-            "custom_filters" => {}
+            "custom_filters" if v.is_object() || v.is_null() => {}
+            "custom_filters" => return Err(ValidationError::new(&field, "must be an object")),
             _ => return Err(ValidationError::new(&field, "is not a known filter")),
         }
     }

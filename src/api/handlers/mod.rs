@@ -46,6 +46,12 @@ pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
 pub fn limit(call: &Call, default: usize, max: usize) -> Result<usize, Reply> {
     match call.query("limit") {
         None | Some("") => Ok(default),
+        // Any positive whole number, however long, means at most `max`.
+        Some(text)
+            if text.bytes().all(|b| b.is_ascii_digit()) && text.bytes().any(|b| b != b'0') =>
+        {
+            Ok(text.parse::<usize>().map_or(max, |n| n.min(max)))
+        }
         Some(text) => match text.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(n.min(max)),
             _ => Err(Reply::error_message(

@@ -271,7 +271,7 @@ pub fn secret(shared: &Shared, call: &Call) -> Reply {
 /// `POST /webhooks/:id/secret/rotate` (JSON body or query: `secret?`, `grace_period_ms?`).
 pub fn rotate(shared: &Shared, call: &Call) -> Reply {
     let body = match call.json() {
-        Ok(Value::Null) => Map::new(),
+        Ok(Value::Null) if call.body_is_empty() => Map::new(),
         Ok(Value::Object(map)) => map,
         Ok(_) => return Reply::error(400, "request body must be a JSON object"),
         Err(reply) => return reply,
@@ -286,7 +286,7 @@ pub fn rotate(shared: &Shared, call: &Call) -> Reply {
         .cloned()
         .or_else(|| call.query("secret").map(Value::from))
     {
-        None | Some(Value::Null) => match ids::secret() {
+        None => match ids::secret() {
             Ok(s) => s,
             Err(e) => {
                 error!("cannot generate a secret: {e}");
@@ -302,7 +302,7 @@ pub fn rotate(shared: &Shared, call: &Call) -> Reply {
         call.query("grace_period_ms")
             .map(|q| q.parse::<u64>().map(Value::from).unwrap_or(Value::from(q)))
     }) {
-        None | Some(Value::Null) => 86_400_000,
+        None => 86_400_000,
         Some(v) => match v.as_u64().filter(|g| *g <= MAX_GRACE_MS) {
             Some(g) => g,
             None => {
@@ -375,21 +375,20 @@ fn object_body(call: &Call) -> Result<Map<String, Value>, Reply> {
             "is not a webhook field",
         )));
     }
+    // null is not a value of any writable field; leave a field out to keep it as it is.
+    if let Some(key) = WRITABLE
+        .iter()
+        .find(|k| input.get(**k) == Some(&Value::Null))
+    {
+        return Err(invalid(&ValidationError::new(key, "must not be null")));
+    }
     Ok(input)
 }
 
 fn valid_secret(value: &Value) -> Result<String, ValidationError> {
     match value {
-        Value::String(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => {
-            if s.chars().any(char::is_control) {
-                Err(ValidationError::new(
-                    "secret",
-                    "must not contain control characters",
-                ))
-            } else {
-                Ok(s.clone())
-            }
-        }
+        // Any text: a secret is only ever an HMAC key, never a header value.
+        Value::String(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.chars().count()) => Ok(s.clone()),
         Value::String(_) => Err(ValidationError::new(
             "secret",
             &format!("must be {MIN_SECRET} to {MAX_SECRET} characters"),
