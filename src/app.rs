@@ -4,19 +4,19 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use log::{error, info};
+use log::{debug, error, info};
 
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
+use crate::delivery::durable::Durable;
 use crate::delivery::pool::{self, Context, EndpointGate};
 use crate::delivery::scheduler::{self, Backlog};
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{Delivery, http};
-use crate::intake::{Intake, pubsub};
+use crate::delivery::{Delivery, http, recovery};
+use crate::intake::{Intake, pubsub, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
 use crate::redis_conn::RedisPool;
@@ -109,6 +109,8 @@ pub enum AppError {
     Spawn(&'static str, std::io::Error),
     /// The API could not listen.
     Listen(String),
+    /// Signal handlers could not be installed.
+    Signal(std::io::Error),
 }
 
 impl fmt::Display for AppError {
@@ -117,6 +119,7 @@ impl fmt::Display for AppError {
             AppError::Redis(e) => write!(f, "redis: {e}"),
             AppError::Spawn(what, e) => write!(f, "cannot start the {what} thread: {e}"),
             AppError::Listen(e) => f.write_str(e),
+            AppError::Signal(e) => write!(f, "cannot handle SIGTERM/SIGINT: {e}"),
         }
     }
 }
@@ -126,18 +129,75 @@ impl std::error::Error for AppError {
         match self {
             AppError::Redis(e) => Some(e),
             AppError::Spawn(_, e) => Some(e),
+            AppError::Signal(e) => Some(e),
             AppError::Listen(_) => None,
         }
     }
 }
 
-/// Starts the service and blocks until it stops.
+/// Starts the service and blocks until SIGTERM or SIGINT, then stops it gracefully.
 pub fn run(config: Config) -> Result<(), AppError> {
+    let signalled = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, signalled.clone()).map_err(AppError::Signal)?;
+    }
+    let service = start(config)?;
+    while !signalled.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service.stop();
+    Ok(())
+}
+
+/// A started service.
+pub struct Service {
+    /// Stops intake and new attempts (first phase of a shutdown).
+    draining: Shutdown,
+    /// Stops every thread (second phase).
+    shutdown: Shutdown,
+    delivery: Arc<Context>,
+    timeout: Duration,
+}
+
+impl Service {
+    /// Graceful stop: intake stops, attempts in flight may finish within the shutdown timeout,
+    /// and whatever is still in hand goes back to Redis for another instance or the next start.
+    pub fn stop(self) {
+        info!(
+            "stopping: intake closed, waiting up to {} ms for attempts in flight",
+            self.timeout.as_millis()
+        );
+        self.draining.set();
+        let deadline = Instant::now() + self.timeout;
+        while self.delivery.gate.in_flight() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let unfinished = self.delivery.gate.in_flight();
+        self.shutdown.set();
+        let durable = &self.delivery.durable;
+        match durable.release_all(durable.instance(), crate::time::now_ms()) {
+            Ok(n) => info!(
+                "stopped: {n} deliveries handed back ({unfinished} attempts were still in flight)"
+            ),
+            Err(e) => error!(
+                "stopped, but could not hand deliveries back ({e}); another instance takes them over when this one's heartbeat expires"
+            ),
+        }
+        if let Err(e) = durable.leave() {
+            debug!("could not remove this instance's heartbeat: {e}");
+        }
+    }
+}
+
+/// Builds the shared state and starts every thread.
+pub fn start(config: Config) -> Result<Service, AppError> {
+    let draining = Shutdown::default();
     let shutdown = Shutdown::default();
     let started = Instant::now();
     info!(
-        "webhook-service {} starting: redis {}, {} delivery + {} retry threads, timeout {} ms",
+        "webhook-service {} starting as instance {}: redis {}, {} delivery + {} retry threads, timeout {} ms",
         env!("CARGO_PKG_VERSION"),
+        config.instance_id,
         redact_url(&config.redis_url),
         config.delivery_threads,
         config.retry_threads,
@@ -148,6 +208,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
     }
     let client = redis::Client::open(config.redis_url.as_str()).map_err(AppError::Redis)?;
     let redis = Arc::new(RedisPool::new(client));
+    let durable = Durable::new(redis.clone(), &config.instance_id);
     let counters = Arc::new(Counters::default());
     let registry = Arc::new(Registry::default());
     let (first_tx, first_rx) = crossbeam_channel::bounded(config.queue_capacity);
@@ -170,6 +231,9 @@ pub fn run(config: Config) -> Result<(), AppError> {
         counters: counters.clone(),
         max_retry_after: config.max_retry_after,
         recorder,
+        durable: durable.clone(),
+        disconnect_after: config.disconnect_after,
+        draining: draining.clone(),
     });
     let intake = Arc::new(Intake::new(
         Dispatcher {
@@ -178,55 +242,60 @@ pub fn run(config: Config) -> Result<(), AppError> {
             first_tx: first_tx.clone(),
             scheduler: scheduler.clone(),
             counters: counters.clone(),
+            durable: durable.clone(),
+            claim_ttl_ms: config.dedupe_window.as_millis() as u64,
         },
         counters.clone(),
         config.dedupe_window,
     ));
 
-    let mut handles: Vec<JoinHandle<()>> = Vec::new();
-    handles.push(
-        scheduler::spawn(
-            scheduler_rx,
-            scheduler.backlog.clone(),
-            retry_tx,
-            first_tx,
-            throttle,
-            shutdown.clone(),
-        )
-        .map_err(|e| AppError::Spawn("scheduler", e))?,
-    );
-    handles.push(
-        history::spawn(
-            recorder_rx,
-            redis.clone(),
-            counters.clone(),
-            shutdown.clone(),
-        )
-        .map_err(|e| AppError::Spawn("recorder", e))?,
-    );
-    handles.extend(
-        pool::spawn(
-            "delivery",
-            config.delivery_threads,
-            first_rx.clone(),
-            delivery.clone(),
-        )
-        .map_err(|e| AppError::Spawn("delivery", e))?,
-    );
-    handles.extend(
-        pool::spawn("retry", config.retry_threads, retry_rx, delivery.clone())
-            .map_err(|e| AppError::Spawn("retry", e))?,
-    );
-    handles.push(
-        registry::spawn_refresher(
-            registry.clone(),
-            redis.clone(),
-            notify_rx,
-            config.registry_refresh,
-            shutdown.clone(),
-        )
-        .map_err(|e| AppError::Spawn("registry", e))?,
-    );
+    let spawn_err = |what: &'static str| move |e: std::io::Error| AppError::Spawn(what, e);
+    recovery::spawn_heartbeat(durable.clone(), config.instance_ttl, shutdown.clone())
+        .map_err(spawn_err("heartbeat"))?;
+    recovery::spawn_poller(
+        durable.clone(),
+        first_tx.clone(),
+        retry_tx.clone(),
+        recovery::Retention {
+            max_count: config.dead_letter_max,
+            max_age: config.dead_letter_max_age,
+        },
+        draining.clone(),
+    )
+    .map_err(spawn_err("poller"))?;
+    scheduler::spawn(
+        scheduler_rx,
+        scheduler.backlog.clone(),
+        retry_tx,
+        first_tx,
+        throttle,
+        shutdown.clone(),
+    )
+    .map_err(spawn_err("scheduler"))?;
+    history::spawn(
+        recorder_rx,
+        redis.clone(),
+        counters.clone(),
+        shutdown.clone(),
+    )
+    .map_err(spawn_err("recorder"))?;
+    pool::spawn(
+        "delivery",
+        config.delivery_threads,
+        first_rx.clone(),
+        delivery.clone(),
+    )
+    .map_err(spawn_err("delivery"))?;
+    pool::spawn("retry", config.retry_threads, retry_rx, delivery.clone())
+        .map_err(spawn_err("retry"))?;
+    registry::spawn_refresher(
+        registry.clone(),
+        redis.clone(),
+        notify_rx,
+        config.registry_refresh,
+        shutdown.clone(),
+    )
+    .map_err(spawn_err("registry"))?;
     let shared = Arc::new(Shared {
         config: Arc::new(config.clone()),
         cors: crate::api::cors::Cors::new(&config.cors_origins),
@@ -237,34 +306,41 @@ pub fn run(config: Config) -> Result<(), AppError> {
         registry: registry.clone(),
         backlog: scheduler.backlog.clone(),
         first_rx,
-        delivery,
+        delivery: delivery.clone(),
         started,
     });
-    handles.extend(
-        crate::api::server::spawn(
-            SocketAddr::new(config.host, config.port),
-            shared,
-            shutdown.clone(),
-        )
-        .map_err(AppError::Listen)?,
-    );
-    handles.push(
-        pubsub::spawn(
+    crate::api::server::spawn(
+        SocketAddr::new(config.host, config.port),
+        shared,
+        shutdown.clone(),
+    )
+    .map_err(AppError::Listen)?;
+    pubsub::spawn(
+        redis.clone(),
+        registry.clone(),
+        intake.clone(),
+        notify_tx.clone(),
+        counters.clone(),
+        draining.clone(),
+    )
+    .map_err(spawn_err("intake"))?;
+    if let Some(stream) = &config.event_stream {
+        stream::spawn(
             redis,
             registry,
             intake,
-            notify_tx,
-            counters,
-            shutdown.clone(),
+            stream.clone(),
+            config.stream_group.clone(),
+            config.instance_id.clone(),
+            draining.clone(),
         )
-        .map_err(|e| AppError::Spawn("intake", e))?,
-    );
-    info!("ready in {} ms", started.elapsed().as_millis());
-    for handle in handles {
-        let name = handle.thread().name().unwrap_or("?").to_string();
-        if handle.join().is_err() {
-            error!("thread {name} panicked");
-        }
+        .map_err(spawn_err("stream"))?;
     }
-    Ok(())
+    info!("ready in {} ms", started.elapsed().as_millis());
+    Ok(Service {
+        draining,
+        shutdown,
+        delivery,
+        timeout: config.shutdown_timeout,
+    })
 }

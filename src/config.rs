@@ -134,6 +134,46 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Base URL of the EMP monitor UI, for test-receiver `view_url`s.",
     },
     Setting {
+        name: "WEBHOOK_INSTANCE_ID",
+        default: "",
+        doc: "This instance's name among several on one Redis. Default: the hostname and the process id.",
+    },
+    Setting {
+        name: "WEBHOOK_INSTANCE_TTL_MS",
+        default: "10000",
+        doc: "An instance silent for this long is presumed dead and its deliveries are taken over (1000-600000).",
+    },
+    Setting {
+        name: "WEBHOOK_SHUTDOWN_TIMEOUT_MS",
+        default: "10000",
+        doc: "On SIGTERM or SIGINT, how long attempts in flight may finish before the rest is handed back (0-600000).",
+    },
+    Setting {
+        name: "WEBHOOK_EVENT_STREAM",
+        default: "",
+        doc: "A Redis Stream to read events from as well, with a consumer group (entries: `channel`, `message`). Empty: pub/sub only.",
+    },
+    Setting {
+        name: "WEBHOOK_STREAM_GROUP",
+        default: "webhook-service",
+        doc: "The consumer group on `WEBHOOK_EVENT_STREAM`.",
+    },
+    Setting {
+        name: "WEBHOOK_DISCONNECT_AFTER",
+        default: "10",
+        doc: "Failed deliveries in a row after which a non-static webhook is disconnected (1-10000).",
+    },
+    Setting {
+        name: "WEBHOOK_DEAD_LETTER_MAX",
+        default: "100000",
+        doc: "Dead letters kept, newest first (100-10000000).",
+    },
+    Setting {
+        name: "WEBHOOK_DEAD_LETTER_MAX_AGE_MS",
+        default: "2592000000",
+        doc: "Dead letters older than this are dropped (60000-31536000000).",
+    },
+    Setting {
         name: "RUST_LOG",
         default: "info",
         doc: "Log level (error, warn, info, debug, trace), optionally per module: `info,webhook_service::delivery=debug`.",
@@ -190,6 +230,22 @@ pub struct Config {
     pub public_url: String,
     /// Base URL of the monitor UI.
     pub app_url: String,
+    /// This instance's id.
+    pub instance_id: String,
+    /// Heartbeat lifetime.
+    pub instance_ttl: Duration,
+    /// Grace period on SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// Stream to read events from, if any.
+    pub event_stream: Option<String>,
+    /// Consumer group on the stream.
+    pub stream_group: String,
+    /// Final failures in a row that disconnect a webhook.
+    pub disconnect_after: u64,
+    /// Dead letters kept.
+    pub dead_letter_max: u64,
+    /// Oldest dead letter kept.
+    pub dead_letter_max_age: Duration,
     /// Log filter.
     pub log_filter: String,
     /// Log lines as JSON.
@@ -240,6 +296,16 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// `<hostname>-<pid>`: unique per process on a machine, readable in logs.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}", std::process::id())
+}
 
 /// Hides the password of a `redis://user:password@host` URL.
 pub fn redact_url(url: &str) -> String {
@@ -400,6 +466,28 @@ impl Config {
                 .raw("NEXT_PUBLIC_APP_URL")
                 .trim_end_matches('/')
                 .to_string(),
+            instance_id: match r.raw("WEBHOOK_INSTANCE_ID") {
+                id if id.is_empty() => default_instance_id(),
+                id if id.len() <= 128 && !id.contains(char::is_whitespace) => id,
+                id => {
+                    return Err(ConfigError {
+                        variable: "WEBHOOK_INSTANCE_ID",
+                        value: id,
+                        rule: "must be at most 128 characters without spaces".into(),
+                    });
+                }
+            },
+            instance_ttl: r.millis("WEBHOOK_INSTANCE_TTL_MS", 1000, 600_000)?,
+            shutdown_timeout: r.millis("WEBHOOK_SHUTDOWN_TIMEOUT_MS", 0, 600_000)?,
+            event_stream: Some(r.raw("WEBHOOK_EVENT_STREAM")).filter(|s| !s.is_empty()),
+            stream_group: r.raw("WEBHOOK_STREAM_GROUP"),
+            disconnect_after: r.number("WEBHOOK_DISCONNECT_AFTER", 1, 10_000)?,
+            dead_letter_max: r.number("WEBHOOK_DEAD_LETTER_MAX", 100, 10_000_000)?,
+            dead_letter_max_age: r.millis(
+                "WEBHOOK_DEAD_LETTER_MAX_AGE_MS",
+                60_000,
+                31_536_000_000,
+            )?,
             log_filter,
             log_json,
         })

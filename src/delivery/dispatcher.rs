@@ -5,19 +5,35 @@
 //! webhook receiving that form.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-use log::error;
+use crossbeam_channel::{Sender, TrySendError};
+use log::{debug, error, warn};
 use serde_json::Value;
 
 use super::Delivery;
+use super::durable::{self, Durable};
 use super::scheduler::{SchedulerHandle, Timed};
 use super::throttle::{Offer, Throttle};
 use crate::event::{self, Event, EventKind, canonical, json, legacy};
 use crate::monitor::{Counters, bump};
 use crate::webhook::matching::Form;
 use crate::webhook::registry::Registry;
+
+/// What [`Dispatcher::dispatch`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatched {
+    /// Deliveries queued.
+    pub count: usize,
+    /// Whether they are all recorded in Redis (true when there are none).
+    pub recorded: bool,
+}
+
+enum Recorded {
+    Yes,
+    ClaimedElsewhere,
+    InMemoryOnly,
+}
 
 /// Turns events into queued deliveries.
 pub struct Dispatcher {
@@ -31,16 +47,20 @@ pub struct Dispatcher {
     pub scheduler: SchedulerHandle,
     /// Process counters.
     pub counters: Arc<Counters>,
+    /// Durable delivery state.
+    pub durable: Durable,
+    /// How long an event's claim lasts (0: no claim, a single instance).
+    pub claim_ttl_ms: u64,
 }
 
 impl Dispatcher {
-    /// Queues one delivery per matching webhook; returns how many.
-    pub fn dispatch(&self, event: &Event) -> usize {
+    /// Queues one delivery per matching webhook.
+    pub fn dispatch(&self, event: &Event) -> Dispatched {
         let snapshot = self.registry.snapshot();
         let now_ms = crate::time::now_ms();
         let mut canonical_data: Option<Vec<u8>> = None;
         let mut legacy_data: Option<Vec<u8>> = None;
-        let mut count = 0;
+        let mut deliveries = Vec::new();
         for m in snapshot.matches(event, now_ms) {
             let data = match m.form {
                 Form::Canonical => canonical_data
@@ -66,11 +86,66 @@ impl Dispatcher {
                 attempts: 0,
                 created_ms: now_ms,
             };
+            deliveries.push(delivery);
+        }
+        if deliveries.is_empty() {
+            return Dispatched {
+                count: 0,
+                recorded: true,
+            };
+        }
+        let recorded = match self.record(event, &deliveries) {
+            Recorded::ClaimedElsewhere => {
+                return Dispatched {
+                    count: 0,
+                    recorded: true,
+                };
+            }
+            Recorded::Yes => true,
+            Recorded::InMemoryOnly => false,
+        };
+        let count = deliveries.len();
+        for delivery in deliveries {
             bump(&self.counters.deliveries_created);
             self.enqueue(delivery, event);
-            count += 1;
         }
-        count
+        Dispatched { count, recorded }
+    }
+
+    /// Claims the event and records its deliveries before anything can lose them. Returns false
+    /// if another instance claimed the event first. With Redis away (after a few quick tries) the
+    /// deliveries go on from memory: at most the crash of this process could lose them then.
+    fn record(&self, event: &Event, deliveries: &[Delivery]) -> Recorded {
+        let claim = durable::claim(&event.identity);
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=4 {
+            match self.durable.record(&claim, self.claim_ttl_ms, deliveries) {
+                Ok(true) => return Recorded::Yes,
+                Ok(false) => {
+                    debug!(
+                        "event {} of {} was claimed by another instance",
+                        event.kind.name(),
+                        event.source
+                    );
+                    bump(&self.counters.events_claimed_elsewhere);
+                    return Recorded::ClaimedElsewhere;
+                }
+                Err(e) if attempt == 4 => {
+                    warn!(
+                        "{e}; delivering {} deliveries of a {} event from memory",
+                        deliveries.len(),
+                        event.kind.name()
+                    );
+                    bump(&self.counters.events_unrecorded);
+                    return Recorded::InMemoryOnly;
+                }
+                Err(_) => {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+            }
+        }
+        Recorded::InMemoryOnly
     }
 
     fn enqueue(&self, delivery: Delivery, event: &Event) {
@@ -90,7 +165,15 @@ impl Dispatcher {
                     }
                     self.send(delivery);
                 }
-                Offer::Held(Some(_superseded)) => bump(&self.counters.deliveries_throttled),
+                Offer::Held(Some(superseded)) => {
+                    bump(&self.counters.deliveries_throttled);
+                    if let Err(e) = self.durable.complete(&superseded.event_id) {
+                        debug!(
+                            "{e}; superseded progress {} stays recorded",
+                            superseded.event_id
+                        );
+                    }
+                }
                 Offer::Held(None) => {}
             }
             return;
@@ -98,14 +181,29 @@ impl Dispatcher {
         self.send(delivery);
     }
 
+    /// Queues a first attempt. A full queue never blocks intake: the delivery waits in the
+    /// durable due set instead, and the poller queues it when there is room.
     fn send(&self, delivery: Delivery) {
-        if let Err(e) = self.first_tx.send(delivery) {
-            let d = e.into_inner();
-            error!(
-                "delivery queue is closed; event {} to webhook {} is dropped",
-                d.event_id, d.webhook_id
-            );
-            bump(&self.counters.events_failed);
+        match self.first_tx.try_send(delivery) {
+            Ok(()) => {}
+            Err(TrySendError::Full(d)) => {
+                bump(&self.counters.deliveries_spilled);
+                if let Err(e) = self.durable.defer(&d, crate::time::now_ms()) {
+                    // Neither queue nor Redis: wait for room rather than drop it.
+                    debug!("{e}; waiting for room for event {}", d.event_id);
+                    if self.first_tx.send(d).is_err() {
+                        error!("delivery queue is closed; a delivery is dropped");
+                        bump(&self.counters.events_failed);
+                    }
+                }
+            }
+            Err(TrySendError::Disconnected(d)) => {
+                error!(
+                    "delivery queue is closed; event {} to webhook {} is dropped",
+                    d.event_id, d.webhook_id
+                );
+                bump(&self.counters.events_failed);
+            }
         }
     }
 }

@@ -10,8 +10,10 @@
 
 pub mod attempt;
 pub mod dispatcher;
+pub mod durable;
 pub mod http;
 pub mod pool;
+pub mod recovery;
 pub mod retry;
 pub mod scheduler;
 pub mod signer;

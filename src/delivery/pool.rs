@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 
 use super::Delivery;
 use super::attempt::{self, AttemptOutcome};
+use super::durable::{Durable, DurableError};
 use super::retry::{self, Decision};
 use super::scheduler::{SchedulerHandle, Timed};
 use crate::monitor::history::{AttemptRecord, Final, Recorder};
@@ -142,6 +143,12 @@ pub struct Context {
     pub max_retry_after: Duration,
     /// Where attempt records go.
     pub recorder: Recorder,
+    /// Durable delivery state.
+    pub durable: Durable,
+    /// Final failures in a row that disconnect a webhook.
+    pub disconnect_after: u64,
+    /// Set when the service stops: no new attempt starts, deliveries are handed back.
+    pub draining: crate::app::Shutdown,
 }
 
 /// Starts `threads` threads named `{name}-{i}` reading `rx`.
@@ -162,12 +169,7 @@ pub fn spawn(
                         match ctx.gate.admit(delivery) {
                             Admission::Run(d) => run_admitted(&ctx, d),
                             Admission::Parked => {}
-                            Admission::Overflow(d) => {
-                                let at = Instant::now() + OVERFLOW_DELAY;
-                                if let Err(item) = ctx.scheduler.schedule(at, Timed::Retry(d)) {
-                                    lost(&ctx, &item, "the scheduler has stopped");
-                                }
-                            }
+                            Admission::Overflow(d) => hand_back(&ctx, d, OVERFLOW_DELAY),
                         }
                     }
                 })
@@ -180,6 +182,11 @@ fn run_admitted(ctx: &Context, delivery: Delivery) {
     let mut next = Some(delivery);
     while let Some(delivery) = next {
         let webhook_id = delivery.webhook_id.clone();
+        if ctx.draining.is_set() {
+            hand_back(ctx, delivery, Duration::ZERO);
+            next = ctx.gate.release(&webhook_id, None);
+            continue;
+        }
         let event_id = delivery.event_id.clone();
         let unreachable = match catch_unwind(AssertUnwindSafe(|| attempt_once(ctx, delivery))) {
             Ok(unreachable) => unreachable,
@@ -206,14 +213,28 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
             delivery.webhook_id, delivery.event_id
         );
         bump(&ctx.counters.deliveries_dropped);
+        durable(
+            ctx,
+            &delivery,
+            "forget",
+            ctx.durable.complete(&delivery.event_id),
+        );
         return None;
     };
     if !receives(webhook, now_ms) {
+        // Kept as a dead letter: recoverable once the webhook takes deliveries again.
+        let why = if webhook.active {
+            "webhook is disconnected"
+        } else {
+            "webhook is inactive"
+        };
         debug!(
-            "webhook {} is inactive or disconnected; event {} is not delivered",
-            webhook.id, delivery.event_id
+            "{why}; event {} to webhook {} is a dead letter",
+            delivery.event_id, webhook.id
         );
         bump(&ctx.counters.deliveries_dropped);
+        let stored = ctx.durable.dead_letter(&delivery, now_ms, None, why);
+        durable(ctx, &delivery, "keep as a dead letter", stored);
         return None;
     }
     delivery.attempts += 1;
@@ -246,6 +267,12 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
     match decision {
         Decision::Done => {
             bump(&ctx.counters.deliveries_succeeded);
+            durable(
+                ctx,
+                &delivery,
+                "complete",
+                ctx.durable.complete(&delivery.event_id),
+            );
             if webhook.disconnected || webhook.consecutive_failures > 0 {
                 write(ctx, &delivery, "reconnect", |redis| {
                     store::record_success(redis, &webhook.id)
@@ -253,11 +280,17 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
             }
         }
         Decision::Retry(delay) => {
-            if let Err(item) = ctx
-                .scheduler
-                .schedule(Instant::now() + delay, Timed::Retry(delivery))
-            {
-                lost(ctx, &item, "the scheduler has stopped");
+            // From the end of the attempt, rounded up: a retry is never early.
+            let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
+            if let Err(e) = ctx.durable.defer(&delivery, due) {
+                // Redis is away: keep the retry in memory rather than lose it.
+                debug!("{e}; event {} retries from memory", delivery.event_id);
+                if let Err(item) = ctx
+                    .scheduler
+                    .schedule(Instant::now() + delay, Timed::Retry(delivery))
+                {
+                    lost(ctx, &item, "the scheduler has stopped");
+                }
             }
         }
         Decision::Gone => {
@@ -266,6 +299,13 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
                 webhook.id, delivery.event_id
             );
             bump(&ctx.counters.deliveries_failed);
+            let stored = ctx.durable.dead_letter(
+                &delivery,
+                now_ms,
+                outcome.status,
+                "410 Gone: the webhook is disabled",
+            );
+            durable(ctx, &delivery, "keep as a dead letter", stored);
             write(ctx, &delivery, "disable", |redis| {
                 store::disable_gone(redis, &webhook.id)
             });
@@ -279,8 +319,18 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
                 outcome.error.as_deref().unwrap_or("unknown error")
             );
             bump(&ctx.counters.deliveries_failed);
+            let last_error = outcome.error.as_deref().unwrap_or("unknown error");
+            let stored = ctx
+                .durable
+                .dead_letter(&delivery, now_ms, outcome.status, last_error);
+            durable(ctx, &delivery, "keep as a dead letter", stored);
             write(ctx, &delivery, "record the failure of", |redis| {
-                store::record_final_failure(redis, &webhook.id, webhook.is_static)
+                store::record_final_failure(
+                    redis,
+                    &webhook.id,
+                    webhook.is_static,
+                    ctx.disconnect_after,
+                )
             });
         }
     }
@@ -346,6 +396,32 @@ fn write(
             "could not {what} webhook {} after event {}: {e}",
             delivery.webhook_id, delivery.event_id
         );
+    }
+}
+
+/// Hands a delivery back to the durable due set (or, with Redis away, the in-memory scheduler)
+/// to be offered again after `delay`, without counting an attempt.
+pub fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
+    let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
+    if let Err(e) = ctx.durable.defer(&delivery, due) {
+        debug!("{e}; event {} waits in memory", delivery.event_id);
+        if let Err(item) = ctx
+            .scheduler
+            .schedule(Instant::now() + delay, Timed::Retry(delivery))
+        {
+            lost(ctx, &item, "the scheduler has stopped");
+        }
+    }
+}
+
+/// Logs a failed durable-state write (the delivery itself goes on: at least once).
+fn durable(ctx: &Context, delivery: &Delivery, what: &str, result: Result<(), DurableError>) {
+    if let Err(e) = result {
+        error!(
+            "could not {what} event {} to webhook {}: {e}",
+            delivery.event_id, delivery.webhook_id
+        );
+        bump(&ctx.counters.events_failed);
     }
 }
 

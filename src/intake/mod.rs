@@ -7,6 +7,7 @@
 pub mod dedupe;
 pub mod jobs;
 pub mod pubsub;
+pub mod stream;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -52,8 +53,10 @@ impl Intake {
     }
 
     /// Handles one message from `channel`; `source` names the subscription it came through (the
-    /// channel, or the pattern for pattern subscriptions).
-    pub fn process(&self, source: &str, channel: &str, payload: &[u8]) {
+    /// channel, or the pattern for pattern subscriptions). Returns true when nothing of it can be
+    /// lost any more: its deliveries are recorded in Redis, or it has none (a stream entry may be
+    /// acknowledged then).
+    pub fn process(&self, source: &str, channel: &str, payload: &[u8]) -> bool {
         bump(&self.counters.events_received);
         let now_ms = crate::time::now_ms();
         let parsed = match parse(channel, payload, now_ms) {
@@ -73,19 +76,39 @@ impl Intake {
                 } else {
                     debug!("skipping a message on {channel}: {e}");
                 }
-                return;
+                return true;
             }
         };
         let events = self.prepare(parsed);
         let mut deliveries = 0;
+        let mut recorded = true;
         for event in &events {
             self.counters.event(event.kind.name(), source);
-            deliveries += self.dispatcher.dispatch(event);
+            let dispatched = self.dispatcher.dispatch(event);
+            deliveries += dispatched.count;
+            recorded &= dispatched.recorded;
         }
         if deliveries > 0 {
             bump(&self.counters.events_processed);
         } else {
             bump(&self.counters.events_skipped);
+        }
+        recorded
+    }
+
+    /// Counts a stream entry without `channel` and `message`.
+    pub fn malformed_entry(&self, source: &str, id: &str) {
+        bump(&self.counters.events_received);
+        self.counters.malformed(source);
+        let first = self
+            .state
+            .lock()
+            .reported
+            .insert((source.to_string(), "missing_field"));
+        if first {
+            warn!(
+                "skipping stream entry {id} on {source}: it lacks `channel` or `message` (further ones are counted, not logged)"
+            );
         }
     }
 

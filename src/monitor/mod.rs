@@ -40,6 +40,12 @@ pub struct Counters {
     pub events_failed: AtomicU64,
     /// Events suppressed as duplicates.
     pub events_duplicate: AtomicU64,
+    /// Events another instance claimed first.
+    pub events_claimed_elsewhere: AtomicU64,
+    /// Events whose deliveries could not be recorded in Redis (delivered from memory).
+    pub events_unrecorded: AtomicU64,
+    /// First attempts that waited in Redis because the queue was full.
+    pub deliveries_spilled: AtomicU64,
     /// Deliveries created (one per event and webhook).
     pub deliveries_created: AtomicU64,
     /// Progress deliveries superseded by a later one within the throttle period.

@@ -16,8 +16,6 @@ use crate::keys;
 use crate::redis_conn::RedisPool;
 use crate::time::now_ms;
 
-/// Final failures in a row after which a non-static webhook is disconnected (reference 5.4).
-pub const DISCONNECT_AFTER: u64 = 10;
 /// Attempts at a contended read-modify-write before giving up.
 const MAX_TRIES: usize = 10;
 
@@ -159,6 +157,7 @@ pub fn record_final_failure(
     redis: &RedisPool,
     id: &str,
     is_static: bool,
+    disconnect_after: u64,
 ) -> Result<(), StoreError> {
     apply(redis, id, |w| {
         let now = now_ms();
@@ -174,7 +173,7 @@ pub fn record_final_failure(
             .get("disconnected")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        if failures >= DISCONNECT_AFTER && !is_static && !disconnected {
+        if failures >= disconnect_after && !is_static && !disconnected {
             w.insert("disconnected".into(), Value::Bool(true));
             warn!("webhook {id} is disconnected after {failures} failed deliveries in a row");
         }

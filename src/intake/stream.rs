@@ -1,0 +1,216 @@
+//! The `intake-stream` thread: durable intake from a Redis Stream with a consumer group
+//! (`WEBHOOK_EVENT_STREAM`; entry fields `channel` and `message`, meaning what a pub/sub message
+//! on that channel means).
+//!
+//! An entry is acknowledged (XACK) only once its deliveries are recorded in Redis, so a crash or
+//! an outage between reading and recording leaves it pending, to be read again. On start the
+//! thread first re-reads its own pending entries, then takes over entries a dead consumer left
+//! pending for a minute (XAUTOCLAIM, also every 30 s). A deleted group (NOGROUP) is recreated.
+//! Errors back off exponentially; one warning per outage.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use redis::Commands;
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+
+use super::Intake;
+use crate::app::Shutdown;
+use crate::redis_conn::{self, Backoff, RedisPool};
+use crate::webhook::registry::Registry;
+
+/// Entries read per call.
+const COUNT: usize = 100;
+/// How long one read blocks (ms).
+const BLOCK_MS: usize = 500;
+/// Pending this long, an entry of another consumer is taken over.
+const CLAIM_IDLE_MS: u64 = 60_000;
+/// How often to look for abandoned entries.
+const CLAIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Starts the stream reader.
+pub fn spawn(
+    redis: Arc<RedisPool>,
+    registry: Arc<Registry>,
+    intake: Arc<Intake>,
+    stream: String,
+    group: String,
+    consumer: String,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("intake-stream".into())
+        .spawn(move || {
+            let reader = Reader {
+                stream,
+                group,
+                consumer,
+                intake,
+            };
+            let mut backoff = Backoff::default();
+            while !shutdown.is_set() {
+                let result = match registry.is_loaded() {
+                    true => Ok(()),
+                    false => registry.reload(&redis),
+                }
+                .and_then(|()| reader.run(redis.client(), &shutdown, &mut backoff));
+                if shutdown.is_set() {
+                    break;
+                }
+                match result {
+                    Err(e) if backoff.failures() == 0 => {
+                        warn!(
+                            "cannot read stream {}: {e}; retrying with backoff",
+                            reader.stream
+                        )
+                    }
+                    Err(e) => debug!("stream {} still unreadable: {e}", reader.stream),
+                    Ok(()) => {}
+                }
+                let delay = backoff.next_delay();
+                shutdown.sleep(delay);
+            }
+        })
+}
+
+struct Reader {
+    stream: String,
+    group: String,
+    consumer: String,
+    intake: Arc<Intake>,
+}
+
+impl Reader {
+    fn run(
+        &self,
+        client: &redis::Client,
+        shutdown: &Shutdown,
+        backoff: &mut Backoff,
+    ) -> redis::RedisResult<()> {
+        let mut conn = redis_conn::connect(client, Duration::from_millis(BLOCK_MS as u64 + 5_000))?;
+        self.ensure_group(&mut conn)?;
+        if backoff.failures() > 0 {
+            info!("reading stream {} again", self.stream);
+        } else {
+            info!(
+                "reading stream {} as {} in group {}",
+                self.stream, self.consumer, self.group
+            );
+        }
+        backoff.reset();
+        // Our own entries read before a crash or an outage, not yet acknowledged.
+        self.read(&mut conn, "0")?;
+        let mut last_claim: Option<Instant> = None;
+        while !shutdown.is_set() {
+            if last_claim.is_none_or(|at| at.elapsed() >= CLAIM_EVERY) {
+                self.take_over(&mut conn)?;
+                last_claim = Some(Instant::now());
+            }
+            match self.read(&mut conn, ">") {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    warn!(
+                        "consumer group {} on {} disappeared; recreating it",
+                        self.group, self.stream
+                    );
+                    self.ensure_group(&mut conn)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_group(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let created: redis::RedisResult<()> =
+            conn.xgroup_create_mkstream(&self.stream, &self.group, "0");
+        match created {
+            Ok(()) => {
+                info!("created consumer group {} on {}", self.group, self.stream);
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads from `id` ("0": our pending entries; ">": new ones) and handles what comes.
+    fn read(&self, conn: &mut redis::Connection, id: &str) -> redis::RedisResult<()> {
+        loop {
+            let mut options = StreamReadOptions::default()
+                .group(&self.group, &self.consumer)
+                .count(COUNT);
+            if id == ">" {
+                options = options.block(BLOCK_MS);
+            }
+            let reply: Option<StreamReadReply> =
+                conn.xread_options(&[&self.stream], &[id], &options)?;
+            let entries: Vec<StreamId> = reply
+                .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+                .unwrap_or_default();
+            let n = entries.len();
+            self.handle(conn, entries)?;
+            // New entries: one read per call. Pending ones: until none is left.
+            if id == ">" || n == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes over entries another consumer left pending.
+    fn take_over(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let mut start = "0-0".to_string();
+        for _ in 0..100 {
+            let reply: redis::streams::StreamAutoClaimReply = conn.xautoclaim_options(
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                CLAIM_IDLE_MS,
+                &start,
+                StreamAutoClaimOptions::default().count(COUNT),
+            )?;
+            if !reply.claimed.is_empty() {
+                info!(
+                    "took over {} stream entries left pending by another consumer",
+                    reply.claimed.len()
+                );
+            }
+            self.handle(conn, reply.claimed)?;
+            if reply.next_stream_id == "0-0" {
+                break;
+            }
+            start = reply.next_stream_id;
+        }
+        Ok(())
+    }
+
+    /// Processes entries and acknowledges those whose deliveries are safely recorded.
+    fn handle(
+        &self,
+        conn: &mut redis::Connection,
+        entries: Vec<StreamId>,
+    ) -> redis::RedisResult<()> {
+        let mut done = Vec::with_capacity(entries.len());
+        let source = format!("stream:{}", self.stream);
+        for entry in &entries {
+            let channel: Option<String> = entry.get("channel");
+            let message: Option<Vec<u8>> = entry.get("message");
+            let safe = match (channel, message) {
+                (Some(channel), Some(message)) => self.intake.process(&source, &channel, &message),
+                _ => {
+                    self.intake.malformed_entry(&source, &entry.id);
+                    true
+                }
+            };
+            if safe {
+                done.push(entry.id.as_str());
+            }
+        }
+        if !done.is_empty() {
+            conn.xack::<_, _, _, ()>(&self.stream, &self.group, &done)?;
+        }
+        Ok(())
+    }
+}
