@@ -82,16 +82,24 @@ impl Shared {
         self.first_rx.len() + self.delivery.gate.parked()
     }
 
-    /// Retries waiting for their time.
+    /// Deliveries waiting for their time in Redis (retries, hand-backs), plus retries held in
+    /// memory while Redis was away.
     pub fn retry_backlog(&self) -> usize {
-        self.backlog.retries.load(Ordering::Relaxed)
+        let in_memory = self.backlog.retries.load(Ordering::Relaxed);
+        in_memory + self.delivery.durable.due_count().unwrap_or(0) as usize
     }
 
-    /// How long the earliest due retry has been waiting past its time (0 if none is late).
+    /// How long the earliest due delivery has been waiting past its time (0 if none is late).
     pub fn oldest_pending_age_ms(&self) -> u64 {
-        let due = self.backlog.next_retry_due_ms.load(Ordering::Relaxed);
         let now = crate::time::now_ms();
-        if due > 0 && due < now { now - due } else { 0 }
+        let in_memory = self.backlog.next_retry_due_ms.load(Ordering::Relaxed);
+        let durable = self.delivery.durable.next_due().ok().flatten().unwrap_or(0);
+        [in_memory, durable]
+            .into_iter()
+            .filter(|due| *due > 0 && *due < now)
+            .map(|due| now - due)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Makes this instance re-read the registry now (others hear `webhooks:changed`).
@@ -210,7 +218,7 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     let redis = Arc::new(RedisPool::new(client));
     let durable = Durable::new(redis.clone(), &config.instance_id);
     let counters = Arc::new(Counters::default());
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.half_open_after.as_millis() as u64));
     let (first_tx, first_rx) = crossbeam_channel::bounded(config.queue_capacity);
     let (retry_tx, retry_rx) = crossbeam_channel::bounded(config.retry_threads * 16);
     let (scheduler, scheduler_rx) = scheduler::channel();

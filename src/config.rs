@@ -164,6 +164,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Failed deliveries in a row after which a non-static webhook is disconnected (1-10000).",
     },
     Setting {
+        name: "WEBHOOK_HALF_OPEN_AFTER_MS",
+        default: "300000",
+        doc: "A disconnected webhook gets deliveries again (a probe) this long after its last failure; a success reconnects it (1000-86400000).",
+    },
+    Setting {
         name: "WEBHOOK_DEAD_LETTER_MAX",
         default: "100000",
         doc: "Dead letters kept, newest first (100-10000000).",
@@ -242,6 +247,8 @@ pub struct Config {
     pub stream_group: String,
     /// Final failures in a row that disconnect a webhook.
     pub disconnect_after: u64,
+    /// Quiet period of a disconnected webhook.
+    pub half_open_after: Duration,
     /// Dead letters kept.
     pub dead_letter_max: u64,
     /// Oldest dead letter kept.
@@ -482,6 +489,7 @@ impl Config {
             event_stream: Some(r.raw("WEBHOOK_EVENT_STREAM")).filter(|s| !s.is_empty()),
             stream_group: r.raw("WEBHOOK_STREAM_GROUP"),
             disconnect_after: r.number("WEBHOOK_DISCONNECT_AFTER", 1, 10_000)?,
+            half_open_after: r.millis("WEBHOOK_HALF_OPEN_AFTER_MS", 1000, 86_400_000)?,
             dead_letter_max: r.number("WEBHOOK_DEAD_LETTER_MAX", 100, 10_000_000)?,
             dead_letter_max_age: r.millis(
                 "WEBHOOK_DEAD_LETTER_MAX_AGE_MS",

@@ -195,6 +195,50 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
+        ("/webhooks/{id}/recover", _) => (
+            "Redeliver every dead letter of the webhook that failed since a time",
+            vec![
+                id_param("id"),
+                json!({"name": "since", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 0}}),
+            ],
+            None,
+            vec![(
+                "202",
+                ok(
+                    "Queued",
+                    data_envelope(
+                        json!({"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}}),
+                    ),
+                ),
+            )],
+        ),
+        ("/dead-letters", _) => (
+            "Dead letters, newest first",
+            vec![
+                json!({"name": "webhook_id", "in": "query", "required": false, "schema": {"type": "string"}}),
+                limit_param(1000),
+            ],
+            None,
+            vec![(
+                "200",
+                ok(
+                    "Dead letters",
+                    json!({"type": "object", "required": ["success", "data", "count"], "properties": {"success": {"type": "boolean"}, "count": {"type": "integer"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}}}),
+                ),
+            )],
+        ),
+        ("/dead-letters/{id}/redeliver", _) => (
+            "Redeliver a dead letter (same event_id, same body)",
+            vec![id_param("id")],
+            None,
+            vec![(
+                "202",
+                ok(
+                    "Queued",
+                    data_envelope(json!({"$ref": "#/components/schemas/DeadLetter"})),
+                ),
+            )],
+        ),
         ("/stats/summary", _) => (
             "Totals over every webhook",
             vec![],
@@ -556,6 +600,20 @@ fn schemas() -> Value {
                 "response_body": {"type": "string"},
                 "url": {"type": "string"},
                 "payload": {},
+            },
+        },
+                "DeadLetter": {
+            "type": "object",
+            "required": ["id", "webhook_id", "event_id", "event_type", "failed_at", "attempts", "last_status", "last_error"],
+            "properties": {
+                "id": {"type": "string"},
+                "webhook_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "event_type": {"type": "string"},
+                "failed_at": {"type": "integer"},
+                "attempts": {"type": "integer"},
+                "last_status": {"type": "integer", "nullable": true},
+                "last_error": {"type": "string"},
             },
         },
         "Health": {

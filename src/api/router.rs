@@ -68,6 +68,21 @@ pub const ROUTES: &[RouteDef] = &[
         public: false,
     },
     RouteDef {
+        pattern: "/webhooks/{id}/recover",
+        methods: &["POST"],
+        public: false,
+    },
+    RouteDef {
+        pattern: "/dead-letters",
+        methods: &["GET"],
+        public: false,
+    },
+    RouteDef {
+        pattern: "/dead-letters/{id}/redeliver",
+        methods: &["POST"],
+        public: false,
+    },
+    RouteDef {
         pattern: "/stats/summary",
         methods: &["GET"],
         public: false,

@@ -61,6 +61,7 @@ impl Dispatcher {
         let mut canonical_data: Option<Vec<u8>> = None;
         let mut legacy_data: Option<Vec<u8>> = None;
         let mut deliveries = Vec::new();
+        let mut held = Vec::new();
         for m in snapshot.matches(event, now_ms) {
             let data = match m.form {
                 Form::Canonical => canonical_data
@@ -86,6 +87,7 @@ impl Dispatcher {
                 attempts: 0,
                 created_ms: now_ms,
             };
+            held.push(m.held);
             deliveries.push(delivery);
         }
         if deliveries.is_empty() {
@@ -105,8 +107,22 @@ impl Dispatcher {
             Recorded::InMemoryOnly => false,
         };
         let count = deliveries.len();
-        for delivery in deliveries {
+        for (delivery, held) in deliveries.into_iter().zip(held) {
             bump(&self.counters.deliveries_created);
+            if held {
+                bump(&self.counters.deliveries_dropped);
+                let kept =
+                    self.durable
+                        .dead_letter(&delivery, now_ms, None, "webhook is disconnected");
+                if let Err(e) = kept {
+                    error!(
+                        "{e}; event {} to disconnected webhook {} is lost",
+                        delivery.event_id, delivery.webhook_id
+                    );
+                    bump(&self.counters.events_failed);
+                }
+                continue;
+            }
             self.enqueue(delivery, event);
         }
         Dispatched { count, recorded }

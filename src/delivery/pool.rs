@@ -25,7 +25,6 @@ use super::scheduler::{SchedulerHandle, Timed};
 use crate::monitor::history::{AttemptRecord, Final, Recorder};
 use crate::monitor::{Counters, bump};
 use crate::redis_conn::RedisPool;
-use crate::webhook::matching::receives;
 use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
@@ -221,7 +220,7 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         );
         return None;
     };
-    if !receives(webhook, now_ms) {
+    if !snapshot.receives(webhook, now_ms) {
         // Kept as a dead letter: recoverable once the webhook takes deliveries again.
         let why = if webhook.active {
             "webhook is disconnected"

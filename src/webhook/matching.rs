@@ -21,14 +21,16 @@ pub enum Form {
     Legacy,
 }
 
-/// How long a disconnected webhook is skipped before one delivery is let through again
-/// (reference 5.4: `AUTO_RECONNECT_DELAY_MS`).
+/// How long a disconnected webhook is skipped before deliveries are tried again (half-open), by
+/// default (reference 5.4: `AUTO_RECONNECT_DELAY_MS`).
 pub const HALF_OPEN_AFTER_MS: u64 = 300_000;
 
 /// An immutable view of every webhook, indexed for matching.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     webhooks: Vec<Arc<Webhook>>,
+    /// See [`receives`].
+    half_open_after_ms: u64,
     by_id: HashMap<String, usize>,
     /// For each kind (by `EventKind as usize`): the webhooks subscribed to it, in registry order,
     /// with the name and form they receive it under.
@@ -51,11 +53,14 @@ pub struct Match<'a> {
     pub event_type: &'a Arc<str>,
     /// The shape of `data` it receives.
     pub form: Form,
+    /// The webhook is disconnected and not yet due for a probe: keep the delivery as a dead
+    /// letter (recoverable) rather than send it.
+    pub held: bool,
 }
 
 impl Snapshot {
     /// Indexes `webhooks`.
-    pub fn new(webhooks: Vec<Arc<Webhook>>) -> Snapshot {
+    pub fn new(webhooks: Vec<Arc<Webhook>>, half_open_after_ms: u64) -> Snapshot {
         let mut by_kind: Vec<Vec<Route>> = EventKind::ALL.iter().map(|_| Vec::new()).collect();
         let mut by_id = HashMap::with_capacity(webhooks.len());
         for (index, webhook) in webhooks.iter().enumerate() {
@@ -72,6 +77,7 @@ impl Snapshot {
         }
         Snapshot {
             webhooks,
+            half_open_after_ms,
             by_id,
             by_kind,
         }
@@ -93,10 +99,11 @@ impl Snapshot {
             .iter()
             .filter_map(move |route| {
                 let webhook = &self.webhooks[route.webhook];
-                (receives(webhook, now_ms) && passes(&webhook.filters, event)).then_some(Match {
+                (webhook.active && passes(&webhook.filters, event)).then(|| Match {
                     webhook,
                     event_type: &route.event_type,
                     form: route.form,
+                    held: !self.receives(webhook, now_ms),
                 })
             })
     }
@@ -121,17 +128,20 @@ fn resolve(subscriptions: &[Subscription], kind: EventKind) -> Option<(&'static 
         .then_some((kind.name(), Form::Canonical))
 }
 
-/// Whether a webhook takes deliveries at all right now.
-pub fn receives(webhook: &Webhook, now_ms: u64) -> bool {
-    if !webhook.active {
-        return false;
+impl Snapshot {
+    /// Whether a webhook takes deliveries at all right now: active, and not disconnected, or
+    /// disconnected long enough ago that deliveries are tried again (half-open; a success
+    /// reconnects it, a failure starts the quiet period again).
+    pub fn receives(&self, webhook: &Webhook, now_ms: u64) -> bool {
+        if !webhook.active {
+            return false;
+        }
+        if webhook.disconnected {
+            let since = webhook.last_failure_at.unwrap_or(0);
+            return now_ms.saturating_sub(since) >= self.half_open_after_ms;
+        }
+        true
     }
-    if webhook.disconnected {
-        // Half-open: after the quiet period, deliveries are tried again; a success reconnects.
-        let since = webhook.last_failure_at.unwrap_or(0);
-        return now_ms.saturating_sub(since) >= HALF_OPEN_AFTER_MS;
-    }
-    true
 }
 
 /// Whether `event` passes the filters. A filter only judges events that carry its field.
@@ -204,25 +214,28 @@ mod tests {
 
     #[test]
     fn names_patterns_and_precedence() {
-        let snapshot = Snapshot::new(vec![
-            webhook(
-                "legacy",
-                json!({"url": "http://x/", "events": ["complete_job"]}),
-            ),
-            webhook(
-                "both",
-                json!({"url": "http://x/", "events": ["job.*", "job.completed", "complete_job"]}),
-            ),
-            webhook("all", json!({"url": "http://x/", "events": ["*"]})),
-            webhook(
-                "prefix",
-                json!({"url": "http://x/", "events": ["worker.*"]}),
-            ),
-            webhook(
-                "off",
-                json!({"url": "http://x/", "events": ["*"], "active": false}),
-            ),
-        ]);
+        let snapshot = Snapshot::new(
+            vec![
+                webhook(
+                    "legacy",
+                    json!({"url": "http://x/", "events": ["complete_job"]}),
+                ),
+                webhook(
+                    "both",
+                    json!({"url": "http://x/", "events": ["job.*", "job.completed", "complete_job"]}),
+                ),
+                webhook("all", json!({"url": "http://x/", "events": ["*"]})),
+                webhook(
+                    "prefix",
+                    json!({"url": "http://x/", "events": ["worker.*"]}),
+                ),
+                webhook(
+                    "off",
+                    json!({"url": "http://x/", "events": ["*"], "active": false}),
+                ),
+            ],
+            HALF_OPEN_AFTER_MS,
+        );
         assert_eq!(
             matched(&snapshot, "complete_job", r#"{"job_id":"j"}"#),
             pairs(&[
@@ -243,24 +256,27 @@ mod tests {
 
     #[test]
     fn filters_do_what_their_names_say() {
-        let snapshot = Snapshot::new(vec![
-            webhook(
-                "types",
-                json!({"url": "http://x/", "events": ["*"], "filters": {"job_types": ["comfyui"]}}),
-            ),
-            webhook(
-                "prio",
-                json!({"url": "http://x/", "events": ["*"], "filters": {"priorities": ["50"]}}),
-            ),
-            webhook(
-                "machines",
-                json!({"url": "http://x/", "events": ["*"], "filters": {"machine_ids": ["m1"]}}),
-            ),
-            webhook(
-                "workers",
-                json!({"url": "http://x/", "events": ["*"], "filters": {"worker_ids": ["w1"]}}),
-            ),
-        ]);
+        let snapshot = Snapshot::new(
+            vec![
+                webhook(
+                    "types",
+                    json!({"url": "http://x/", "events": ["*"], "filters": {"job_types": ["comfyui"]}}),
+                ),
+                webhook(
+                    "prio",
+                    json!({"url": "http://x/", "events": ["*"], "filters": {"priorities": ["50"]}}),
+                ),
+                webhook(
+                    "machines",
+                    json!({"url": "http://x/", "events": ["*"], "filters": {"machine_ids": ["m1"]}}),
+                ),
+                webhook(
+                    "workers",
+                    json!({"url": "http://x/", "events": ["*"], "filters": {"worker_ids": ["w1"]}}),
+                ),
+            ],
+            HALF_OPEN_AFTER_MS,
+        );
         let ids = |channel: &str, payload: &str| -> Vec<String> {
             matched(&snapshot, channel, payload)
                 .into_iter()

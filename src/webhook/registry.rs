@@ -34,19 +34,20 @@ pub struct Registry {
     /// entries are not validated again and an invalid one is reported once.
     known: Mutex<HashMap<String, Known>>,
     loaded: AtomicBool,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry {
-            current: RwLock::new(Arc::new(Snapshot::default())),
-            known: Mutex::new(HashMap::new()),
-            loaded: AtomicBool::new(false),
-        }
-    }
+    half_open_after_ms: u64,
 }
 
 impl Registry {
+    /// An empty registry; disconnected webhooks are tried again after `half_open_after_ms`.
+    pub fn new(half_open_after_ms: u64) -> Registry {
+        Registry {
+            current: RwLock::new(Arc::new(Snapshot::new(Vec::new(), half_open_after_ms))),
+            known: Mutex::new(HashMap::new()),
+            loaded: AtomicBool::new(false),
+            half_open_after_ms,
+        }
+    }
+
     /// The current webhooks.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().clone()
@@ -81,7 +82,7 @@ impl Registry {
             let mut webhooks: Vec<Arc<Webhook>> =
                 known.values().filter_map(|(_, w)| w.clone()).collect();
             webhooks.sort_by(|a, b| a.id.cmp(&b.id));
-            *self.current.write() = Arc::new(Snapshot::new(webhooks));
+            *self.current.write() = Arc::new(Snapshot::new(webhooks, self.half_open_after_ms));
         }
         drop(known);
         self.loaded.store(true, Ordering::Release);

@@ -1,5 +1,6 @@
 //! Route handlers: one function per (route, method), each taking the shared state and the call.
 
+pub mod dead_letters;
 pub mod health;
 pub mod receivers;
 pub mod sessions;
@@ -28,6 +29,9 @@ pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
         ("/webhooks/{id}/deliveries", _) => stats::webhook_deliveries(shared, call),
         ("/webhooks/{id}/secret", _) => webhooks::secret(shared, call),
         ("/webhooks/{id}/secret/rotate", _) => webhooks::rotate(shared, call),
+        ("/webhooks/{id}/recover", _) => dead_letters::recover(shared, call),
+        ("/dead-letters", _) => dead_letters::list(shared, call),
+        ("/dead-letters/{id}/redeliver", _) => dead_letters::redeliver(shared, call),
         ("/stats/summary", _) => stats::summary(shared),
         ("/deliveries/recent", _) => stats::recent(shared, call),
         ("/test-receivers", "GET") => receivers::list(shared),
