@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod durability;
 mod hostile;
 mod intake;
 mod legacy;
@@ -133,6 +134,14 @@ pub fn call(
         headers,
         body,
     }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A fresh redis and a service on it.

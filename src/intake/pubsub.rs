@@ -126,7 +126,7 @@ fn subscribe_and_read(
             Err(e) if e.is_timeout() => {
                 if last_traffic.elapsed() >= PING_AFTER {
                     // A half-open TCP connection looks like silence: ask.
-                    pubsub.ping::<String>()?;
+                    pubsub.ping::<redis::Value>()?;
                     last_traffic = Instant::now();
                 }
             }

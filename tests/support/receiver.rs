@@ -47,6 +47,8 @@ pub enum Reply {
     Hang,
     /// Read the request, then close the connection without a word.
     Close,
+    /// Answer 200 after this long.
+    Slow(Duration),
 }
 
 impl Reply {
@@ -128,6 +130,19 @@ impl Receiver {
         )
     }
 
+    /// How many distinct `X-Event-ID`s arrived, and how many requests repeated one.
+    pub fn distinct_events(&self) -> (usize, usize) {
+        let all = self.requests();
+        let mut ids: Vec<String> = all
+            .iter()
+            .filter_map(|r| r.header("x-event-id").map(str::to_string))
+            .collect();
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        (ids.len(), total - ids.len())
+    }
+
     /// Requests whose path is `path`.
     pub fn on(&self, path: &str) -> Vec<Captured> {
         self.requests()
@@ -179,6 +194,13 @@ fn serve(
                 head.push_str("\r\n");
                 head.push_str(&body);
                 if writer.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Reply::Slow(pause) => {
+                std::thread::sleep(pause);
+                let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if writer.write_all(ok.as_bytes()).is_err() {
                     return;
                 }
             }

@@ -9,6 +9,8 @@ use super::{free_port, wait_until};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// With persistence: the data directory (append-only file, fsync on every write).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -17,25 +19,52 @@ impl RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             child: None,
+            dir: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts one that keeps everything (AOF, fsync always), so it survives `restart`.
+    pub fn start_persistent() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("webhook-service-redis-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir: Some(dir),
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let mut args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        match &self.dir {
+            Some(dir) => args.extend(
+                ["--appendonly", "yes", "--appendfsync", "always", "--dir"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain([dir.display().to_string()]),
+            ),
+            None => args.extend(["--appendonly".to_string(), "no".to_string()]),
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -90,5 +119,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

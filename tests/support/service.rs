@@ -118,6 +118,33 @@ impl Service {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Starts the service again with the same settings (a new process, a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.port = free_port();
+        self.spawn();
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit; returns the exit code and how long it
+    /// took, or `None` if it did not exit in time.
+    pub fn terminate(&mut self, limit: Duration) -> Option<(i32, Duration)> {
+        let pid = self.pid()?;
+        let started = std::time::Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "could not send SIGTERM");
+        let child = self.child.as_mut()?;
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some((status.code().unwrap_or(-1), started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Kills the process with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

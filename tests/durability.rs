@@ -1,0 +1,371 @@
+//! Nothing lost (issue #4): crashes, SIGTERM, Redis restarts, several instances, dead letters,
+//! endpoint health. Real redis-server, real receivers, the real binary; every loop is bounded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::redis::RedisServer;
+use crate::support::service::Service;
+use crate::support::wait_until;
+use crate::{call, register, webhook};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn hook(url: &str, attempts: u32) -> Value {
+    let mut h = webhook(url, &["complete_job"]);
+    h["retry_config"] = json!({"max_attempts": attempts, "initial_delay_ms": 50, "backoff_multiplier": 2, "max_delay_ms": 1000});
+    h
+}
+
+fn publish_jobs(redis: &RedisServer, from: usize, n: usize) {
+    for i in from..from + n {
+        redis.publish(
+            "complete_job",
+            &format!(r#"{{"job_id":"job-{i}","timestamp":{i}}}"#),
+        );
+    }
+}
+
+fn received(service: &Service) -> u64 {
+    service.health()["events"]["received"].as_u64().unwrap_or(0)
+}
+
+fn redis_count(redis: &RedisServer, cmd: &str, key: &str) -> u64 {
+    ::redis::cmd(cmd)
+        .arg(key)
+        .query(&mut redis.conn())
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_mid_burst_then_restart_delivers_every_matched_event() {
+    let redis = RedisServer::start();
+    let env = [
+        ("WEBHOOK_INSTANCE_TTL_MS", "1000"),
+        ("WEBHOOK_DELIVERY_THREADS", "2"),
+    ];
+    let mut service = Service::start(&redis, &env);
+    let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(20)));
+    register(&redis, &service, "wh_1_k", hook(&receiver.url("/k"), 5));
+    let n = 200;
+    publish_jobs(&redis, 0, n);
+    wait_until(LONG, "every event to be read", || {
+        (received(&service) == n as u64).then_some(())
+    });
+    receiver.wait_for(20, LONG);
+    service.kill();
+    let before = receiver.requests().len();
+    assert!(before < n, "the burst finished before the kill ({before})");
+    service.restart();
+    wait_until(LONG, "every event after the restart", || {
+        (receiver.distinct_events().0 == n).then_some(())
+    });
+    let (distinct, duplicates) = receiver.distinct_events();
+    eprintln!("kill -9 after {before} of {n}: {distinct} delivered, {duplicates} duplicates");
+    wait_until(LONG, "the durable state to empty", || {
+        (redis_count(&redis, "HLEN", "webhooks:deliveries") == 0).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_exits_in_time_and_hands_the_rest_back() {
+    let redis = RedisServer::start();
+    let env = [
+        ("WEBHOOK_SHUTDOWN_TIMEOUT_MS", "2000"),
+        ("WEBHOOK_DELIVERY_THREADS", "2"),
+    ];
+    let mut service = Service::start(&redis, &env);
+    let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(50)));
+    register(&redis, &service, "wh_1_t", hook(&receiver.url("/t"), 5));
+    let n = 100;
+    publish_jobs(&redis, 0, n);
+    wait_until(LONG, "every event to be read", || {
+        (received(&service) == n as u64).then_some(())
+    });
+    receiver.wait_for(5, LONG);
+    let (code, took) = service
+        .terminate(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no exit within 5 s"));
+    assert_eq!(code, 0, "exit code after SIGTERM");
+    assert!(took < Duration::from_millis(3000), "took {took:?}");
+    let delivered = receiver.distinct_events().0;
+    assert!(delivered < n, "everything was delivered before the stop");
+    // What was not delivered is back in Redis, leased by nobody.
+    let due = redis_count(&redis, "ZCARD", "webhooks:due") as usize;
+    assert!(
+        due + delivered >= n,
+        "{due} due + {delivered} delivered < {n}"
+    );
+    service.restart();
+    wait_until(LONG, "the rest after a restart", || {
+        (receiver.distinct_events().0 == n).then_some(())
+    });
+}
+
+#[test]
+fn two_instances_deliver_each_event_once() {
+    let redis = RedisServer::start();
+    let first = Service::start(&redis, &[]);
+    let second = Service::start(&redis, &[]);
+    let receiver = Receiver::ok();
+    register(&redis, &first, "wh_1_d", hook(&receiver.url("/d"), 3));
+    wait_until(LONG, "the second instance to load it", || {
+        (second.health()["processor"]["total_webhooks"] == 1).then_some(())
+    });
+    let n = 100;
+    publish_jobs(&redis, 0, n);
+    wait_until(LONG, "every event", || {
+        (receiver.distinct_events().0 == n).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        receiver.distinct_events(),
+        (n, 0),
+        "(delivered, duplicates)"
+    );
+    let claimed = first.health()["events"]["claimed_elsewhere"]
+        .as_u64()
+        .unwrap_or(0)
+        + second.health()["events"]["claimed_elsewhere"]
+            .as_u64()
+            .unwrap_or(0);
+    assert_eq!(
+        claimed, n as u64,
+        "each event was claimed by exactly one instance"
+    );
+}
+
+#[test]
+fn a_dead_instances_deliveries_are_taken_over() {
+    let redis = RedisServer::start();
+    let env = [
+        ("WEBHOOK_INSTANCE_TTL_MS", "1000"),
+        ("WEBHOOK_DELIVERY_THREADS", "2"),
+    ];
+    let mut doomed = Service::start(&redis, &env);
+    let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(20)));
+    register(&redis, &doomed, "wh_1_o", hook(&receiver.url("/o"), 5));
+    let n = 150;
+    publish_jobs(&redis, 0, n);
+    wait_until(LONG, "every event to be read", || {
+        (received(&doomed) == n as u64).then_some(())
+    });
+    receiver.wait_for(10, LONG);
+    doomed.kill();
+    let survivor = Service::start(&redis, &env);
+    wait_until(LONG, "the survivor to deliver the rest", || {
+        (receiver.distinct_events().0 == n).then_some(())
+    });
+    assert!(
+        survivor.log_text().contains("took over"),
+        "{}",
+        survivor.log_text()
+    );
+}
+
+#[test]
+fn stream_intake_loses_nothing_across_a_redis_restart() {
+    let mut redis = RedisServer::start_persistent();
+    let env = [
+        ("WEBHOOK_EVENT_STREAM", "events"),
+        ("WEBHOOK_DELIVERY_THREADS", "2"),
+    ];
+    let service = Service::start(&redis, &env);
+    let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(10)));
+    register(&redis, &service, "wh_1_s", hook(&receiver.url("/s"), 10));
+    let n = 150;
+    let add = |redis: &RedisServer, from: usize, count: usize| {
+        let mut conn = redis.conn();
+        for i in from..from + count {
+            let message = format!(r#"{{"job_id":"job-{i}","timestamp":{i}}}"#);
+            let _: String = ::redis::cmd("XADD")
+                .arg("events")
+                .arg("*")
+                .arg("channel")
+                .arg("complete_job")
+                .arg("message")
+                .arg(message)
+                .query(&mut conn)
+                .unwrap_or_default();
+        }
+    };
+    add(&redis, 0, n / 2);
+    receiver.wait_for(10, LONG);
+    redis.restart();
+    add(&redis, n / 2, n - n / 2);
+    wait_until(LONG, "every stream entry", || {
+        (receiver.distinct_events().0 == n).then_some(())
+    });
+    // Nothing is left pending in the group.
+    wait_until(LONG, "every entry acknowledged", || {
+        let pending: Vec<::redis::Value> = ::redis::cmd("XPENDING")
+            .arg("events")
+            .arg("webhook-service")
+            .query(&mut redis.conn())
+            .ok()?;
+        (pending.first() == Some(&::redis::Value::Int(0))).then_some(())
+    });
+    eprintln!(
+        "stream across a Redis restart: {:?} (delivered, duplicates)",
+        receiver.distinct_events()
+    );
+}
+
+#[test]
+fn dead_letters_are_listed_redelivered_and_recovered() {
+    let redis = RedisServer::start();
+    let service = Service::start(&redis, &[]);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if flag.load(Ordering::Relaxed) {
+            Reply::ok()
+        } else {
+            Reply::Status(500, vec![], "down".into())
+        }
+    });
+    register(&redis, &service, "wh_1_dl", hook(&receiver.url("/dl"), 2));
+    let start = crate::now_ms();
+    publish_jobs(&redis, 0, 3);
+    let letters = wait_until(LONG, "three dead letters", || {
+        let list = call(
+            &service,
+            "GET",
+            "/dead-letters?webhook_id=wh_1_dl",
+            None,
+            &[],
+        );
+        (list.body["count"] == 3).then_some(list.body["data"].clone())
+    });
+    let first = letters[0].clone();
+    assert_eq!(first["webhook_id"], "wh_1_dl");
+    assert_eq!(first["attempts"], 2);
+    assert_eq!(first["last_status"], 500);
+    assert_eq!(first["last_error"], "HTTP 500");
+    let failed_body = receiver
+        .requests()
+        .iter()
+        .find(|r| r.header("x-event-id") == first["event_id"].as_str())
+        .map(|r| r.body.clone());
+    healthy.store(true, Ordering::Relaxed);
+    let before = receiver.requests().len();
+    let id = first["id"].as_str().unwrap_or("");
+    let redelivered = call(
+        &service,
+        "POST",
+        &format!("/dead-letters/{id}/redeliver"),
+        None,
+        &[],
+    );
+    assert_eq!(redelivered.status, 202, "{:?}", redelivered.body);
+    let got = receiver.wait_for(before + 1, LONG);
+    let again = got
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no redelivery"));
+    assert_eq!(
+        again.header("x-event-id"),
+        first["event_id"].as_str(),
+        "same event_id"
+    );
+    assert_eq!(Some(again.body.clone()), failed_body, "same body");
+    assert_eq!(
+        call(
+            &service,
+            "POST",
+            &format!("/dead-letters/{id}/redeliver"),
+            None,
+            &[]
+        )
+        .status,
+        404
+    );
+
+    let recovered = call(
+        &service,
+        "POST",
+        &format!("/webhooks/wh_1_dl/recover?since={start}"),
+        None,
+        &[],
+    );
+    assert_eq!(recovered.status, 202);
+    assert_eq!(recovered.body["data"]["requeued"], 2);
+    receiver.wait_for(before + 3, LONG);
+    assert_eq!(
+        call(&service, "GET", "/dead-letters", None, &[]).body["count"],
+        0
+    );
+    assert_eq!(
+        call(&service, "POST", "/webhooks/wh_1_dl/recover", None, &[]).status,
+        400
+    );
+}
+
+#[test]
+fn repeated_failures_disconnect_and_a_half_open_probe_reconnects() {
+    let redis = RedisServer::start();
+    let service = Service::start(
+        &redis,
+        &[
+            ("WEBHOOK_DISCONNECT_AFTER", "2"),
+            ("WEBHOOK_HALF_OPEN_AFTER_MS", "1500"),
+        ],
+    );
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if flag.load(Ordering::Relaxed) {
+            Reply::ok()
+        } else {
+            Reply::status(500)
+        }
+    });
+    register(&redis, &service, "wh_1_h", hook(&receiver.url("/h"), 1));
+    let stored = |redis: &RedisServer| -> Value {
+        let text: String = ::redis::cmd("HGET")
+            .arg("webhooks:registry")
+            .arg("wh_1_h")
+            .query(&mut redis.conn())
+            .unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    publish_jobs(&redis, 0, 2);
+    wait_until(LONG, "the webhook to be disconnected", || {
+        (stored(&redis)["disconnected"] == true).then_some(())
+    });
+    let mut next_job = 100;
+    wait_until(LONG, "events to be kept as dead letters", || {
+        next_job += 1;
+        publish_jobs(&redis, next_job, 1);
+        std::thread::sleep(Duration::from_millis(100));
+        (call(
+            &service,
+            "GET",
+            "/dead-letters?webhook_id=wh_1_h",
+            None,
+            &[],
+        )
+        .body["data"]
+            .as_array()
+            .is_some_and(|l| {
+                l.iter()
+                    .any(|d| d["last_error"] == "webhook is disconnected")
+            }))
+        .then_some(())
+    });
+    let attempts_while_disconnected = receiver.requests().len();
+    healthy.store(true, Ordering::Relaxed);
+    // After the quiet period a delivery is tried again, succeeds, and reconnects the webhook.
+    wait_until(LONG, "the probe to reconnect it", || {
+        next_job += 1;
+        publish_jobs(&redis, next_job, 1);
+        std::thread::sleep(Duration::from_millis(200));
+        (stored(&redis)["disconnected"] == false).then_some(())
+    });
+    assert!(receiver.requests().len() > attempts_while_disconnected);
+    assert_eq!(stored(&redis)["consecutive_failures"], 0);
+}
