@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
@@ -181,6 +181,10 @@ impl Service {
             std::thread::sleep(Duration::from_millis(20));
         }
         let unfinished = self.delivery.gate.in_flight();
+        // Successes not yet written would otherwise be handed back and made again.
+        if !self.delivery.completer.flush(Duration::from_secs(2)) {
+            warn!("some completed deliveries could not be recorded; they may be delivered again");
+        }
         self.shutdown.set();
         let durable = &self.delivery.durable;
         match durable.release_all(durable.instance(), crate::time::now_ms()) {
@@ -225,6 +229,8 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     let (notify_tx, notify_rx) = crossbeam_channel::bounded(16);
     let throttle = Arc::new(Throttle::new(config.progress_throttle));
     let (recorder, recorder_rx) = history::channel(counters.clone());
+    let (completer, _) = recovery::spawn_completer(durable.clone(), shutdown.clone())
+        .map_err(|e| AppError::Spawn("completer", e))?;
     let delivery = Arc::new(Context {
         agent: http::agent(
             config.timeout,
@@ -240,6 +246,7 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         max_retry_after: config.max_retry_after,
         recorder,
         durable: durable.clone(),
+        completer,
         disconnect_after: config.disconnect_after,
         draining: draining.clone(),
     });

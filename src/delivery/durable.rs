@@ -196,6 +196,24 @@ impl Durable {
             .map_err(err("complete a delivery"))
     }
 
+    /// Many deliveries succeeded: forget them, in one round trip.
+    pub fn complete_many(&self, ids: &[String]) -> Result<(), DurableError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.redis
+            .with(|conn| {
+                redis::pipe()
+                    .atomic()
+                    .hdel(DELIVERIES, ids)
+                    .ignore()
+                    .srem(&*self.leased, ids)
+                    .ignore()
+                    .query::<()>(conn)
+            })
+            .map_err(err("complete deliveries"))
+    }
+
     /// Puts a leased delivery back as due at `due_ms` (a retry, or a hand-back), saving its
     /// attempt count.
     pub fn defer(&self, delivery: &Delivery, due_ms: u64) -> Result<(), DurableError> {

@@ -144,6 +144,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Durable delivery state.
     pub durable: Durable,
+    /// Batches the forgetting of delivered ids.
+    pub completer: super::recovery::Completer,
     /// Final failures in a row that disconnect a webhook.
     pub disconnect_after: u64,
     /// Set when the service stops: no new attempt starts, deliveries are handed back.
@@ -266,13 +268,12 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
     match decision {
         Decision::Done => {
             bump(&ctx.counters.deliveries_succeeded);
-            durable(
-                ctx,
-                &delivery,
-                "complete",
-                ctx.durable.complete(&delivery.event_id),
-            );
+            let done = ctx.completer.done(&ctx.durable, delivery.event_id.clone());
+            durable(ctx, &delivery, "complete", done);
             if webhook.disconnected || webhook.consecutive_failures > 0 {
+                if webhook.disconnected {
+                    info!("webhook {} answered again and is reconnected", webhook.id);
+                }
                 write(ctx, &delivery, "reconnect", |redis| {
                     store::record_success(redis, &webhook.id)
                 });

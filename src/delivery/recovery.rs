@@ -175,3 +175,93 @@ fn take_over(durable: &Durable) -> Result<(), super::durable::DurableError> {
     }
     Ok(())
 }
+
+/// Where delivery threads report successes; the `delivery-completer` thread forgets them in
+/// batches, one Redis round trip for many deliveries. A crash before a batch is written means
+/// those deliveries are made again (at least once), never lost.
+#[derive(Debug, Clone)]
+pub struct Completer {
+    tx: Sender<String>,
+    /// Ids reported and not yet written.
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Completer {
+    /// Reports a delivered id; with the completer gone, forgets it directly.
+    pub fn done(&self, durable: &Durable, id: String) -> Result<(), super::durable::DurableError> {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match self.tx.try_send(id) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.pending
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                durable.complete(&e.into_inner())
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) until every reported id is written.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.pending.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+/// Starts `delivery-completer`.
+pub fn spawn_completer(
+    durable: Durable,
+    shutdown: Shutdown,
+) -> std::io::Result<(Completer, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded::<String>(65_536);
+    let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = pending.clone();
+    let handle = std::thread::Builder::new()
+        .name("delivery-completer".into())
+        .spawn(move || {
+            let mut batch: Vec<String> = Vec::with_capacity(1024);
+            let mut failing = false;
+            loop {
+                if batch.is_empty() {
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(id) => batch.push(id),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            if shutdown.is_set() {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                batch.extend(rx.try_iter().take(1024 - batch.len()));
+                match durable.complete_many(&batch) {
+                    Ok(()) => {
+                        written.fetch_sub(batch.len(), std::sync::atomic::Ordering::AcqRel);
+                        if failing {
+                            info!("completed deliveries are recorded again");
+                            failing = false;
+                        }
+                        batch.clear();
+                    }
+                    Err(e) => {
+                        if !failing {
+                            warn!("{e}; keeping {} completions to retry", batch.len());
+                            failing = true;
+                        }
+                        shutdown.sleep(Duration::from_millis(500));
+                        if shutdown.is_set() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok((Completer { tx, pending }, handle))
+}
