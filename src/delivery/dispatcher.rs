@@ -54,8 +54,10 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Queues one delivery per matching webhook.
-    pub fn dispatch(&self, event: &Event) -> Dispatched {
+    /// Queues one delivery per matching webhook. `replayable` says the source will offer the
+    /// event again if it is not acknowledged (a stream): then deliveries that cannot be recorded
+    /// are not sent from memory either, since they would be sent twice.
+    pub fn dispatch(&self, event: &Event, replayable: bool) -> Dispatched {
         let snapshot = self.registry.snapshot();
         let now_ms = crate::time::now_ms();
         let mut canonical_data: Option<Vec<u8>> = None;
@@ -104,6 +106,12 @@ impl Dispatcher {
                 };
             }
             Recorded::Yes => true,
+            Recorded::InMemoryOnly if replayable => {
+                return Dispatched {
+                    count: 0,
+                    recorded: false,
+                };
+            }
             Recorded::InMemoryOnly => false,
         };
         let count = deliveries.len();
@@ -148,7 +156,7 @@ impl Dispatcher {
                 }
                 Err(e) if attempt == 4 => {
                     warn!(
-                        "{e}; delivering {} deliveries of a {} event from memory",
+                        "{e}; could not record {} deliveries of a {} event",
                         deliveries.len(),
                         event.kind.name()
                     );

@@ -56,7 +56,7 @@ impl Intake {
     /// channel, or the pattern for pattern subscriptions). Returns true when nothing of it can be
     /// lost any more: its deliveries are recorded in Redis, or it has none (a stream entry may be
     /// acknowledged then).
-    pub fn process(&self, source: &str, channel: &str, payload: &[u8]) -> bool {
+    pub fn process(&self, source: &str, channel: &str, payload: &[u8], replayable: bool) -> bool {
         bump(&self.counters.events_received);
         let now_ms = crate::time::now_ms();
         let parsed = match parse(channel, payload, now_ms) {
@@ -84,7 +84,7 @@ impl Intake {
         let mut recorded = true;
         for event in &events {
             self.counters.event(event.kind.name(), source);
-            let dispatched = self.dispatcher.dispatch(event);
+            let dispatched = self.dispatcher.dispatch(event, replayable);
             deliveries += dispatched.count;
             recorded &= dispatched.recorded;
         }

@@ -121,7 +121,7 @@ fn subscribe_and_read(
                 let pattern: Option<String> = msg.get_pattern().ok().flatten();
                 let source = pattern.as_deref().unwrap_or(channel);
                 // Pub/sub has nothing to acknowledge: what could not be recorded was still queued.
-                let _ = intake.process(source, channel, msg.get_payload_bytes());
+                let _ = intake.process(source, channel, msg.get_payload_bytes(), false);
             }
             Err(e) if e.is_timeout() => {
                 if last_traffic.elapsed() >= PING_AFTER {

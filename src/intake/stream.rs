@@ -198,7 +198,10 @@ impl Reader {
             let channel: Option<String> = entry.get("channel");
             let message: Option<Vec<u8>> = entry.get("message");
             let safe = match (channel, message) {
-                (Some(channel), Some(message)) => self.intake.process(&source, &channel, &message),
+                // Not acknowledged unless recorded: the entry is read again, so it is never lost.
+                (Some(channel), Some(message)) => {
+                    self.intake.process(&source, &channel, &message, true)
+                }
                 _ => {
                     self.intake.malformed_entry(&source, &entry.id);
                     true
