@@ -4,15 +4,18 @@
 //! # Data flow
 //!
 //! ```text
-//! Redis pub/sub ──► intake-pubsub ──► parse ─► dedupe ─► dispatcher (match, build body)
-//!                                                          │ bounded channel
+//! Redis pub/sub ─► intake-pubsub ─┐
+//! Redis Stream  ─► intake-stream ─┴► parse ─► dedupe ─► dispatcher: match, build body,
+//!                                                       claim + record in Redis, queue
+//!                                                          │ bounded channel (full: wait in Redis)
 //!                                                          ▼
-//!                           delivery-0..N ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
-//!                                ▲                 │ failure
-//!                                │ bounded         ▼
-//!                           retry-0..M ◄── delivery-scheduler (heap by due time)
-//! webhooks:registry ──► webhook-registry (snapshot) ──► dispatcher, delivery threads, API
-//! api-0..1 (tiny_http) reads the snapshot and the counters
+//!                         delivery-0..N ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
+//!                               ▲                │ outcome
+//!   webhooks:due ─► delivery-poller ─► retry-0..M │  done ─► delivery-completer (batched)
+//!        ▲                                        │  retry ─► webhooks:due
+//!        └────────────────────────────────────────┘  gave up ─► dead letters
+//! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
+//! clients ─► api-accept ─► api-conn (relay) ─► tiny_http (Unix socket) ─► api-0..3
 //! ```
 //!
 //! # Threads
@@ -20,11 +23,17 @@
 //! | name | owns | wakes on |
 //! |---|---|---|
 //! | `intake-pubsub` | the subscriber connection; parse, dedupe, dispatch | a message, or 500 ms |
+//! | `intake-stream` | the stream consumer (when configured) | entries, or 500 ms |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | first attempts | the first-attempt channel |
-//! | `retry-N` | retries | the retry channel |
-//! | `delivery-scheduler` | retries not yet due, throttle flushes | the next due time, or 500 ms |
-//! | `api-N` | HTTP requests | a request, or 500 ms |
+//! | `retry-N` | retries and deliveries taken back from Redis | the retry channel |
+//! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
+//! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
+//! | `delivery-completer` | forgetting delivered ids in batches | successes |
+//! | `delivery-scheduler` | progress-throttle flushes; retries while Redis is away | the next due time, or 500 ms |
+//! | `monitor-recorder` | delivery history and stats in Redis, in batches | attempt records |
+//! | `api-accept`, `api-conn` | accepting, bounding and relaying API connections | connections |
+//! | `api-N` | API requests | a request, or 500 ms |
 //!
 //! # Invariants
 //!
@@ -32,6 +41,8 @@
 //!   monitor. `event` knows no webhooks, `webhook::matching` no HTTP, `delivery` no `api`.
 //! - Architecture Invariant: a delivery's body is built once, by the dispatcher; every attempt
 //!   sends the same bytes with the same `event_id`.
+//! - Architecture Invariant: a delivery is recorded in Redis before it is queued, and every
+//!   recorded delivery is in exactly one place: leased by one instance, due, or dead.
 //! - Architecture Invariant: no lock is held across Redis or HTTP I/O.
 //! - Architecture Invariant: one webhook holds at most its in-flight limit of delivery threads;
 //!   retries run on their own threads and never delay first attempts.
