@@ -95,11 +95,13 @@ impl Snapshot {
 
     /// The webhooks that receive `event` now (`now_ms` decides half-open disconnected webhooks).
     pub fn matches<'a>(&'a self, event: &'a Event, now_ms: u64) -> impl Iterator<Item = Match<'a>> {
+        // What the filters look at, worked out once per event rather than once per webhook.
+        let facts = Facts::of(event);
         self.by_kind[event.kind as usize]
             .iter()
             .filter_map(move |route| {
                 let webhook = &self.webhooks[route.webhook];
-                (webhook.active && passes(&webhook.filters, event)).then(|| Match {
+                (webhook.active && passes(&webhook.filters, &facts)).then(|| Match {
                     webhook,
                     event_type: &route.event_type,
                     form: route.form,
@@ -144,37 +146,43 @@ impl Snapshot {
     }
 }
 
-/// Whether `event` passes the filters. A filter only judges events that carry its field.
-fn passes(filters: &Filters, event: &Event) -> bool {
-    if !filters.job_types.is_empty()
-        && let Some(job_type) = event.job_type()
-        && !filters.job_types.contains(&job_type)
-    {
-        return false;
-    }
-    if !filters.job_priorities.is_empty()
-        && let Some(priority) = event.priority()
-    {
-        let p = priority
-            .as_f64()
-            .or_else(|| priority.as_str().and_then(|s| s.trim().parse().ok()));
-        if !p.is_some_and(|p| filters.job_priorities.contains(&p)) {
-            return false;
+/// The attributes of an event the filters judge.
+struct Facts {
+    job_type: Option<String>,
+    /// `Some(None)`: the event has a priority that is not a number.
+    priority: Option<Option<f64>>,
+    machine_id: Option<String>,
+    worker_id: Option<String>,
+}
+
+impl Facts {
+    fn of(event: &Event) -> Facts {
+        Facts {
+            job_type: event.job_type(),
+            priority: event.priority().map(|p| {
+                p.as_f64()
+                    .or_else(|| p.as_str().and_then(|s| s.trim().parse().ok()))
+            }),
+            machine_id: event.machine_id(),
+            worker_id: event.worker_id(),
         }
     }
-    if !filters.machine_ids.is_empty()
-        && let Some(machine) = event.machine_id()
-        && !filters.machine_ids.contains(&machine)
-    {
-        return false;
-    }
-    if !filters.worker_ids.is_empty()
-        && let Some(worker) = event.worker_id()
-        && !filters.worker_ids.contains(&worker)
-    {
-        return false;
-    }
-    true
+}
+
+/// Whether an event passes the filters. A filter only judges events that carry its field.
+fn passes(filters: &Filters, facts: &Facts) -> bool {
+    let listed = |list: &[String], value: &Option<String>| {
+        list.is_empty() || value.as_ref().is_none_or(|v| list.contains(v))
+    };
+    let priority_ok = filters.job_priorities.is_empty()
+        || match facts.priority {
+            None => true,
+            Some(p) => p.is_some_and(|p| filters.job_priorities.contains(&p)),
+        };
+    listed(&filters.job_types, &facts.job_type)
+        && priority_ok
+        && listed(&filters.machine_ids, &facts.machine_id)
+        && listed(&filters.worker_ids, &facts.worker_id)
 }
 
 #[cfg(test)]
