@@ -821,3 +821,68 @@ fn openapi_document_is_served() {
     assert_eq!(doc.body["openapi"], "3.0.3");
     assert!(doc.body["paths"]["/webhooks/{id}"]["put"].is_object());
 }
+
+/// The value of one sample line of a Prometheus exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_as_deliveries_happen() {
+    let (redis, service) = setup(&[]);
+    let receiver = Receiver::start(|_, n| {
+        if n % 2 == 0 {
+            Reply::ok()
+        } else {
+            Reply::status(500)
+        }
+    });
+    let hook = create(
+        &service,
+        json!({"url": receiver.url("/m"), "events": ["complete_job"], "retry_config": {"initial_delay_ms": 20}}),
+    );
+    let id = hook["id"].as_str().unwrap_or("").to_string();
+    let before = get(&service, "/metrics");
+    assert_eq!(before.status, 200);
+    assert!(
+        before
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
+    );
+    assert_eq!(
+        sample(&before.text, "webhook_deliveries_total{outcome=\"2xx\"}"),
+        0.0
+    );
+    for i in 0..4 {
+        redis.publish(
+            "complete_job",
+            &format!(r#"{{"job_id":"m-{i}","timestamp":{i}}}"#),
+        );
+    }
+    let text = wait_until(SOON, "four successes in the metrics", || {
+        let text = get(&service, "/metrics").text;
+        (sample(&text, "webhook_deliveries_total{outcome=\"2xx\"}") == 4.0).then_some(text)
+    });
+    assert!(sample(&text, "webhook_deliveries_total{outcome=\"5xx\"}") >= 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "webhook_events_total{type=\"job.completed\",source=\"complete_job\"}"
+        ),
+        4.0
+    );
+    let attempts = sample(
+        &text,
+        &format!("webhook_attempt_duration_seconds_count{{webhook=\"{id}\"}}"),
+    );
+    let by_outcome = sample(&text, "webhook_deliveries_total{outcome=\"2xx\"}")
+        + sample(&text, "webhook_deliveries_total{outcome=\"5xx\"}");
+    assert_eq!(attempts, by_outcome, "the histogram counts every attempt");
+    assert_eq!(sample(&text, "webhook_redis_connected"), 1.0);
+    assert_eq!(sample(&text, "webhook_webhooks"), 1.0);
+}

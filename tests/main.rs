@@ -73,6 +73,8 @@ pub struct Answer {
     pub headers: Vec<(String, String)>,
     /// The JSON body, `Null` if there is none.
     pub body: Value,
+    /// The body as text.
+    pub text: String,
 }
 
 impl Answer {
@@ -133,6 +135,7 @@ pub fn call(
         status,
         headers,
         body,
+        text,
     }
 }
 

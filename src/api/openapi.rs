@@ -239,6 +239,15 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
+        ("/metrics", _) => (
+            "Prometheus metrics (text exposition 0.0.4)",
+            vec![],
+            None,
+            vec![(
+                "200",
+                json!({"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            )],
+        ),
         ("/stats/summary", _) => (
             "Totals over every webhook",
             vec![],

@@ -12,6 +12,8 @@ pub struct Reply {
     pub body: Value,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
+    /// A body that is not JSON, with its content type.
+    pub raw: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Reply {
@@ -42,6 +44,17 @@ impl Reply {
             status,
             body,
             headers: Vec::new(),
+            raw: None,
+        }
+    }
+
+    /// A non-JSON body (the Prometheus exposition, the dashboard page).
+    pub fn raw(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            body: Value::Null,
+            headers: Vec::new(),
+            raw: Some((content_type, body)),
         }
     }
 

@@ -83,6 +83,11 @@ pub const ROUTES: &[RouteDef] = &[
         public: false,
     },
     RouteDef {
+        pattern: "/metrics",
+        methods: &["GET"],
+        public: false,
+    },
+    RouteDef {
         pattern: "/stats/summary",
         methods: &["GET"],
         public: false,

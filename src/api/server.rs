@@ -357,14 +357,17 @@ fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
 }
 
 fn respond(request: Request, reply: Reply, origin: Option<&str>) {
-    let body = match reply.status {
-        204 => Vec::new(),
+    let (content_type, body) = match (reply.status, reply.raw) {
+        (_, Some((content_type, body))) => (content_type, body),
+        (204, None) => ("application/json; charset=utf-8", Vec::new()),
         // JavaScript's number formatting, as the original's responses had.
-        _ => crate::event::json::to_vec(&reply.body),
+        (_, None) => (
+            "application/json; charset=utf-8",
+            crate::event::json::to_vec(&reply.body),
+        ),
     };
     let mut response = Response::from_data(body).with_status_code(reply.status);
-    let mut headers: Vec<(&str, String)> =
-        vec![("Content-Type", "application/json; charset=utf-8".into())];
+    let mut headers: Vec<(&str, String)> = vec![("Content-Type", content_type.into())];
     if reply.status == 204 {
         headers.clear();
     }

@@ -242,6 +242,9 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
     let outcome = attempt::send(&ctx.agent, webhook, &delivery);
     ctx.counters
         .attempt(outcome.class, outcome.duration.as_micros() as u64);
+    ctx.counters
+        .durations
+        .observe(&delivery.webhook_id, outcome.duration.as_secs_f64());
     let decision = retry::decide(
         &webhook.retry,
         delivery.attempts,

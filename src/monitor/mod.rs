@@ -5,6 +5,7 @@
 //! channels we read.
 
 pub mod history;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -68,6 +69,8 @@ pub struct Counters {
     malformed_by_source: Mutex<BTreeMap<String, u64>>,
     /// Events received per (type, source).
     events_by_type: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Attempt durations per webhook.
+    pub durations: metrics::Histogram,
 }
 
 impl Counters {

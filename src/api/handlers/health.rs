@@ -6,7 +6,34 @@ use serde_json::{Value, json};
 
 use crate::api::reply::Reply;
 use crate::app::Shared;
+use crate::monitor::metrics::{Gauges, render};
 use crate::monitor::{OUTCOMES, get};
+
+/// `GET /metrics`: Prometheus text exposition.
+pub fn metrics(shared: &Shared) -> Reply {
+    let c = &shared.counters;
+    let snapshot = shared.registry.snapshot();
+    let durable = &shared.delivery.durable;
+    let gauges = Gauges {
+        retry_backlog: shared.retry_backlog() as u64,
+        oldest_due_seconds: shared.oldest_pending_age_ms() as f64 / 1000.0,
+        dead_letters: durable.dead_letter_count().unwrap_or(0),
+        disconnected_webhooks: snapshot
+            .webhooks()
+            .iter()
+            .filter(|w| w.disconnected)
+            .count() as u64,
+        redis_connected: c.redis_connected.load(Ordering::Relaxed),
+        queue_depth: shared.queue_depth() as u64,
+        in_flight: shared.delivery.gate.in_flight() as u64,
+        webhooks: snapshot.webhooks().len() as u64,
+    };
+    Reply::raw(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        render(c, &c.durations, gauges).into_bytes(),
+    )
+}
 
 /// `GET /health`: 200 while Redis is reachable, 503 `degraded` otherwise.
 pub fn health(shared: &Shared) -> Reply {

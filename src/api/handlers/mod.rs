@@ -32,6 +32,7 @@ pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
         ("/webhooks/{id}/recover", _) => dead_letters::recover(shared, call),
         ("/dead-letters", _) => dead_letters::list(shared, call),
         ("/dead-letters/{id}/redeliver", _) => dead_letters::redeliver(shared, call),
+        ("/metrics", _) => health::metrics(shared),
         ("/stats/summary", _) => stats::summary(shared),
         ("/deliveries/recent", _) => stats::recent(shared, call),
         ("/test-receivers", "GET") => receivers::list(shared),
