@@ -12,8 +12,8 @@ pub struct Reply {
     pub body: Value,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
-    /// A body that is not JSON, with its content type.
-    pub raw: Option<(&'static str, Vec<u8>)>,
+    /// A body that is not JSON, with its content type (boxed: rare, and large).
+    pub raw: Option<Box<(&'static str, Vec<u8>)>>,
 }
 
 impl Reply {
@@ -54,7 +54,7 @@ impl Reply {
             status,
             body: Value::Null,
             headers: Vec::new(),
-            raw: Some((content_type, body)),
+            raw: Some(Box::new((content_type, body))),
         }
     }
 

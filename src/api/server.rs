@@ -358,7 +358,7 @@ fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
 
 fn respond(request: Request, reply: Reply, origin: Option<&str>) {
     let (content_type, body) = match (reply.status, reply.raw) {
-        (_, Some((content_type, body))) => (content_type, body),
+        (_, Some(raw)) => *raw,
         (204, None) => ("application/json; charset=utf-8", Vec::new()),
         // JavaScript's number formatting, as the original's responses had.
         (_, None) => (
