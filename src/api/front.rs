@@ -19,8 +19,9 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as NetShutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -79,39 +80,56 @@ fn bad_head() -> Vec<u8> {
     )
 }
 
-/// A private socket path for the internal server, removed when dropped.
+/// The internal server's socket: a file in the temporary directory (only this user may connect),
+/// or, where there is no writable temporary directory (an empty root), a Linux abstract socket.
 #[derive(Debug)]
-pub struct SocketPath(PathBuf);
+pub enum SocketPath {
+    /// A socket file, removed when dropped.
+    File(PathBuf),
+    /// An abstract socket name.
+    Abstract(String),
+}
 
 impl SocketPath {
-    /// `<tmp>/webhook-service-<pid>-<port>.sock`, cleared of a stale file.
-    pub fn new(port: u16) -> io::Result<SocketPath> {
-        let path = std::env::temp_dir().join(format!(
-            "webhook-service-{}-{port}.sock",
-            std::process::id()
-        ));
+    /// Binds the internal socket for the API on `port`.
+    pub fn bind(port: u16) -> io::Result<(SocketPath, UnixListener)> {
+        let name = format!("webhook-service-{}-{port}", std::process::id());
+        let path = std::env::temp_dir().join(format!("{name}.sock"));
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(SocketPath(path))
+        match UnixListener::bind(&path) {
+            Ok(listener) => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                Ok((SocketPath::File(path), listener))
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => {
+                let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+                let listener = UnixListener::bind_addr(&addr)?;
+                Ok((SocketPath::Abstract(name), listener))
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// The path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Lets only this user connect.
-    pub fn restrict(&self) -> io::Result<()> {
-        std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600))
+    /// Connects to the internal server.
+    pub fn connect(&self) -> io::Result<UnixStream> {
+        match self {
+            SocketPath::File(path) => UnixStream::connect(path),
+            SocketPath::Abstract(name) => {
+                UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+            }
+        }
     }
 }
 
 impl Drop for SocketPath {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let SocketPath::File(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -164,7 +182,7 @@ pub fn spawn(
                     .stack_size(RELAY_STACK)
                     .spawn(move || {
                         let _guard = guard;
-                        if let Err(e) = relay(client, backend.path(), limits) {
+                        if let Err(e) = relay(client, &backend, limits) {
                             debug!("API connection ended: {e}");
                         }
                     });
@@ -199,7 +217,7 @@ struct Limits {
 }
 
 /// Relays one request on one connection: the guarded head, then the body, then the response.
-fn relay(client: TcpStream, backend: &Path, limits: Limits) -> io::Result<()> {
+fn relay(client: TcpStream, backend: &SocketPath, limits: Limits) -> io::Result<()> {
     client.set_read_timeout(Some(limits.idle))?;
     client.set_write_timeout(Some(limits.idle))?;
     client.set_nodelay(true)?;
@@ -220,7 +238,7 @@ fn relay(client: TcpStream, backend: &Path, limits: Limits) -> io::Result<()> {
     if !well_formed(&head) {
         return answer(client, &bad_head());
     }
-    let server = UnixStream::connect(backend)?;
+    let server = backend.connect()?;
     server.set_write_timeout(Some(limits.idle))?;
     let mut server_write = server.try_clone()?;
     server_write.write_all(&rewrite_head(&head, &peer))?;

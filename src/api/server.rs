@@ -7,7 +7,6 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -97,24 +96,15 @@ pub fn spawn(
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
-    let socket = Arc::new(
-        SocketPath::new(local.port())
-            .map_err(|e| format!("cannot prepare the internal API socket: {e}"))?,
-    );
-    let internal = UnixListener::bind(socket.path()).map_err(|e| {
-        format!(
-            "cannot bind the internal API socket {}: {e}",
-            socket.path().display()
-        )
-    })?;
-    socket
-        .restrict()
-        .map_err(|e| format!("cannot restrict the internal API socket: {e}"))?;
+    let (socket, internal) = SocketPath::bind(local.port())
+        .map_err(|e| format!("cannot bind the internal API socket: {e}"))?;
+    let socket = Arc::new(socket);
     let internal_addr = internal
         .local_addr()
         .map_err(|e| format!("cannot read the internal API socket address: {e}"))?;
     let server_config = ServerConfig {
-        addr: tiny_http::ConfigListenAddr::unix_from_path(socket.path()),
+        // Only the listener passed to from_listener is used; the address is informational.
+        addr: tiny_http::ConfigListenAddr::IP(vec![local]),
         ssl: None,
         min_threads: Some(2),
         max_threads: None,
