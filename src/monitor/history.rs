@@ -5,7 +5,9 @@
 //! one Lua script so the lists, counters and response-time figures of a record change together.
 //! Per attempt: `webhooks:attempts:<id>` (newest 100), `webhooks:delivery_log` (newest 1000), the
 //! original's counters; per event (the delivery's final outcome): `total_events`,
-//! `successful_events`, `failed_events`; per response: average and p95 response time.
+//! `successful_events`, `failed_events`; per response: the average response time, and the newest
+//! 1000 response times, from which the p95 is computed once per batch and webhook (not per record:
+//! sorting in Redis for every attempt cost more than the attempt).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -55,8 +57,6 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'average_response_time_ms', string.format('%.3f', total / count))
   redis.call('LPUSH', KEYS[4], ARGV[6])
   redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
-  local sorted = redis.call('SORT', KEYS[4])
-  redis.call('HSET', KEYS[1], 'p95_response_time_ms', sorted[math.max(1, math.ceil(#sorted * 0.95))])
 end
 return 1
 "#;
@@ -299,6 +299,35 @@ fn write(redis: &RedisPool, batch: &[AttemptRecord]) -> redis::RedisResult<()> {
             .arg(keys::ATTEMPTS_KEPT)
             .arg(keys::LOG_KEPT)
             .arg(keys::LATENCIES_KEPT)
+            .ignore();
+    }
+        redis.with(|conn| pipe.query::<()>(conn))?;
+    // p95 of the newest response times, once per webhook in this batch.
+    let mut webhooks: Vec<&str> = batch
+        .iter()
+        .filter(|r| r.response_time_ms.is_some())
+        .map(|r| &*r.webhook_id)
+        .collect();
+    webhooks.sort_unstable();
+    webhooks.dedup();
+    if webhooks.is_empty() {
+        return Ok(());
+    }
+    let lists: Vec<Vec<f64>> = redis.with(|conn| {
+        let mut pipe = redis::pipe();
+        for id in &webhooks {
+            pipe.lrange(keys::latencies(id), 0, -1);
+        }
+        pipe.query(conn)
+    })?;
+    let mut pipe = redis::pipe();
+    for (id, mut times) in webhooks.iter().zip(lists) {
+        if times.is_empty() {
+            continue;
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let index = ((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1;
+        pipe.hset(keys::stats(id), "p95_response_time_ms", format!("{:.3}", times[index]))
             .ignore();
     }
     redis.with(|conn| pipe.query::<()>(conn))
