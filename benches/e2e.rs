@@ -217,7 +217,11 @@ fn main() {
     let redis = RedisServer::start();
     let receiver = FastReceiver::start(total_slots, false);
     let exec = Instant::now();
-    let mut service = Service::start(&redis, &[("RUST_LOG", "warn"), ("WEBHOOK_REGISTRY_REFRESH_MS", "600000")]);
+        let threads = std::env::var("E2E_DELIVERY_THREADS").unwrap_or_else(|_| "8".into());
+    let mut service = Service::start(
+        &redis,
+        &[("RUST_LOG", "warn"), ("WEBHOOK_REGISTRY_REFRESH_MS", "600000"), ("WEBHOOK_DELIVERY_THREADS", &threads)],
+    );
     let ready = exec.elapsed();
     let pid = service.pid().unwrap();
     std::thread::sleep(Duration::from_millis(300));
