@@ -9,7 +9,13 @@
 //!
 //! Run: `cargo bench --bench e2e`.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -36,7 +42,8 @@ impl FastReceiver {
     fn start(slots: usize, hang: bool) -> FastReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let arrivals: Arc<Vec<AtomicU64>> = Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect());
+        let arrivals: Arc<Vec<AtomicU64>> =
+            Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect());
         let count = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
@@ -51,7 +58,13 @@ impl FastReceiver {
                 std::thread::spawn(move || serve(stream, a, c, epoch, hang, s));
             }
         });
-        FastReceiver { port, arrivals, count, epoch, stop }
+        FastReceiver {
+            port,
+            arrivals,
+            count,
+            epoch,
+            stop,
+        }
     }
 
     fn url(&self) -> String {
@@ -66,7 +79,14 @@ impl Drop for FastReceiver {
     }
 }
 
-fn serve(stream: TcpStream, arrivals: Arc<Vec<AtomicU64>>, count: Arc<AtomicUsize>, epoch: Instant, hang: bool, stop: Arc<AtomicBool>) {
+fn serve(
+    stream: TcpStream,
+    arrivals: Arc<Vec<AtomicU64>>,
+    count: Arc<AtomicUsize>,
+    epoch: Instant,
+    hang: bool,
+    stop: Arc<AtomicBool>,
+) {
     let _ = stream.set_nodelay(true);
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
@@ -86,7 +106,10 @@ fn serve(stream: TcpStream, arrivals: Arc<Vec<AtomicU64>>, count: Arc<AtomicUsiz
             if line == "\r\n" {
                 break;
             }
-            if let Some(v) = line.get(..15).filter(|p| p.eq_ignore_ascii_case("content-length:")) {
+            if let Some(v) = line
+                .get(..15)
+                .filter(|p| p.eq_ignore_ascii_case("content-length:"))
+            {
                 let _ = v;
                 length = line[15..].trim().parse().unwrap_or(0);
             }
@@ -108,7 +131,10 @@ fn serve(stream: TcpStream, arrivals: Arc<Vec<AtomicU64>>, count: Arc<AtomicUsiz
             }
         }
         count.fetch_add(1, Ordering::Relaxed);
-        if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_err()
+        {
             return;
         }
     }
@@ -117,25 +143,54 @@ fn serve(stream: TcpStream, arrivals: Arc<Vec<AtomicU64>>, count: Arc<AtomicUsiz
 fn find_job(body: &[u8]) -> Option<usize> {
     let needle = b"\"job_id\":\"e2e-";
     let at = body.windows(needle.len()).position(|w| w == needle)? + needle.len();
-    let digits: String = body[at..].iter().take_while(|b| b.is_ascii_digit()).map(|b| char::from(*b)).collect();
+    let digits: String = body[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|b| char::from(*b))
+        .collect();
     digits.parse().ok()
 }
 
 fn proc_stat(pid: u32) -> (f64, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0);
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
     (cpu, kb("VmRSS:"), kb("VmHWM:"))
 }
 
 fn register(redis: &RedisServer, id: &str, url: &str) {
     let hook = serde_json::json!({"id": id, "url": url, "events": ["complete_job"], "active": true,
         "retry_config": {"max_attempts": 3, "initial_delay_ms": 1000, "backoff_multiplier": 2, "max_delay_ms": 30000}});
-    let _: () = ::redis::cmd("HSET").arg("webhooks:registry").arg(id).arg(hook.to_string()).query(&mut redis.conn()).unwrap();
-    let _: () = ::redis::cmd("PUBLISH").arg("webhooks:changed").arg(id).query(&mut redis.conn()).unwrap();
+    let _: () = ::redis::cmd("HSET")
+        .arg("webhooks:registry")
+        .arg(id)
+        .arg(hook.to_string())
+        .query(&mut redis.conn())
+        .unwrap();
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg("webhooks:changed")
+        .arg(id)
+        .query(&mut redis.conn())
+        .unwrap();
 }
 
 fn wait_loaded(service: &Service, n: u64) {
@@ -152,7 +207,13 @@ fn wait_loaded(service: &Service, n: u64) {
 fn publish_batch(conn: &mut ::redis::Connection, from: usize, to: usize) {
     let mut pipe = ::redis::pipe();
     for i in from..to {
-        pipe.cmd("PUBLISH").arg("complete_job").arg(format!(r#"{{"job_id":"e2e-{i}","worker_id":"w1","result":{{"ok":true}},"timestamp":{}}}"#, 1_700_000_000_000u64 + i as u64)).ignore();
+        pipe.cmd("PUBLISH")
+            .arg("complete_job")
+            .arg(format!(
+                r#"{{"job_id":"e2e-{i}","worker_id":"w1","result":{{"ok":true}},"timestamp":{}}}"#,
+                1_700_000_000_000u64 + i as u64
+            ))
+            .ignore();
     }
     pipe.query::<()>(conn).unwrap();
 }
@@ -165,7 +226,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn ceiling(url: &str, threads: usize, per_thread: usize) -> f64 {
-    let agent: ureq::Agent = ureq::Agent::config_builder().max_idle_connections_per_host(threads).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_idle_connections_per_host(threads)
+        .build()
+        .into();
     let body = br#"{"event_type":"complete_job","event_id":"wh_1700000000000_abcdefghi","timestamp":1700000000000,"webhook_id":"wh_1_e2e","data":{"job_id":"x","worker_id":"w1","result":{"ok":true},"completed_at":1700000000000}}"#;
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -174,7 +238,10 @@ fn ceiling(url: &str, threads: usize, per_thread: usize) -> f64 {
             let url = url.to_string();
             std::thread::spawn(move || {
                 for _ in 0..per_thread {
-                    let _ = agent.post(&url).header("Content-Type", "application/json").send(&body[..]);
+                    let _ = agent
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .send(&body[..]);
                 }
             })
         })
@@ -185,7 +252,13 @@ fn ceiling(url: &str, threads: usize, per_thread: usize) -> f64 {
     (threads * per_thread) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn latency_run(redis: &RedisServer, receiver: &FastReceiver, offset: usize, rate: usize, seconds: usize) -> Vec<f64> {
+fn latency_run(
+    redis: &RedisServer,
+    receiver: &FastReceiver,
+    offset: usize,
+    rate: usize,
+    seconds: usize,
+) -> Vec<f64> {
     let mut conn = redis.conn();
     let n = rate * seconds;
     let mut sent_at = vec![0u64; n];
@@ -199,7 +272,9 @@ fn latency_run(redis: &RedisServer, receiver: &FastReceiver, offset: usize, rate
         publish_batch(&mut conn, offset + k, offset + k + 1);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && (offset..offset + n).any(|i| receiver.arrivals[i].load(Ordering::Relaxed) == 0) {
+    while Instant::now() < deadline
+        && (offset..offset + n).any(|i| receiver.arrivals[i].load(Ordering::Relaxed) == 0)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut ms: Vec<f64> = (0..n)
@@ -217,21 +292,39 @@ fn main() {
     let redis = RedisServer::start();
     let receiver = FastReceiver::start(total_slots, false);
     let exec = Instant::now();
-        let threads = std::env::var("E2E_DELIVERY_THREADS").unwrap_or_else(|_| "8".into());
+    let threads = std::env::var("E2E_DELIVERY_THREADS").unwrap_or_else(|_| "8".into());
     let mut service = Service::start(
         &redis,
-        &[("RUST_LOG", "warn"), ("WEBHOOK_REGISTRY_REFRESH_MS", "600000"), ("WEBHOOK_DELIVERY_THREADS", &threads)],
+        &[
+            ("RUST_LOG", "warn"),
+            ("WEBHOOK_REGISTRY_REFRESH_MS", "600000"),
+            ("WEBHOOK_DELIVERY_THREADS", &threads),
+        ],
     );
     let ready = exec.elapsed();
     let pid = service.pid().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (_, idle_rss, _) = proc_stat(pid);
-    let binary = std::fs::metadata(env!("CARGO_BIN_EXE_webhook-service")).map(|m| m.len()).unwrap_or(0);
-    println!("machine: {} cores; binary {:.1} MB; idle RSS {:.1} MB; exec to /health ready {:?} (includes process spawn and polling)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), binary as f64 / 1e6, idle_rss as f64 / 1024.0, ready);
+    let binary = std::fs::metadata(env!("CARGO_BIN_EXE_webhook-service"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "machine: {} cores; binary {:.1} MB; idle RSS {:.1} MB; exec to /health ready {:?} (includes process spawn and polling)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        binary as f64 / 1e6,
+        idle_rss as f64 / 1024.0,
+        ready
+    );
 
-        // Ceiling: the same receiver, plain ureq threads, no Redis, no service.
+    // Ceiling: the same receiver, plain ureq threads, no Redis, no service.
     let mut best = 0.0f64;
-    let thread_counts: &[usize] = if std::env::var("E2E_ONLY").is_ok() { &[4] } else { &[2, 4, 8] };
+    let thread_counts: &[usize] = if std::env::var("E2E_ONLY").is_ok() {
+        &[4]
+    } else {
+        &[2, 4, 8]
+    };
     for &threads in thread_counts {
         let rate = ceiling(&receiver.url(), threads, 20_000 / threads);
         println!("ceiling: ureq loop with {threads} threads: {rate:.0} requests/s");
@@ -258,7 +351,7 @@ fn main() {
     let delivered = receiver.count.load(Ordering::Relaxed) - before;
     let (cpu1, _, peak) = proc_stat(pid);
     let rate = delivered as f64 / took.as_secs_f64();
-        println!("service counters: {}", service.health()["deliveries"]);
+    println!("service counters: {}", service.health()["deliveries"]);
     println!(
         "throughput: {delivered} of {n} delivered in {took:?} (published in {published:?}): {rate:.0} deliveries/s, {:.0}% of the ceiling; CPU {:.2} s per 10k deliveries; peak RSS {:.1} MB",
         100.0 * rate / best,
@@ -266,7 +359,7 @@ fn main() {
         peak as f64 / 1024.0
     );
 
-        if std::env::var("E2E_ONLY").is_ok_and(|v| v == "throughput") {
+    if std::env::var("E2E_ONLY").is_ok_and(|v| v == "throughput") {
         return;
     }
     // Fan-out: 1,000 events to 100 webhooks.
@@ -283,24 +376,50 @@ fn main() {
     }
     let took = started.elapsed();
     let delivered = receiver.count.load(Ordering::Relaxed) - before;
-    println!("fan-out: {delivered} of 100000 deliveries (1,000 events x 100 webhooks) in {took:?}: {:.0} deliveries/s", delivered as f64 / took.as_secs_f64());
+    println!(
+        "fan-out: {delivered} of 100000 deliveries (1,000 events x 100 webhooks) in {took:?}: {:.0} deliveries/s",
+        delivered as f64 / took.as_secs_f64()
+    );
     for i in 2..=100 {
-        let _: () = ::redis::cmd("HDEL").arg("webhooks:registry").arg(format!("wh_{i}_e2e")).query(&mut conn).unwrap();
+        let _: () = ::redis::cmd("HDEL")
+            .arg("webhooks:registry")
+            .arg(format!("wh_{i}_e2e"))
+            .query(&mut conn)
+            .unwrap();
     }
-    let _: () = ::redis::cmd("PUBLISH").arg("webhooks:changed").arg("x").query(&mut conn).unwrap();
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg("webhooks:changed")
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
     wait_loaded(&service, 1);
 
     // Latency: 1,000 events/s for 10 s.
     let ms = latency_run(&redis, &receiver, 70_000, 1000, 10);
-    println!("latency at 1000 ev/s for 10 s: {} delivered, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms", ms.len(), percentile(&ms, 0.5), percentile(&ms, 0.99), percentile(&ms, 0.999));
+    println!(
+        "latency at 1000 ev/s for 10 s: {} delivered, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        percentile(&ms, 0.999)
+    );
 
     // Isolation: the same, beside a webhook whose endpoint never answers.
     let hanging = FastReceiver::start(1, true);
     register(&redis, "wh_0_hang", &hanging.url());
     wait_loaded(&service, 2);
     let ms2 = latency_run(&redis, &receiver, 90_000, 1000, 10);
-    println!("latency beside a never-answering endpoint: {} delivered, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms", ms2.len(), percentile(&ms2, 0.5), percentile(&ms2, 0.99), percentile(&ms2, 0.999));
+    println!(
+        "latency beside a never-answering endpoint: {} delivered, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+        ms2.len(),
+        percentile(&ms2, 0.5),
+        percentile(&ms2, 0.99),
+        percentile(&ms2, 0.999)
+    );
     let (_, _, peak) = proc_stat(pid);
-    println!("peak RSS over the whole run: {:.1} MB", peak as f64 / 1024.0);
+    println!(
+        "peak RSS over the whole run: {:.1} MB",
+        peak as f64 / 1024.0
+    );
     service.kill();
 }

@@ -134,6 +134,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rate_limit_holds_back_and_counts() {
+        let limit = RateLimit::new(60_000);
+        assert_eq!(limit.allow(), Some(0));
+        assert_eq!(limit.allow(), None);
+        assert_eq!(limit.allow(), None);
+        limit.last_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(limit.allow(), Some(2));
+    }
+
+    #[test]
     fn filters_parse() {
         let f = Filter::parse("warn,webhook_service::delivery=debug,ureq=off");
         let f = match f {
@@ -148,4 +158,58 @@ mod tests {
         assert_eq!(f.level_for("ureq::run"), LevelFilter::Off);
         assert!(Filter::parse("loud!").is_err());
     }
+}
+
+/// At most one line per period from one call site; the lines held back are counted and reported
+/// with the next one that passes. For warnings a failing endpoint or store could otherwise repeat
+/// thousands of times a second.
+#[derive(Debug)]
+pub struct RateLimit {
+    period_ms: u64,
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimit {
+    /// A limit of one line per `period_ms`.
+    pub const fn new(period_ms: u64) -> RateLimit {
+        RateLimit {
+            period_ms,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` if a line may be written now (`n` lines were held back since the last one),
+    /// `None` if this one is held back.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = time::now_ms();
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) >= self.period_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+/// `warn!` at most once per period per call site, with the count of lines held back.
+#[macro_export]
+macro_rules! warn_limited {
+    ($period_ms:expr, $($arg:tt)+) => {{
+        static LIMIT: $crate::logging::RateLimit = $crate::logging::RateLimit::new($period_ms);
+        if let Some(held_back) = LIMIT.allow() {
+            if held_back > 0 {
+                log::warn!("{} ({} similar lines held back)", format_args!($($arg)+), held_back);
+            } else {
+                log::warn!($($arg)+);
+            }
+        }
+    }};
 }

@@ -18,8 +18,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as NetShutdown, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,7 +105,12 @@ impl SocketPath {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
                 Ok((SocketPath::File(path), listener))
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                ) =>
+            {
                 let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
                 let listener = UnixListener::bind_addr(&addr)?;
                 Ok((SocketPath::Abstract(name), listener))

@@ -314,7 +314,8 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
             });
         }
         Decision::GiveUp => {
-            warn!(
+            crate::warn_limited!(
+                1000,
                 "event {} to webhook {} failed after {} attempts: {}",
                 delivery.event_id,
                 webhook.id,
@@ -420,9 +421,11 @@ pub fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
 /// Logs a failed durable-state write (the delivery itself goes on: at least once).
 fn durable(ctx: &Context, delivery: &Delivery, what: &str, result: Result<(), DurableError>) {
     if let Err(e) = result {
-        error!(
+        crate::warn_limited!(
+            1000,
             "could not {what} event {} to webhook {}: {e}",
-            delivery.event_id, delivery.webhook_id
+            delivery.event_id,
+            delivery.webhook_id
         );
         bump(&ctx.counters.events_failed);
     }

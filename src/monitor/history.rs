@@ -9,9 +9,9 @@
 //! 1000 response times, from which the p95 is computed once per batch and webhook (not per record:
 //! sorting in Redis for every attempt cost more than the attempt).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -228,7 +228,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("monitor-recorder".into())
         .spawn(move || {
-                        let mut backoff = Backoff::default();
+            let mut backoff = Backoff::default();
             let mut batch: Vec<AttemptRecord> = Vec::with_capacity(BATCH);
             let mut p95_at: HashMap<Arc<str>, Instant> = HashMap::new();
             loop {
@@ -241,7 +241,7 @@ pub fn spawn(
                     }
                 }
                 batch.extend(rx.try_iter().take(BATCH - batch.len()));
-                                match write(&redis, &batch, &mut p95_at) {
+                match write(&redis, &batch, &mut p95_at) {
                     Ok(()) => {
                         if backoff.failures() > 0 {
                             info!("delivery history is being recorded again");
@@ -311,8 +311,8 @@ fn write(
             .arg(keys::LATENCIES_KEPT)
             .ignore();
     }
-        redis.with(|conn| pipe.query::<()>(conn))?;
-        // p95 of the newest response times, at most once a second per webhook.
+    redis.with(|conn| pipe.query::<()>(conn))?;
+    // p95 of the newest response times, at most once a second per webhook.
     let now = Instant::now();
     let mut webhooks: Vec<Arc<str>> = batch
         .iter()
@@ -321,7 +321,11 @@ fn write(
         .collect();
     webhooks.sort_unstable();
     webhooks.dedup();
-    webhooks.retain(|id| p95_at.get(id).is_none_or(|at| now.duration_since(*at) >= P95_EVERY));
+    webhooks.retain(|id| {
+        p95_at
+            .get(id)
+            .is_none_or(|at| now.duration_since(*at) >= P95_EVERY)
+    });
     if p95_at.len() > 10_000 {
         p95_at.retain(|_, at| now.duration_since(*at) < P95_EVERY);
     }
@@ -345,8 +349,12 @@ fn write(
         }
         times.sort_by(|a, b| a.total_cmp(b));
         let index = ((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1;
-        pipe.hset(keys::stats(id), "p95_response_time_ms", format!("{:.3}", times[index]))
-            .ignore();
+        pipe.hset(
+            keys::stats(id),
+            "p95_response_time_ms",
+            format!("{:.3}", times[index]),
+        )
+        .ignore();
     }
     redis.with(|conn| pipe.query::<()>(conn))
 }
