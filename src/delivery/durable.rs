@@ -183,17 +183,7 @@ impl Durable {
 
     /// A delivery succeeded: forget it.
     pub fn complete(&self, id: &str) -> Result<(), DurableError> {
-        self.redis
-            .with(|conn| {
-                redis::pipe()
-                    .atomic()
-                    .hdel(DELIVERIES, id)
-                    .ignore()
-                    .srem(&*self.leased, id)
-                    .ignore()
-                    .query::<()>(conn)
-            })
-            .map_err(err("complete a delivery"))
+        self.complete_many(&[id.to_string()])
     }
 
     /// Many deliveries succeeded: forget them, in one round trip.

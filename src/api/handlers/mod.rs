@@ -68,7 +68,11 @@ pub fn limit(call: &Call, default: usize, max: usize) -> Result<usize, Reply> {
     }
 }
 
-/// The request as a capture record (test receivers and monitor sessions, reference section 6).
+/// Captured bodies are cut to this many bytes (capture URLs need no token).
+const CAPTURED_BODY_BYTES: usize = 16 * 1024;
+
+/// The request as a capture record (test receivers and monitor sessions, reference section 6),
+/// its body cut to [`CAPTURED_BODY_BYTES`].
 pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
     let headers: serde_json::Map<String, serde_json::Value> = call
         .headers
@@ -80,9 +84,10 @@ pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
         .collect();
-    let body = serde_json::from_slice(&call.body).unwrap_or_else(|_| {
-        serde_json::Value::from(String::from_utf8_lossy(&call.body).into_owned())
-    });
+    let truncated = call.body.len() > CAPTURED_BODY_BYTES;
+    let kept = &call.body[..call.body.len().min(CAPTURED_BODY_BYTES)];
+    let body = serde_json::from_slice(kept)
+        .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(kept).into_owned()));
     let user_agent = call.header("user-agent").unwrap_or("");
     serde_json::json!({
         "id": id,
@@ -93,6 +98,7 @@ pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
         "query": query,
         "user_agent": user_agent,
         "ip": call.client_ip,
+        "body_truncated": truncated,
     })
 }
 

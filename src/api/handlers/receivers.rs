@@ -20,8 +20,6 @@ const MAX_RECEIVERS: usize = 100;
 const REQUESTS_KEPT: usize = 100;
 /// Lifetime of a receiver.
 const TTL_SECONDS: u64 = 86_400;
-/// Captured bodies are cut to this many bytes (the capture URL needs no token).
-const CAPTURED_BODY_BYTES: usize = 16 * 1024;
 /// Attempts at a contended capture.
 const MAX_TRIES: usize = 10;
 
@@ -195,12 +193,7 @@ pub fn clear(shared: &Shared, call: &Call) -> Reply {
 pub fn capture(shared: &Shared, call: &Call) -> Reply {
     let id = call.param(0);
     let request_id = request_id();
-    let mut record = captured_request(call, &request_id);
-    if call.body.len() > CAPTURED_BODY_BYTES {
-        record["body"] =
-            Value::from(String::from_utf8_lossy(&call.body[..CAPTURED_BODY_BYTES]).into_owned());
-        record["body_truncated"] = Value::Bool(true);
-    }
+    let record = captured_request(call, &request_id);
     match modify(shared, id, |requests| {
         requests.insert(0, record.clone());
         requests.truncate(REQUESTS_KEPT);

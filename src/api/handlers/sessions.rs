@@ -15,7 +15,6 @@ use crate::app::Shared;
 const REQUESTS_KEPT: usize = 100;
 const MAX_SESSIONS: usize = 1000;
 const IDLE: Duration = Duration::from_secs(3600);
-const CAPTURED_BODY_BYTES: usize = 16 * 1024;
 
 /// Captured requests per session.
 #[derive(Debug, Default)]
@@ -44,12 +43,7 @@ impl Sessions {
 pub fn capture(shared: &Shared, call: &Call) -> Reply {
     let session = call.param(0).to_string();
     let request_id = request_id();
-    let mut record = captured_request(call, &request_id);
-    if call.body.len() > CAPTURED_BODY_BYTES {
-        record["body"] =
-            Value::from(String::from_utf8_lossy(&call.body[..CAPTURED_BODY_BYTES]).into_owned());
-        record["body_truncated"] = Value::Bool(true);
-    }
+    let record = captured_request(call, &request_id);
     {
         let mut sessions = shared.sessions.lock();
         if !sessions.sessions.contains_key(&session) {
