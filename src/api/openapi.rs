@@ -63,6 +63,15 @@ fn operation(pattern: &str, method: &str) -> Value {
     let webhook = json!({"$ref": "#/components/schemas/Webhook"});
     let any = json!({});
     let (summary, params, body, responses): Described = match (pattern, method) {
+        ("/", _) | ("/dashboard", _) => (
+            "The dashboard (one HTML page; it calls this API from the browser)",
+            vec![],
+            None,
+            vec![(
+                "200",
+                json!({"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}),
+            )],
+        ),
         ("/health", _) => (
             "Service health",
             vec![],

@@ -18,6 +18,16 @@ pub struct RouteDef {
 /// Every route.
 pub const ROUTES: &[RouteDef] = &[
     RouteDef {
+        pattern: "/",
+        methods: &["GET"],
+        public: true,
+    },
+    RouteDef {
+        pattern: "/dashboard",
+        methods: &["GET"],
+        public: true,
+    },
+    RouteDef {
         pattern: "/health",
         methods: &["GET"],
         public: true,
@@ -137,7 +147,12 @@ pub struct Matched {
 pub fn find(path: &str) -> Option<Matched> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     ROUTES.iter().find_map(|route| {
-        let pattern: Vec<&str> = route.pattern.split('/').skip(1).collect();
+        let pattern: Vec<&str> = route
+            .pattern
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .collect();
         if pattern.len() != segments.len() {
             return None;
         }
@@ -202,6 +217,8 @@ mod tests {
 
     #[test]
     fn paths_find_their_routes() {
+        check("/", Some(("/", &[])));
+        check("/dashboard", Some(("/dashboard", &[])));
         check("/health", Some(("/health", &[])));
         check("/webhooks", Some(("/webhooks", &[])));
         check("/webhooks/", Some(("/webhooks", &[])));

@@ -16,6 +16,7 @@ use crate::app::Shared;
 pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
     let method = call.method.as_str();
     match (pattern, method) {
+        ("/", _) | ("/dashboard", _) => dashboard(),
         ("/health", _) => health::health(shared),
         ("/openapi.json", _) => Reply::envelope(200, super::openapi::document()),
         ("/webhooks", "GET") => webhooks::list(shared),
@@ -45,6 +46,22 @@ pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
         ("/webhook-monitor/{sessionId}/requests", _) => sessions::clear(shared, call),
         _ => Reply::internal("no handler for this route"),
     }
+}
+
+/// The dashboard: one page, embedded in the binary, no external assets. It holds no data of its
+/// own; it calls the API from the browser with the token the user enters.
+fn dashboard() -> Reply {
+    Reply::raw(
+        200,
+        "text/html; charset=utf-8",
+        include_bytes!("../dashboard.html").to_vec(),
+    )
+    .with_header(
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    )
+    .with_header("X-Content-Type-Options", "nosniff")
+    .with_header("Cache-Control", "no-store")
 }
 
 /// Parses `?limit=`: absent → `default`; not a positive whole number → 400; above `max` → `max`.
