@@ -189,9 +189,13 @@ pub struct Completer {
 impl Completer {
     /// Reports a delivered id; with the completer gone, forgets it directly.
     pub fn done(&self, durable: &Durable, id: String) -> Result<(), super::durable::DurableError> {
+        // Unbounded (list) channel with a length check: see the recorder's channel.
+        if self.tx.len() >= MAX_PENDING_COMPLETIONS {
+            return durable.complete(&id);
+        }
         self.pending
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        match self.tx.try_send(id) {
+        match self.tx.send(id) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.pending
@@ -214,12 +218,15 @@ impl Completer {
     }
 }
 
+/// Completions waiting to be written before delivery threads write their own.
+const MAX_PENDING_COMPLETIONS: usize = 65_536;
+
 /// Starts `delivery-completer`.
 pub fn spawn_completer(
     durable: Durable,
     shutdown: Shutdown,
 ) -> std::io::Result<(Completer, JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::bounded::<String>(65_536);
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
     let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let written = pending.clone();
     let handle = std::thread::Builder::new()
