@@ -169,13 +169,23 @@ impl AttemptRecord {
         );
         m.insert("url".into(), Value::from(self.url.as_str()));
         self.extras(&mut m);
-        if self.payload.len() <= MAX_LOGGED_PAYLOAD {
-            let payload = serde_json::from_slice(&self.payload).unwrap_or(Value::Null);
-            m.insert("payload".into(), payload);
-        } else {
+        if self.payload.len() > MAX_LOGGED_PAYLOAD {
             m.insert("payload_truncated".into(), Value::Bool(true));
         }
         Value::Object(m)
+    }
+
+    /// The delivery log entry as text, with the sent body spliced in as `payload`: the body is
+    /// JSON this service wrote, so it is copied rather than parsed and written again.
+    pub fn log_text(&self) -> Vec<u8> {
+        let mut text = crate::event::json::to_vec(&self.log_json());
+        if self.payload.len() <= MAX_LOGGED_PAYLOAD && text.last() == Some(&b'}') {
+            text.pop();
+            text.extend_from_slice(b",\"payload\":");
+            text.extend_from_slice(&self.payload);
+            text.push(b'}');
+        }
+        text
     }
 
     fn extras(&self, m: &mut Map<String, Value>) {
@@ -299,8 +309,8 @@ fn write(
             .arg(keys::attempts(&record.webhook_id))
             .arg(keys::DELIVERY_LOG)
             .arg(keys::latencies(&record.webhook_id))
-            .arg(record.attempt_json().to_string())
-            .arg(record.log_json().to_string())
+            .arg(crate::event::json::to_vec(&record.attempt_json()))
+            .arg(record.log_text())
             .arg(if record.success { "1" } else { "0" })
             .arg(state)
             .arg(record.timestamp)
