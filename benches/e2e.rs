@@ -421,5 +421,47 @@ fn main() {
         "peak RSS over the whole run: {:.1} MB",
         peak as f64 / 1024.0
     );
+
+    // 100,000 scheduled retries: every first attempt fails, the retries wait an hour.
+    let _: () = ::redis::cmd("DEL")
+        .arg("webhooks:registry")
+        .query(&mut conn)
+        .unwrap();
+    let failing = support::receiver::Receiver::start(|_, _| support::receiver::Reply::status(500));
+    let hook = serde_json::json!({"id": "wh_9_retry", "url": failing.url("/f"), "events": ["complete_job"], "active": true,
+        "retry_config": {"max_attempts": 5, "initial_delay_ms": 3_600_000, "backoff_multiplier": 2, "max_delay_ms": 7_200_000}});
+    let _: () = ::redis::cmd("HSET")
+        .arg("webhooks:registry")
+        .arg("wh_9_retry")
+        .arg(hook.to_string())
+        .query(&mut conn)
+        .unwrap();
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg("webhooks:changed")
+        .arg("wh_9_retry")
+        .query(&mut conn)
+        .unwrap();
+    wait_loaded(&service, 1);
+    for from in (200_000..300_000).step_by(1000) {
+        publish_batch(&mut conn, from, from + 1000);
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut scheduled = 0u64;
+    while Instant::now() < deadline {
+        scheduled = ::redis::cmd("ZCARD")
+            .arg("webhooks:due")
+            .query(&mut conn)
+            .unwrap_or(0);
+        if scheduled >= 100_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, rss, _) = proc_stat(pid);
+    println!(
+        "{scheduled} retries scheduled (kept in Redis, not in memory): RSS {:.1} MB",
+        rss as f64 / 1024.0
+    );
     service.kill();
 }

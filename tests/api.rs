@@ -162,6 +162,38 @@ fn webhooks_are_created_listed_updated_and_deleted() {
         json!(["complete_job", "job.*"])
     );
 
+    // Reconnect clears a disconnection, whatever set it.
+    let _: () = ::redis::cmd("HSET")
+        .arg("webhooks:registry")
+        .arg(id)
+        .arg({
+            let mut w = stored.clone();
+            w["disconnected"] = json!(true);
+            w["consecutive_failures"] = json!(12);
+            w.to_string()
+        })
+        .query(&mut redis.conn())
+        .unwrap_or(());
+    let reconnected = call(
+        &service,
+        "POST",
+        &format!("/webhooks/{id}/reconnect"),
+        None,
+        &[],
+    );
+    assert_eq!(
+        reconnected.body,
+        json!({"success": true, "message": format!("Webhook {id} reconnected successfully")})
+    );
+    let after = get(&service, &format!("/webhooks/{id}")).body["data"].clone();
+    assert_eq!(
+        (
+            after["disconnected"].clone(),
+            after["consecutive_failures"].clone()
+        ),
+        (json!(false), json!(0))
+    );
+
     let deleted = call(&service, "DELETE", &format!("/webhooks/{id}"), None, &[]);
     assert_eq!(deleted.status, 200);
     assert_eq!(
