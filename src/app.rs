@@ -16,7 +16,7 @@ use crate::delivery::pool::{self, Context, EndpointGate};
 use crate::delivery::scheduler::{self, Backlog};
 use crate::delivery::throttle::Throttle;
 use crate::delivery::{Delivery, http, recovery};
-use crate::intake::{Intake, pubsub, stream};
+use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
 use crate::redis_conn::RedisPool;
@@ -161,6 +161,8 @@ pub fn run(config: Config) -> Result<(), AppError> {
 pub struct Service {
     /// Stops intake and new attempts (first phase of a shutdown).
     draining: Shutdown,
+    /// The pub/sub record stage, drained before the hand-back.
+    stage: stage::StageSender,
     /// Stops every thread (second phase).
     shutdown: Shutdown,
     delivery: Arc<Context>,
@@ -176,6 +178,10 @@ impl Service {
             self.timeout.as_millis()
         );
         self.draining.set();
+        // Events read before intake stopped are recorded and queued (then handed back below).
+        if !self.stage.drain(Duration::from_secs(5)) {
+            warn!("some pub/sub events read before the stop could not be recorded");
+        }
         let deadline = Instant::now() + self.timeout;
         while self.delivery.gate.in_flight() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -250,18 +256,28 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         disconnect_after: config.disconnect_after,
         draining: draining.clone(),
     });
+    let dispatcher = Arc::new(Dispatcher {
+        registry: registry.clone(),
+        throttle: (!config.progress_throttle.is_zero()).then(|| throttle.clone()),
+        first_tx: first_tx.clone(),
+        scheduler: scheduler.clone(),
+        counters: counters.clone(),
+        durable: durable.clone(),
+        claim_ttl_ms: config.dedupe_window.as_millis() as u64,
+    });
+    let (stage_tx, stage_rx, stage_pending) = stage::channel();
+    stage::spawn(
+        stage_rx,
+        stage_pending,
+        dispatcher.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| AppError::Spawn("record stage", e))?;
     let intake = Arc::new(Intake::new(
-        Dispatcher {
-            registry: registry.clone(),
-            throttle: (!config.progress_throttle.is_zero()).then(|| throttle.clone()),
-            first_tx: first_tx.clone(),
-            scheduler: scheduler.clone(),
-            counters: counters.clone(),
-            durable: durable.clone(),
-            claim_ttl_ms: config.dedupe_window.as_millis() as u64,
-        },
+        dispatcher,
         counters.clone(),
         config.dedupe_window,
+        Some(stage_tx.clone()),
     ));
 
     let spawn_err = |what: &'static str| move |e: std::io::Error| AppError::Spawn(what, e);
@@ -354,6 +370,7 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     info!("ready in {} ms", started.elapsed().as_millis());
     Ok(Service {
         draining,
+        stage: stage_tx,
         shutdown,
         delivery,
         timeout: config.shutdown_timeout,

@@ -20,6 +20,27 @@ use crate::monitor::{Counters, bump};
 use crate::webhook::matching::Form;
 use crate::webhook::registry::Registry;
 
+/// The deliveries of one event, built and not yet recorded or queued.
+#[derive(Debug)]
+pub struct Prepared {
+    deliveries: Vec<Delivery>,
+    /// Per delivery: its webhook is disconnected (the delivery becomes a dead letter).
+    held: Vec<bool>,
+    now_ms: u64,
+}
+
+impl Prepared {
+    /// How many deliveries.
+    pub fn len(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+}
+
 /// What [`Dispatcher::dispatch`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dispatched {
@@ -58,6 +79,57 @@ impl Dispatcher {
     /// event again if it is not acknowledged (a stream): then deliveries that cannot be recorded
     /// are not sent from memory either, since they would be sent twice.
     pub fn dispatch(&self, event: &Event, replayable: bool) -> Dispatched {
+        match self.prepare(event) {
+            None => Dispatched {
+                count: 0,
+                recorded: true,
+            },
+            Some(prepared) => {
+                let recorded = self.record(event, &prepared.deliveries);
+                self.commit(event, prepared, recorded, replayable)
+            }
+        }
+    }
+
+    /// Queues a batch of prepared events, recording them all in one Redis round trip (falling
+    /// back to one at a time if that fails). Pub/sub intake uses it through its record stage.
+    pub fn dispatch_batch(&self, batch: Vec<(Event, Prepared)>) {
+        let claims: Vec<(String, u64, &[Delivery])> = batch
+            .iter()
+            .map(|(event, p)| {
+                (
+                    durable::claim(&event.identity),
+                    self.claim_ttl_ms,
+                    &p.deliveries[..],
+                )
+            })
+            .collect();
+        let outcome = self.durable.record_many(&claims);
+        drop(claims);
+        match outcome {
+            Ok(claimed) => {
+                for ((event, prepared), here) in batch.into_iter().zip(claimed) {
+                    let recorded = if here {
+                        Recorded::Yes
+                    } else {
+                        bump(&self.counters.events_claimed_elsewhere);
+                        Recorded::ClaimedElsewhere
+                    };
+                    self.commit(&event, prepared, recorded, false);
+                }
+            }
+            Err(e) => {
+                debug!("{e}; recording the batch one event at a time");
+                for (event, prepared) in batch {
+                    let recorded = self.record(&event, &prepared.deliveries);
+                    self.commit(&event, prepared, recorded, false);
+                }
+            }
+        }
+    }
+
+    /// Builds the deliveries of an event (matching and bodies), or `None` if nothing matches.
+    pub fn prepare(&self, event: &Event) -> Option<Prepared> {
         let snapshot = self.registry.snapshot();
         let now_ms = crate::time::now_ms();
         let mut canonical_data: Option<Vec<u8>> = None;
@@ -92,13 +164,27 @@ impl Dispatcher {
             held.push(m.held);
             deliveries.push(delivery);
         }
-        if deliveries.is_empty() {
-            return Dispatched {
-                count: 0,
-                recorded: true,
-            };
-        }
-        let recorded = match self.record(event, &deliveries) {
+        (!deliveries.is_empty()).then_some(Prepared {
+            deliveries,
+            held,
+            now_ms,
+        })
+    }
+
+    /// Queues the deliveries of a prepared event once their recording is known.
+    fn commit(
+        &self,
+        event: &Event,
+        prepared: Prepared,
+        recorded: Recorded,
+        replayable: bool,
+    ) -> Dispatched {
+        let Prepared {
+            deliveries,
+            held,
+            now_ms,
+        } = prepared;
+        let recorded = match recorded {
             Recorded::ClaimedElsewhere => {
                 return Dispatched {
                     count: 0,

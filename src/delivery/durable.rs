@@ -181,6 +181,34 @@ impl Durable {
         Ok(claimed == 1)
     }
 
+    /// [`Durable::record`] for several events in one round trip: one claim-and-record script per
+    /// event, pipelined. Returns, per event, whether it was claimed here.
+    pub fn record_many(
+        &self,
+        events: &[(String, u64, &[Delivery])],
+    ) -> Result<Vec<bool>, DurableError> {
+        let script = redis::Script::new(RECORD);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(RECORD).ignore();
+        for (claim_key, ttl, deliveries) in events {
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(3)
+                .arg(claim_key)
+                .arg(DELIVERIES)
+                .arg(&*self.leased)
+                .arg(*ttl);
+            for d in deliveries.iter() {
+                pipe.arg(&d.event_id).arg(encode(d));
+            }
+        }
+        let claimed: Vec<i64> = self
+            .redis
+            .with(|conn| pipe.query(conn))
+            .map_err(err("record deliveries"))?;
+        Ok(claimed.into_iter().map(|c| c == 1).collect())
+    }
+
     /// A delivery succeeded: forget it.
     pub fn complete(&self, id: &str) -> Result<(), DurableError> {
         self.complete_many(&[id.to_string()])

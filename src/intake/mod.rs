@@ -7,6 +7,7 @@
 pub mod dedupe;
 pub mod jobs;
 pub mod pubsub;
+pub mod stage;
 pub mod stream;
 
 use std::collections::HashSet;
@@ -26,9 +27,11 @@ use jobs::JobTracker;
 
 /// The per-message pipeline shared by every intake thread.
 pub struct Intake {
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     counters: Arc<Counters>,
     state: Mutex<State>,
+    /// Where pub/sub events go to be recorded in batches (see [`stage`]); `None`: inline.
+    stage: Option<stage::StageSender>,
 }
 
 struct State {
@@ -40,9 +43,15 @@ struct State {
 
 impl Intake {
     /// A pipeline dispatching through `dispatcher`.
-    pub fn new(dispatcher: Dispatcher, counters: Arc<Counters>, dedupe_window: Duration) -> Intake {
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        counters: Arc<Counters>,
+        dedupe_window: Duration,
+        stage: Option<stage::StageSender>,
+    ) -> Intake {
         Intake {
             dispatcher,
+            stage,
             counters,
             state: Mutex::new(State {
                 dedupe: Dedupe::new(dedupe_window),
@@ -82,9 +91,17 @@ impl Intake {
         let events = self.prepare(parsed);
         let mut deliveries = 0;
         let mut recorded = true;
-        for event in &events {
+        for event in events {
             self.counters.event(event.kind.name(), source);
-            let dispatched = self.dispatcher.dispatch(event, replayable);
+            if let (false, Some(stage)) = (replayable, &self.stage) {
+                // Pub/sub: built here, recorded and queued by the record stage, in batches.
+                if let Some(prepared) = self.dispatcher.prepare(&event) {
+                    deliveries += prepared.len();
+                    stage.send(event, prepared);
+                }
+                continue;
+            }
+            let dispatched = self.dispatcher.dispatch(&event, replayable);
             deliveries += dispatched.count;
             recorded &= dispatched.recorded;
         }
