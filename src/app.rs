@@ -163,6 +163,9 @@ pub struct Service {
     draining: Shutdown,
     /// The pub/sub record stage, drained before the hand-back.
     stage: stage::StageSender,
+    /// The intake threads, which must have stopped before anything is handed back: an event in
+    /// their hands would otherwise be recorded after the hand-back, leased by a stopped instance.
+    intake: Vec<std::thread::JoinHandle<()>>,
     /// Stops every thread (second phase).
     shutdown: Shutdown,
     delivery: Arc<Context>,
@@ -178,6 +181,10 @@ impl Service {
             self.timeout.as_millis()
         );
         self.draining.set();
+        let intake_deadline = Instant::now() + Duration::from_secs(5);
+        while self.intake.iter().any(|h| !h.is_finished()) && Instant::now() < intake_deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Events read before intake stopped are recorded and queued (then handed back below).
         if !self.stage.drain(Duration::from_secs(5)) {
             warn!("some pub/sub events read before the stop could not be recorded");
@@ -346,17 +353,19 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         shutdown.clone(),
     )
     .map_err(AppError::Listen)?;
-    pubsub::spawn(
-        redis.clone(),
-        registry.clone(),
-        intake.clone(),
-        notify_tx.clone(),
-        counters.clone(),
-        draining.clone(),
-    )
-    .map_err(spawn_err("intake"))?;
+    let mut intake_threads = vec![
+        pubsub::spawn(
+            redis.clone(),
+            registry.clone(),
+            intake.clone(),
+            notify_tx.clone(),
+            counters.clone(),
+            draining.clone(),
+        )
+        .map_err(spawn_err("intake"))?,
+    ];
     if let Some(stream) = &config.event_stream {
-        stream::spawn(
+        let reader = stream::spawn(
             redis,
             registry,
             intake,
@@ -366,11 +375,13 @@ pub fn start(config: Config) -> Result<Service, AppError> {
             draining.clone(),
         )
         .map_err(spawn_err("stream"))?;
+        intake_threads.push(reader);
     }
     info!("ready in {} ms", started.elapsed().as_millis());
     Ok(Service {
         draining,
         stage: stage_tx,
+        intake: intake_threads,
         shutdown,
         delivery,
         timeout: config.shutdown_timeout,
