@@ -4,9 +4,9 @@
 //! # Data flow
 //!
 //! ```text
-//! Redis pub/sub ─► intake-pubsub ─┐
-//! Redis Stream  ─► intake-stream ─┴► parse ─► dedupe ─► dispatcher: match, build body,
-//!                                                       claim + record in Redis, queue
+//! Redis pub/sub ─► intake-pubsub: parse, dedupe, match, build bodies ─► intake-record: claim +
+//!                                                  record a batch in Redis (one round trip), queue
+//! Redis Stream  ─► intake-stream: the same, recorded before XACK ──────────────────────┘
 //!                                                          │ bounded channel (full: wait in Redis)
 //!                                                          ▼
 //!                         delivery-0..N ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
@@ -24,6 +24,7 @@
 //! |---|---|---|
 //! | `intake-pubsub` | the subscriber connection; parse, dedupe, dispatch | a message, or 500 ms |
 //! | `intake-stream` | the stream consumer (when configured) | entries, or 500 ms |
+//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing | prepared events |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | first attempts | the first-attempt channel |
 //! | `retry-N` | retries and deliveries taken back from Redis | the retry channel |
