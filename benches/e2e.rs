@@ -422,9 +422,12 @@ fn main() {
         peak as f64 / 1024.0
     );
 
-        // 100,000 scheduled retries: every first attempt fails, the retries wait an hour. A fresh
+    // 100,000 scheduled retries: every first attempt fails, the retries wait an hour. A fresh
     // process, so the figure is not the earlier runs' high-water mark.
-    let _: () = ::redis::cmd("DEL").arg("webhooks:registry").query(&mut conn).unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg("webhooks:registry")
+        .query(&mut conn)
+        .unwrap();
     service.restart();
     let pid = service.pid().unwrap();
     let failing = support::receiver::Receiver::start(|_, _| support::receiver::Reply::status(500));

@@ -89,7 +89,7 @@ pub fn limit(call: &Call, default: usize, max: usize) -> Result<usize, Reply> {
 const CAPTURED_BODY_BYTES: usize = 16 * 1024;
 
 /// The request as a capture record (test receivers and monitor sessions, reference section 6),
-/// its body cut to [`CAPTURED_BODY_BYTES`].
+/// its body cut to 16 KiB.
 pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
     let headers: serde_json::Map<String, serde_json::Value> = call
         .headers
