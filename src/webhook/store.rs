@@ -105,16 +105,8 @@ pub fn update<E>(
                         return Ok(Ok(Some(Err(e))));
                     }
                 }
-                let active = map.get("active").and_then(Value::as_bool).unwrap_or(true);
-                let text =
-                    String::from_utf8_lossy(&crate::event::json::object_to_vec(&map)).into_owned();
                 let mut pipe = redis::pipe();
-                pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
-                if active {
-                    pipe.sadd(keys::ACTIVE, id).ignore();
-                } else {
-                    pipe.srem(keys::ACTIVE, id).ignore();
-                }
+                store_into(pipe.atomic(), id, &map);
                 let committed: Option<()> = pipe.query(conn)?;
                 if committed.is_none() {
                     return Ok(Ok(None));
@@ -242,21 +234,27 @@ pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
     Ok(webhooks)
 }
 
-/// Stores a new webhook (and zeroed stats, as the original does) and announces it.
-pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Result<(), StoreError> {
+/// Adds the commands that store a webhook as the original does: its JSON in the registry hash,
+/// its id in or out of the active set.
+fn store_into(pipe: &mut redis::Pipeline, id: &str, webhook: &Map<String, Value>) {
     let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(webhook)).into_owned();
-    let active = webhook
+    pipe.hset(keys::REGISTRY, id, text).ignore();
+    if webhook
         .get("active")
         .and_then(Value::as_bool)
-        .unwrap_or(true);
+        .unwrap_or(true)
+    {
+        pipe.sadd(keys::ACTIVE, id).ignore();
+    } else {
+        pipe.srem(keys::ACTIVE, id).ignore();
+    }
+}
+
+/// Stores a new webhook (and zeroed stats, as the original does) and announces it.
+pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Result<(), StoreError> {
     redis.with(|conn| {
         let mut pipe = redis::pipe();
-        pipe.atomic().hset(keys::REGISTRY, id, text).ignore();
-        if active {
-            pipe.sadd(keys::ACTIVE, id).ignore();
-        } else {
-            pipe.srem(keys::ACTIVE, id).ignore();
-        }
+        store_into(pipe.atomic(), id, webhook);
         let stats = keys::stats(id);
         for field in [
             "total_deliveries",

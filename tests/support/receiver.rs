@@ -222,22 +222,8 @@ fn serve(
 /// Reads one request; `None` on EOF, error or stop.
 fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<Captured> {
     let mut line = String::new();
-    loop {
-        match reader.read_line(&mut line) {
-            Ok(0) => return None,
-            Ok(_) => break,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.load(Ordering::Relaxed) {
-                    return None;
-                }
-            }
-            Err(_) => return None,
-        }
+    if read_line_blocking(reader, &mut line, stop)? == 0 {
+        return None;
     }
     let mut parts = line.trim_end().splitn(3, ' ');
     let method = parts.next()?.to_string();
