@@ -218,6 +218,96 @@ fn publish_batch(conn: &mut ::redis::Connection, from: usize, to: usize) {
     pipe.query::<()>(conn).unwrap();
 }
 
+/// Nanoseconds a thread (`/proc/<pid>/task/<tid>`) has run, from its schedstat.
+fn cpu_ns(task: &std::path::Path) -> f64 {
+    std::fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds used so far by each group of the service's threads (`delivery-3` counts as
+/// `delivery`).
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut groups = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = name
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        *groups.entry(name.to_string()).or_insert(0.0) += cpu_ns(&task.path()) / 1e9;
+    }
+    groups
+}
+
+fn print_thread_cpu(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    deliveries: usize,
+) {
+    let mut rows: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(name, t)| (name, t - before.get(name).unwrap_or(&0.0)))
+        .filter(|(_, t)| *t > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    println!("service CPU by thread (us per delivery, share):");
+    for (name, t) in rows {
+        println!(
+            "  {name:<18} {:>6.1} {:>4.0}%",
+            t * 1e6 / deliveries.max(1) as f64,
+            100.0 * t / total.max(f64::MIN_POSITIVE)
+        );
+    }
+}
+
+fn redis_pid(conn: &mut ::redis::Connection) -> u32 {
+    let info: String = ::redis::cmd("INFO").arg("server").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What Redis did for the run, per delivery: the commands by time spent (the publishes are the
+/// benchmark's own).
+fn print_redis_work(conn: &mut ::redis::Connection, deliveries: usize) {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .unwrap();
+    let mut rows: Vec<(String, u64, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some((name.to_string(), field("calls=")?, field("usec=")?))
+        })
+        .collect();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.2));
+    let total: u64 = rows.iter().map(|row| row.2).sum();
+    let per = deliveries.max(1) as f64;
+    println!(
+        "redis: {:.1} us of command time per delivery; by command (calls per delivery, us per delivery):",
+        total as f64 / per
+    );
+    for (name, calls, usec) in rows.iter().take(20) {
+        println!(
+            "  {name:<14} {:>6.2} {:>7.2}",
+            *calls as f64 / per,
+            *usec as f64 / per
+        );
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -225,7 +315,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-fn ceiling(url: &str, threads: usize, per_thread: usize) -> f64 {
+/// Requests per second, and the client's CPU microseconds per request.
+fn ceiling(url: &str, threads: usize, per_thread: usize) -> (f64, f64) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .max_idle_connections_per_host(threads)
         .build()
@@ -243,13 +334,13 @@ fn ceiling(url: &str, threads: usize, per_thread: usize) -> f64 {
                         .header("Content-Type", "application/json")
                         .send(&body[..]);
                 }
+                cpu_ns(std::path::Path::new("/proc/thread-self"))
             })
         })
         .collect();
-    for h in handles {
-        let _ = h.join();
-    }
-    (threads * per_thread) as f64 / started.elapsed().as_secs_f64()
+    let cpu: f64 = handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum();
+    let n = (threads * per_thread) as f64;
+    (n / started.elapsed().as_secs_f64(), cpu / 1e3 / n)
 }
 
 fn latency_run(
@@ -326,8 +417,10 @@ fn main() {
         &[2, 4, 8]
     };
     for &threads in thread_counts {
-        let rate = ceiling(&receiver.url(), threads, 20_000 / threads);
-        println!("ceiling: ureq loop with {threads} threads: {rate:.0} requests/s");
+        let (rate, client_us) = ceiling(&receiver.url(), threads, 20_000 / threads);
+        println!(
+            "ceiling: ureq loop with {threads} threads: {rate:.0} requests/s; client CPU {client_us:.1} us per request"
+        );
         best = best.max(rate);
     }
 
@@ -337,8 +430,15 @@ fn main() {
     let n = 50_000;
     let before = receiver.count.load(Ordering::Relaxed);
     let (cpu0, _, _) = proc_stat(pid);
-    let started = Instant::now();
+    let threads0 = thread_cpu(pid);
     let mut conn = redis.conn();
+    let redis_pid = redis_pid(&mut conn);
+    let redis_cpu0: f64 = thread_cpu(redis_pid).values().sum();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    let started = Instant::now();
     for from in (0..n).step_by(1000) {
         publish_batch(&mut conn, from, (from + 1000).min(n));
     }
@@ -358,6 +458,14 @@ fn main() {
         (cpu1 - cpu0) * 10_000.0 / delivered.max(1) as f64,
         peak as f64 / 1024.0
     );
+
+    print_thread_cpu(&threads0, &thread_cpu(pid), delivered);
+    let redis_cpu: f64 = thread_cpu(redis_pid).values().sum::<f64>() - redis_cpu0;
+    println!(
+        "redis-server CPU: {:.1} us per delivery (including the benchmark's own publishes)",
+        redis_cpu * 1e6 / delivered.max(1) as f64
+    );
+    print_redis_work(&mut conn, delivered);
 
     if std::env::var("E2E_ONLY").is_ok_and(|v| v == "throughput") {
         return;

@@ -517,6 +517,96 @@ fn stats_count_attempts_and_events_and_record_response_times() {
 }
 
 #[test]
+fn history_of_a_burst_counts_every_attempt_once() {
+    // Written by the recorder in batches: sums, lists and their trims must come out as if each
+    // attempt had been recorded on its own.
+    let (redis, service) = setup(&[("WEBHOOK_DISCONNECT_AFTER", "10000")]);
+    let good = Receiver::ok();
+    let bad = Receiver::start(|_, _| Reply::status(500));
+    let ok_id = create(
+        &service,
+        json!({"url": good.url("/ok"), "events": ["complete_job"]}),
+    )["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let bad_id = create(
+        &service,
+        json!({"url": bad.url("/bad"), "events": ["complete_job"], "retry_config": {"max_attempts": 1}}),
+    )["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let n = 150;
+    let mut pipe = ::redis::pipe();
+    for i in 0..n {
+        pipe.cmd("PUBLISH")
+            .arg("complete_job")
+            .arg(format!(
+                r#"{{"job_id":"burst-{i}","timestamp":{}}}"#,
+                1000 + i
+            ))
+            .ignore();
+    }
+    if let Err(e) = pipe.query::<()>(&mut redis.conn()) {
+        panic!("publish the burst: {e}");
+    }
+    good.wait_for(n, SOON);
+    bad.wait_for(n, SOON);
+
+    let stats_of = |id: &str| get(&service, &format!("/webhooks/{id}/stats")).body["data"].clone();
+    let ok = wait_until(SOON, "the good webhook's stats", || {
+        Some(stats_of(&ok_id)).filter(|s| s["total_events"] == n)
+    });
+    assert_eq!(ok["total_deliveries"], n, "{ok}");
+    assert_eq!(ok["successful_deliveries"], n, "{ok}");
+    assert_eq!(ok["failed_deliveries"], 0, "{ok}");
+    assert_eq!(ok["successful_events"], n, "{ok}");
+    assert!(ok["last_success_at"].as_u64().is_some(), "{ok}");
+    assert!(ok.get("last_failure_at").is_none(), "{ok}");
+    let failed = wait_until(SOON, "the failing webhook's stats", || {
+        Some(stats_of(&bad_id)).filter(|s| s["total_events"] == n)
+    });
+    assert_eq!(failed["total_deliveries"], n, "{failed}");
+    assert_eq!(failed["failed_deliveries"], n, "{failed}");
+    assert_eq!(failed["failed_events"], n, "{failed}");
+    assert_eq!(failed["successful_events"], 0, "{failed}");
+    assert!(failed.get("last_success_at").is_none(), "{failed}");
+
+    // The newest 100 attempts are kept per webhook, each a different event.
+    let attempts = get(&service, &format!("/webhooks/{ok_id}/deliveries?limit=100"));
+    assert_eq!(attempts.body["data"]["total_count"], 100);
+    let listed = attempts.body["data"]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let events: std::collections::HashSet<String> = listed
+        .iter()
+        .filter_map(|a| a["event_id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(events.len(), 100);
+    assert!(listed.iter().all(|a| a["success"] == true));
+
+    // The delivery log holds every attempt once, newest first.
+    let recent = get(&service, "/deliveries/recent?limit=1000").body["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recent.len(), 2 * n);
+    for id in [&ok_id, &bad_id] {
+        let jobs: std::collections::HashSet<&str> = recent
+            .iter()
+            .filter(|e| e["webhook_id"] == id.as_str())
+            .filter_map(|e| e["payload"]["data"]["job_id"].as_str())
+            .collect();
+        assert_eq!(jobs.len(), n, "webhook {id}");
+    }
+    let newest = recent.first().and_then(|e| e["timestamp"].as_u64());
+    let oldest = recent.last().and_then(|e| e["timestamp"].as_u64());
+    assert!(newest >= oldest, "{newest:?} {oldest:?}");
+}
+
+#[test]
 fn the_token_guards_every_route_but_health_and_capture_urls() {
     let token = "0123456789abcdef0123";
     let (_redis, service) = setup(&[("WEBHOOK_API_TOKEN", token)]);

@@ -59,15 +59,40 @@ pub fn claim(identity: &[u8; 32]) -> String {
     key
 }
 
+/// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set,
+/// then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no claim), the
+/// number of deliveries n, then n (id, record) pairs. Returns 1 per event recorded here, 0 per
+/// event another instance had claimed. Fields and ids are written in chunks, many per command
+/// (Lua's `unpack` takes at most a few thousand values).
 const RECORD: &str = r#"
-if ARGV[1] ~= '0' then
-  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local claimed, fields, ids = {}, {}, {}
+local function flush()
+  if #ids > 0 then
+    redis.call('HSET', KEYS[1], unpack(fields))
+    redis.call('SADD', KEYS[2], unpack(ids))
+    fields, ids = {}, {}
+  end
 end
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('SADD', KEYS[3], ARGV[i])
+local a = 1
+for k = 3, #KEYS do
+  local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl) then
+    for _ = 1, n do
+      fields[#fields + 1] = ARGV[a]
+      fields[#fields + 1] = ARGV[a + 1]
+      ids[#ids + 1] = ARGV[a]
+      a = a + 2
+      if #ids >= 1000 then flush() end
+    end
+    claimed[#claimed + 1] = 1
+  else
+    a = a + 2 * n
+    claimed[#claimed + 1] = 0
+  end
 end
-return 1
+flush()
+return claimed
 "#;
 
 const TAKE_DUE: &str = r#"
@@ -164,48 +189,42 @@ impl Durable {
         if deliveries.is_empty() {
             return Ok(true);
         }
-        let script = redis::Script::new(RECORD);
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(claim_key)
-            .key(DELIVERIES)
-            .key(&*self.leased)
-            .arg(claim_ttl_ms);
-        for d in deliveries {
-            invocation.arg(&d.event_id).arg(encode(d));
-        }
-        let claimed: i64 = self
-            .redis
-            .with(|conn| invocation.invoke(conn))
-            .map_err(err("record deliveries"))?;
-        Ok(claimed == 1)
+        let claimed = self.record_many(&[(claim_key.to_string(), claim_ttl_ms, deliveries)])?;
+        Ok(claimed.first() == Some(&true))
     }
 
-    /// [`Durable::record`] for several events in one round trip: one claim-and-record script per
-    /// event, pipelined. Returns, per event, whether it was claimed here.
+    /// [`Durable::record`] for several events in one round trip and one script: each event's
+    /// claim is taken (or found taken) and its deliveries recorded atomically. Returns, per
+    /// event, whether it was claimed here.
     pub fn record_many(
         &self,
         events: &[(String, u64, &[Delivery])],
     ) -> Result<Vec<bool>, DurableError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let script = redis::Script::new(RECORD);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(RECORD).ignore();
+        let mut invocation = script.prepare_invoke();
+        invocation.key(DELIVERIES).key(&*self.leased);
         for (claim_key, ttl, deliveries) in events {
-            pipe.cmd("EVALSHA")
-                .arg(script.get_hash())
-                .arg(3)
-                .arg(claim_key)
-                .arg(DELIVERIES)
-                .arg(&*self.leased)
-                .arg(*ttl);
+            invocation.key(claim_key).arg(*ttl).arg(deliveries.len());
             for d in deliveries.iter() {
-                pipe.arg(&d.event_id).arg(encode(d));
+                invocation.arg(&d.event_id).arg(encode(d));
             }
         }
         let claimed: Vec<i64> = self
             .redis
-            .with(|conn| pipe.query(conn))
+            .with(|conn| invocation.invoke(conn))
             .map_err(err("record deliveries"))?;
+        if claimed.len() != events.len() {
+            return Err(DurableError {
+                op: "record deliveries",
+                source: redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "the record script answered for a different number of events",
+                )),
+            });
+        }
         Ok(claimed.into_iter().map(|c| c == 1).collect())
     }
 

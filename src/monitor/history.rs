@@ -1,9 +1,9 @@
 //! Delivery history and per-webhook statistics in Redis, in the original's keys and shapes.
 //!
 //! Delivery threads hand an [`AttemptRecord`] to the `monitor-recorder` thread through a bounded
-//! channel and move on; the recorder writes batches in one pipelined round trip, each record by
-//! one Lua script so the lists, counters and response-time figures of a record change together.
-//! Per attempt: `webhooks:attempts:<id>` (newest 100), `webhooks:delivery_log` (newest 1000), the
+//! channel and move on; the recorder writes each batch (up to 512 records) in one atomic
+//! round trip, with one push per list and one small script per webhook for its counters, so a
+//! batch costs Redis about as much as a handful of attempts recorded one by one would. Per attempt: `webhooks:attempts:<id>` (newest 100), `webhooks:delivery_log` (newest 1000), the
 //! original's counters; per event (the delivery's final outcome): `total_events`,
 //! `successful_events`, `failed_events`; per response: the average response time, and the newest
 //! 1000 response times, from which the p95 is computed once per batch and webhook (not per record:
@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Counters, bump};
 use crate::app::Shutdown;
+use crate::event::json::ObjectWriter;
 use crate::keys;
 use crate::redis_conn::{Backoff, RedisPool};
 
@@ -31,33 +32,31 @@ const BATCH: usize = 512;
 /// Payloads larger than this are not copied into the delivery log.
 const MAX_LOGGED_PAYLOAD: usize = 16 * 1024;
 
-const RECORD_SCRIPT: &str = r#"
-redis.call('LPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
-redis.call('LPUSH', KEYS[3], ARGV[2])
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
-redis.call('HINCRBY', KEYS[1], 'total_deliveries', 1)
-redis.call('HSET', KEYS[1], 'last_delivery_at', ARGV[5])
-if ARGV[3] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'successful_deliveries', 1)
-  redis.call('HSET', KEYS[1], 'last_success_at', ARGV[5])
-else
-  redis.call('HINCRBY', KEYS[1], 'failed_deliveries', 1)
-  redis.call('HSET', KEYS[1], 'last_failure_at', ARGV[5])
+/// Adds one batch's figures to a webhook's stats hash. ARGV: deliveries, succeeded, failed,
+/// events delivered, events given up, time of the last attempt, of the last success ('' for
+/// none), of the last failure ('' for none), sum of response times (ms), number of responses.
+const STATS_SCRIPT: &str = r#"
+local h = KEYS[1]
+redis.call('HINCRBY', h, 'total_deliveries', ARGV[1])
+redis.call('HSET', h, 'last_delivery_at', ARGV[6])
+if ARGV[2] ~= '0' then
+  redis.call('HINCRBY', h, 'successful_deliveries', ARGV[2])
+  redis.call('HSET', h, 'last_success_at', ARGV[7])
 end
-if ARGV[4] == 'ok' then
-  redis.call('HINCRBY', KEYS[1], 'total_events', 1)
-  redis.call('HINCRBY', KEYS[1], 'successful_events', 1)
-elseif ARGV[4] == 'failed' then
-  redis.call('HINCRBY', KEYS[1], 'total_events', 1)
-  redis.call('HINCRBY', KEYS[1], 'failed_events', 1)
+if ARGV[3] ~= '0' then
+  redis.call('HINCRBY', h, 'failed_deliveries', ARGV[3])
+  redis.call('HSET', h, 'last_failure_at', ARGV[8])
 end
-if ARGV[6] ~= '' then
-  local total = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 'response_time_total_ms', ARGV[6]))
-  local count = redis.call('HINCRBY', KEYS[1], 'response_time_count', 1)
-  redis.call('HSET', KEYS[1], 'average_response_time_ms', string.format('%.3f', total / count))
-  redis.call('LPUSH', KEYS[4], ARGV[6])
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
+local delivered, given_up = tonumber(ARGV[4]), tonumber(ARGV[5])
+if delivered + given_up > 0 then
+  redis.call('HINCRBY', h, 'total_events', delivered + given_up)
+end
+if delivered > 0 then redis.call('HINCRBY', h, 'successful_events', delivered) end
+if given_up > 0 then redis.call('HINCRBY', h, 'failed_events', given_up) end
+if ARGV[10] ~= '0' then
+  local total = tonumber(redis.call('HINCRBYFLOAT', h, 'response_time_total_ms', ARGV[9]))
+  local count = redis.call('HINCRBY', h, 'response_time_count', ARGV[10])
+  redis.call('HSET', h, 'average_response_time_ms', string.format('%.3f', total / count))
 end
 return 1
 "#;
@@ -113,91 +112,64 @@ pub struct AttemptRecord {
 impl AttemptRecord {
     /// The `webhooks:attempts:<id>` entry (the original's `WebhookDeliveryAttempt`, plus
     /// `response_time_ms` and `outcome`).
-    pub fn attempt_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert(
-            "id".into(),
-            Value::from(format!("{}_{}", self.event_id, self.attempt_number)),
-        );
-        m.insert("webhook_id".into(), Value::from(&*self.webhook_id));
-        m.insert("event_id".into(), Value::from(self.event_id.as_str()));
-        m.insert("event_type".into(), Value::from(&*self.event_type));
-        m.insert("attempt_number".into(), Value::from(self.attempt_number));
-        m.insert("timestamp".into(), Value::from(self.timestamp));
-        m.insert("success".into(), Value::from(self.success));
+    pub fn attempt_text(&self) -> Vec<u8> {
+        let mut w = ObjectWriter::new(256 + self.response_body.len());
+        let id = format!("{}_{}", self.event_id, self.attempt_number);
+        w.str("id", &id)
+            .str("webhook_id", &self.webhook_id)
+            .str("event_id", &self.event_id)
+            .str("event_type", &self.event_type)
+            .u64("attempt_number", u64::from(self.attempt_number))
+            .u64("timestamp", self.timestamp)
+            .bool("success", self.success);
         if let Some(status) = self.response_status {
-            m.insert("response_status".into(), Value::from(status));
-            m.insert(
-                "response_body".into(),
-                Value::from(self.response_body.as_str()),
-            );
+            w.u64("response_status", u64::from(status))
+                .str("response_body", &self.response_body);
         }
         if let Some(error) = &self.error_message {
-            m.insert("error_message".into(), Value::from(error.as_str()));
+            w.str("error_message", error);
         }
         if let Some(at) = self.next_retry_at {
-            m.insert("next_retry_at".into(), Value::from(at));
+            w.u64("next_retry_at", at);
         }
-        self.extras(&mut m);
-        Value::Object(m)
+        self.extras(&mut w);
+        w.finish()
     }
 
     /// The `webhooks:delivery_log` entry (the original's shape, plus `response_time_ms`,
-    /// `outcome` and the `payload` the monitor UI shows).
-    pub fn log_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("webhook_id".into(), Value::from(&*self.webhook_id));
-        m.insert("event_id".into(), Value::from(self.event_id.as_str()));
-        m.insert("event_type".into(), Value::from(&*self.event_type));
-        m.insert("success".into(), Value::from(self.success));
-        m.insert("timestamp".into(), Value::from(self.timestamp));
-        m.insert("attempt_number".into(), Value::from(self.attempt_number));
-        m.insert(
-            "response_status".into(),
-            self.response_status.map(Value::from).unwrap_or(Value::Null),
-        );
-        m.insert(
-            "error_message".into(),
-            self.error_message
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        );
-        m.insert(
-            "response_body".into(),
-            Value::from(self.response_body.as_str()),
-        );
-        m.insert("url".into(), Value::from(self.url.as_str()));
-        self.extras(&mut m);
-        if self.payload.len() > MAX_LOGGED_PAYLOAD {
-            m.insert("payload_truncated".into(), Value::Bool(true));
-        }
-        Value::Object(m)
-    }
-
-    /// The delivery log entry as text, with the sent body spliced in as `payload`: the body is
-    /// JSON this service wrote, so it is copied rather than parsed and written again.
+    /// `outcome` and the `payload` the monitor UI shows). The body is JSON this service wrote,
+    /// so it is copied in rather than parsed and written again.
     pub fn log_text(&self) -> Vec<u8> {
-        let mut text = crate::event::json::to_vec(&self.log_json());
-        if self.payload.len() <= MAX_LOGGED_PAYLOAD && text.last() == Some(&b'}') {
-            text.pop();
-            text.extend_from_slice(b",\"payload\":");
-            text.extend_from_slice(&self.payload);
-            text.push(b'}');
+        let logged = self.payload.len() <= MAX_LOGGED_PAYLOAD;
+        let payload = if logged { self.payload.len() } else { 0 };
+        let mut w = ObjectWriter::new(384 + self.response_body.len() + payload);
+        w.str("webhook_id", &self.webhook_id)
+            .str("event_id", &self.event_id)
+            .str("event_type", &self.event_type)
+            .bool("success", self.success)
+            .u64("timestamp", self.timestamp)
+            .u64("attempt_number", u64::from(self.attempt_number));
+        match self.response_status {
+            Some(status) => w.u64("response_status", u64::from(status)),
+            None => w.raw("response_status", b"null"),
+        };
+        w.opt_str("error_message", self.error_message.as_deref())
+            .str("response_body", &self.response_body)
+            .str("url", &self.url);
+        self.extras(&mut w);
+        if logged {
+            w.raw("payload", &self.payload);
+        } else {
+            w.bool("payload_truncated", true);
         }
-        text
+        w.finish()
     }
 
-    fn extras(&self, m: &mut Map<String, Value>) {
-        m.insert(
-            "response_time_ms".into(),
-            self.response_time_ms
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        );
-        m.insert("outcome".into(), Value::from(self.outcome));
+    fn extras(&self, w: &mut ObjectWriter) {
+        w.f64("response_time_ms", self.response_time_ms)
+            .str("outcome", self.outcome);
         if self.test {
-            m.insert("test".into(), Value::Bool(true));
+            w.bool("test", true);
         }
     }
 }
@@ -284,52 +256,111 @@ pub fn spawn(
 /// the records themselves).
 const P95_EVERY: Duration = Duration::from_secs(1);
 
+/// One webhook's share of a batch.
+#[derive(Default)]
+struct Tally<'a> {
+    records: Vec<&'a AttemptRecord>,
+    succeeded: u64,
+    delivered: u64,
+    given_up: u64,
+    last_success: Option<u64>,
+    last_failure: Option<u64>,
+    response_ms_sum: f64,
+    responses: u64,
+}
+
+/// Writes a batch in one atomic round trip: the delivery log and each webhook's attempts and
+/// response times by one `LPUSH` of many values (oldest first, so the newest ends up at the
+/// head, as one push per attempt would leave it) and one `LTRIM`; each webhook's counters by one
+/// small script with the batch's sums.
 fn write(
     redis: &RedisPool,
     batch: &[AttemptRecord],
     p95_at: &mut HashMap<Arc<str>, Instant>,
 ) -> redis::RedisResult<()> {
-    let script = redis::Script::new(RECORD_SCRIPT);
-    let mut pipe = redis::pipe();
-    pipe.cmd("SCRIPT").arg("LOAD").arg(RECORD_SCRIPT).ignore();
+    let mut order: Vec<&Arc<str>> = Vec::new();
+    let mut tallies: HashMap<&Arc<str>, Tally> = HashMap::new();
     for record in batch {
-        let state = match record.state {
-            Final::Pending => "",
-            Final::Delivered => "ok",
-            Final::Failed => "failed",
+        let tally = tallies.entry(&record.webhook_id).or_insert_with(|| {
+            order.push(&record.webhook_id);
+            Tally::default()
+        });
+        tally.records.push(record);
+        if record.success {
+            tally.succeeded += 1;
+            tally.last_success = tally.last_success.max(Some(record.timestamp));
+        } else {
+            tally.last_failure = tally.last_failure.max(Some(record.timestamp));
+        }
+        match record.state {
+            Final::Pending => {}
+            Final::Delivered => tally.delivered += 1,
+            Final::Failed => tally.given_up += 1,
+        }
+        if let Some(ms) = record.response_time_ms {
+            tally.response_ms_sum += ms;
+            tally.responses += 1;
+        }
+    }
+
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("LPUSH").arg(keys::DELIVERY_LOG);
+    for record in batch {
+        pipe.arg(record.log_text());
+    }
+    pipe.ignore()
+        .ltrim(keys::DELIVERY_LOG, 0, keys::LOG_KEPT - 1)
+        .ignore();
+    for id in &order {
+        let Some(tally) = tallies.get(id) else {
+            continue;
         };
-        let response_ms = record
-            .response_time_ms
-            .map(|ms| format!("{ms:.3}"))
-            .unwrap_or_default();
-        pipe.cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(4)
-            .arg(keys::stats(&record.webhook_id))
-            .arg(keys::attempts(&record.webhook_id))
-            .arg(keys::DELIVERY_LOG)
-            .arg(keys::latencies(&record.webhook_id))
-            .arg(crate::event::json::to_vec(&record.attempt_json()))
-            .arg(record.log_text())
-            .arg(if record.success { "1" } else { "0" })
-            .arg(state)
-            .arg(record.timestamp)
-            .arg(response_ms)
-            .arg(keys::ATTEMPTS_KEPT)
-            .arg(keys::LOG_KEPT)
-            .arg(keys::LATENCIES_KEPT)
+        // Only what the trim keeps is written.
+        let kept = tally.records.len().min(keys::ATTEMPTS_KEPT as usize);
+        pipe.cmd("LPUSH").arg(keys::attempts(id));
+        for record in &tally.records[tally.records.len() - kept..] {
+            pipe.arg(record.attempt_text());
+        }
+        pipe.ignore()
+            .ltrim(keys::attempts(id), 0, keys::ATTEMPTS_KEPT - 1)
+            .ignore();
+        if tally.responses > 0 {
+            pipe.cmd("LPUSH").arg(keys::latencies(id));
+            for ms in tally.records.iter().filter_map(|r| r.response_time_ms) {
+                pipe.arg(format!("{ms:.3}"));
+            }
+            pipe.ignore()
+                .ltrim(keys::latencies(id), 0, keys::LATENCIES_KEPT - 1)
+                .ignore();
+        }
+        let last = tally.records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+        let at = |t: Option<u64>| t.map(|t| t.to_string()).unwrap_or_default();
+        pipe.cmd("EVAL")
+            .arg(STATS_SCRIPT)
+            .arg(1)
+            .arg(keys::stats(id))
+            .arg(tally.records.len())
+            .arg(tally.succeeded)
+            .arg(tally.records.len() as u64 - tally.succeeded)
+            .arg(tally.delivered)
+            .arg(tally.given_up)
+            .arg(last)
+            .arg(at(tally.last_success))
+            .arg(at(tally.last_failure))
+            .arg(format!("{:.3}", tally.response_ms_sum))
+            .arg(tally.responses)
             .ignore();
     }
     redis.with(|conn| pipe.query::<()>(conn))?;
+
     // p95 of the newest response times, at most once a second per webhook.
     let now = Instant::now();
-    let mut webhooks: Vec<Arc<str>> = batch
+    let mut webhooks: Vec<Arc<str>> = order
         .iter()
-        .filter(|r| r.response_time_ms.is_some())
-        .map(|r| r.webhook_id.clone())
+        .filter(|id| tallies.get(**id).is_some_and(|t| t.responses > 0))
+        .map(|id| Arc::clone(id))
         .collect();
-    webhooks.sort_unstable();
-    webhooks.dedup();
     webhooks.retain(|id| {
         p95_at
             .get(id)
