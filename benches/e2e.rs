@@ -239,6 +239,17 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
             .trim()
             .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
         *groups.entry(name.to_string()).or_insert(0.0) += cpu_ns(&task.path()) / 1e9;
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let switches: f64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .sum();
+        *groups.entry(format!("{name} (switches)")).or_insert(0.0) += switches;
     }
     groups
 }
@@ -250,17 +261,21 @@ fn print_thread_cpu(
 ) {
     let mut rows: Vec<(&String, f64)> = after
         .iter()
+        .filter(|(name, _)| !name.ends_with("(switches)"))
         .map(|(name, t)| (name, t - before.get(name).unwrap_or(&0.0)))
         .filter(|(_, t)| *t > 0.0)
         .collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = rows.iter().map(|r| r.1).sum();
-    println!("service CPU by thread (us per delivery, share):");
+    println!("service CPU by thread (us per delivery, share, context switches per delivery):");
     for (name, t) in rows {
+        let switches = format!("{name} (switches)");
+        let switched = after.get(&switches).unwrap_or(&0.0) - before.get(&switches).unwrap_or(&0.0);
         println!(
-            "  {name:<18} {:>6.1} {:>4.0}%",
+            "  {name:<18} {:>6.1} {:>4.0}% {:>6.2}",
             t * 1e6 / deliveries.max(1) as f64,
-            100.0 * t / total.max(f64::MIN_POSITIVE)
+            100.0 * t / total.max(f64::MIN_POSITIVE),
+            switched / deliveries.max(1) as f64
         );
     }
 }

@@ -131,7 +131,7 @@ pub fn parse(channel: &str, payload: &[u8], received_ms: u64) -> Result<Parsed, 
     let message = Message {
         channel,
         received_ms,
-        bytes: json::object_to_vec(&fields),
+        bytes: std::cell::OnceCell::new(),
     };
     match channel {
         "job_submitted" => message.job(fields, EventKind::JobSubmitted, Some("pending")),
@@ -151,11 +151,29 @@ pub fn parse(channel: &str, payload: &[u8], received_ms: u64) -> Result<Parsed, 
     }
 }
 
+/// A copy of `event` without its fields: what a derived `job.status_changed` takes from the
+/// message that reported the step (it has fields of its own).
+fn without_fields(event: &Event) -> Event {
+    Event {
+        kind: event.kind,
+        source: event.source.clone(),
+        fields: Map::new(),
+        timestamp: event.timestamp.clone(),
+        timestamp_ms: event.timestamp_ms,
+        identity: event.identity,
+        new_status: event.new_status.clone(),
+        old_status: event.old_status.clone(),
+        known_job_type: event.known_job_type.clone(),
+        known_priority: event.known_priority.clone(),
+    }
+}
+
 struct Message<'a> {
     channel: &'a str,
     received_ms: u64,
-    /// The message without retry markers, serialised: the identity of most events.
-    bytes: Vec<u8>,
+    /// The message without retry markers, serialised: the identity of most events (written when
+    /// first needed: job and workflow events are identified by their id instead).
+    bytes: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl Message<'_> {
@@ -185,7 +203,10 @@ impl Message<'_> {
                     .unwrap_or_default();
                 identity_hash(&[name, id.as_bytes()])
             }
-            _ => identity_hash(&[name, &self.bytes]),
+            _ => identity_hash(&[
+                name,
+                self.bytes.get_or_init(|| json::object_to_vec(&fields)),
+            ]),
         };
         Event {
             kind,
@@ -221,7 +242,7 @@ impl Message<'_> {
                 EventKind::JobSubmitted => event.priority(),
                 _ => None,
             },
-            source: event.clone(),
+            source: without_fields(&event),
         });
         Ok(Parsed {
             events: vec![event],
@@ -246,7 +267,7 @@ impl Message<'_> {
                 worker_id: fields.get("worker_id").cloned(),
                 job_type: None,
                 priority: None,
-                source: assigned.clone(),
+                source: without_fields(&assigned),
             });
             parsed.events.push(assigned);
         }

@@ -68,7 +68,8 @@ pub struct Counters {
     /// Malformed messages per source.
     malformed_by_source: Mutex<BTreeMap<String, u64>>,
     /// Events received per (type, source).
-    events_by_type: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Events by source, then type (looked up by `&str`: no allocation per event).
+    events_by_source: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     /// Attempt durations per webhook.
     pub durations: metrics::Histogram,
 }
@@ -108,16 +109,25 @@ impl Counters {
 
     /// Counts one event of `kind` from `source`.
     pub fn event(&self, kind: &'static str, source: &str) {
-        *self
-            .events_by_type
-            .lock()
-            .entry((kind, source.to_string()))
-            .or_insert(0) += 1;
+        let mut sources = self.events_by_source.lock();
+        let kinds = match sources.get_mut(source) {
+            Some(kinds) => kinds,
+            None => sources.entry(source.to_string()).or_default(),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
     }
 
     /// Events per (type, source) so far.
     pub fn events_by_type(&self) -> BTreeMap<(&'static str, String), u64> {
-        self.events_by_type.lock().clone()
+        let sources = self.events_by_source.lock();
+        sources
+            .iter()
+            .flat_map(|(source, kinds)| {
+                kinds
+                    .iter()
+                    .map(move |(kind, n)| ((*kind, source.clone()), *n))
+            })
+            .collect()
     }
 }
 
