@@ -242,8 +242,9 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     let (notify_tx, notify_rx) = crossbeam_channel::bounded(16);
     let throttle = Arc::new(Throttle::new(config.progress_throttle));
     let (recorder, recorder_rx) = history::channel(counters.clone());
-    let (completer, _) = recovery::spawn_completer(durable.clone(), shutdown.clone())
-        .map_err(|e| AppError::Spawn("completer", e))?;
+    let (completer, _) =
+        recovery::spawn_completer(durable.clone(), scheduler.clone(), shutdown.clone())
+            .map_err(|e| AppError::Spawn("completer", e))?;
     let delivery = Arc::new(Context {
         agent: http::agent(
             config.timeout,
@@ -253,7 +254,7 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         ),
         registry: registry.clone(),
         redis: redis.clone(),
-        gate: EndpointGate::new(config.max_in_flight_per_endpoint),
+        gate: EndpointGate::new(config.max_in_flight_per_endpoint, config.queue_capacity),
         scheduler: scheduler.clone(),
         counters: counters.clone(),
         max_retry_after: config.max_retry_after,

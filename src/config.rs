@@ -71,7 +71,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WEBHOOK_QUEUE_CAPACITY",
         default: "10000",
-        doc: "Deliveries waiting for a delivery thread before intake waits (100-1000000).",
+        doc: "Deliveries held in memory waiting for a delivery thread, and again parked behind busy endpoints; beyond that they wait in Redis (100-1000000).",
     },
     Setting {
         name: "WEBHOOK_TIMEOUT_MS",

@@ -369,3 +369,51 @@ fn repeated_failures_disconnect_and_a_half_open_probe_reconnects() {
     assert!(receiver.requests().len() > attempts_while_disconnected);
     assert_eq!(stored(&redis)["consecutive_failures"], 0);
 }
+
+#[test]
+fn a_fan_out_burst_holds_bounded_memory_and_loses_nothing() {
+    // Five slow endpoints, one attempt in flight each, and room for 100 deliveries queued and 100
+    // parked: a 1,000-delivery burst must wait in Redis, not in memory, and still all arrive.
+    let redis = RedisServer::start();
+    let env = [
+        ("WEBHOOK_QUEUE_CAPACITY", "100"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "1"),
+        // More threads than the endpoints may use: the idle ones park what they read.
+        ("WEBHOOK_DELIVERY_THREADS", "16"),
+    ];
+    let service = Service::start(&redis, &env);
+    let receivers: Vec<Receiver> = (0..5)
+        .map(|_| Receiver::start(|_, _| Reply::Slow(Duration::from_millis(10))))
+        .collect();
+    for (i, receiver) in receivers.iter().enumerate() {
+        register(
+            &redis,
+            &service,
+            &format!("wh_{i}_fan"),
+            hook(&receiver.url("/f"), 3),
+        );
+    }
+    let n = 200;
+    publish_jobs(&redis, 0, n);
+    let mut deepest = 0;
+    wait_until(LONG, "every delivery", || {
+        let health = call(&service, "GET", "/health", None, &[]);
+        deepest = deepest.max(health.body["queue"]["depth"].as_u64().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+        receivers
+            .iter()
+            .all(|r| r.distinct_events().0 == n)
+            .then_some(())
+    });
+    assert!(deepest <= 200, "{deepest} deliveries held in memory");
+    assert!(
+        deepest > 0,
+        "the burst never queued: the test proves nothing"
+    );
+    for receiver in &receivers {
+        assert_eq!(receiver.distinct_events(), (n, 0));
+    }
+    wait_until(LONG, "the durable state to empty", || {
+        (redis_count(&redis, "HLEN", "webhooks:deliveries") == 0).then_some(())
+    });
+}

@@ -236,20 +236,47 @@ impl Durable {
 
     /// Many deliveries succeeded: forget them, in one round trip.
     pub fn complete_many(&self, ids: &[String]) -> Result<(), DurableError> {
-        if ids.is_empty() {
+        self.settle_many(ids, &[])
+    }
+
+    /// Settles many leased deliveries in one atomic round trip: `done` are forgotten, `due` are
+    /// put back as due at their time with their attempt counts saved.
+    pub fn settle_many(
+        &self,
+        done: &[String],
+        due: &[(Delivery, u64)],
+    ) -> Result<(), DurableError> {
+        if done.is_empty() && due.is_empty() {
             return Ok(());
         }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !done.is_empty() {
+            pipe.hdel(DELIVERIES, done)
+                .ignore()
+                .srem(&*self.leased, done)
+                .ignore();
+        }
+        if !due.is_empty() {
+            pipe.cmd("HSET").arg(DELIVERIES);
+            for (delivery, _) in due {
+                pipe.arg(&delivery.event_id).arg(encode(delivery));
+            }
+            pipe.ignore();
+            pipe.cmd("SREM").arg(&*self.leased);
+            for (delivery, _) in due {
+                pipe.arg(&delivery.event_id);
+            }
+            pipe.ignore();
+            pipe.cmd("ZADD").arg(DUE);
+            for (delivery, at) in due {
+                pipe.arg(*at).arg(&delivery.event_id);
+            }
+            pipe.ignore();
+        }
         self.redis
-            .with(|conn| {
-                redis::pipe()
-                    .atomic()
-                    .hdel(DELIVERIES, ids)
-                    .ignore()
-                    .srem(&*self.leased, ids)
-                    .ignore()
-                    .query::<()>(conn)
-            })
-            .map_err(err("complete deliveries"))
+            .with(|conn| pipe.query::<()>(conn))
+            .map_err(err("settle deliveries"))
     }
 
     /// Puts a leased delivery back as due at `due_ms` (a retry, or a hand-back), saving its

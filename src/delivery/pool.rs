@@ -38,7 +38,16 @@ const OVERFLOW_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct EndpointGate {
     max: usize,
-    endpoints: Mutex<HashMap<Arc<str>, Endpoint>>,
+    /// Most deliveries parked, all webhooks together: memory stays bounded however many
+    /// webhooks a burst fans out to (beyond it, deliveries wait in Redis).
+    max_parked: usize,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    endpoints: HashMap<Arc<str>, Endpoint>,
+    parked: usize,
 }
 
 #[derive(Debug)]
@@ -60,18 +69,22 @@ pub enum Admission {
 }
 
 impl EndpointGate {
-    /// A gate allowing up to `max` attempts in flight per webhook.
-    pub fn new(max: usize) -> EndpointGate {
+    /// A gate allowing up to `max` attempts in flight per webhook and `max_parked` deliveries
+    /// parked in all.
+    pub fn new(max: usize, max_parked: usize) -> EndpointGate {
         EndpointGate {
             max: max.max(1),
-            endpoints: Mutex::new(HashMap::new()),
+            max_parked,
+            state: Mutex::new(GateState::default()),
         }
     }
 
     /// Asks to run `delivery`.
     pub fn admit(&self, delivery: Delivery) -> Admission {
-        let mut endpoints = self.endpoints.lock();
-        let endpoint = endpoints
+        let mut state = self.state.lock();
+        let room = state.parked < self.max_parked;
+        let endpoint = state
+            .endpoints
             .entry(delivery.webhook_id.clone())
             .or_insert_with(|| Endpoint {
                 in_flight: 0,
@@ -81,8 +94,9 @@ impl EndpointGate {
         if endpoint.in_flight < endpoint.limit && endpoint.parked.is_empty() {
             endpoint.in_flight += 1;
             Admission::Run(delivery)
-        } else if endpoint.parked.len() < MAX_PARKED_PER_ENDPOINT {
+        } else if room && endpoint.parked.len() < MAX_PARKED_PER_ENDPOINT {
             endpoint.parked.push_back(delivery);
+            state.parked += 1;
             Admission::Parked
         } else {
             Admission::Overflow(delivery)
@@ -93,7 +107,8 @@ impl EndpointGate {
     /// connection failure, `Some(false)` after an answer, `None` when no attempt was made.
     /// Returns the next parked delivery for this webhook if it may run now (already in flight).
     pub fn release(&self, webhook_id: &Arc<str>, unreachable: Option<bool>) -> Option<Delivery> {
-        let mut endpoints = self.endpoints.lock();
+        let mut state = self.state.lock();
+        let GateState { endpoints, parked } = &mut *state;
         let endpoint = endpoints.get_mut(webhook_id)?;
         endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
         match unreachable {
@@ -105,6 +120,7 @@ impl EndpointGate {
             && let Some(next) = endpoint.parked.pop_front()
         {
             endpoint.in_flight += 1;
+            *parked -= 1;
             return Some(next);
         }
         if endpoint.in_flight == 0 && endpoint.parked.is_empty() && endpoint.limit == self.max {
@@ -115,12 +131,17 @@ impl EndpointGate {
 
     /// Deliveries parked, all webhooks together.
     pub fn parked(&self) -> usize {
-        self.endpoints.lock().values().map(|e| e.parked.len()).sum()
+        self.state.lock().parked
     }
 
     /// Attempts in flight, all webhooks together.
     pub fn in_flight(&self) -> usize {
-        self.endpoints.lock().values().map(|e| e.in_flight).sum()
+        self.state
+            .lock()
+            .endpoints
+            .values()
+            .map(|e| e.in_flight)
+            .sum()
     }
 }
 
@@ -285,8 +306,9 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         Decision::Retry(delay) => {
             // From the end of the attempt, rounded up: a retry is never early.
             let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
-            if let Err(e) = ctx.durable.defer(&delivery, due) {
+            if let Err(kept) = ctx.completer.defer(&ctx.durable, delivery, due) {
                 // Redis is away: keep the retry in memory rather than lose it.
+                let (delivery, e) = *kept;
                 debug!("{e}; event {} retries from memory", delivery.event_id);
                 if let Err(item) = ctx
                     .scheduler
@@ -407,7 +429,8 @@ fn write(
 /// to be offered again after `delay`, without counting an attempt.
 pub fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
     let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
-    if let Err(e) = ctx.durable.defer(&delivery, due) {
+    if let Err(kept) = ctx.completer.defer(&ctx.durable, delivery, due) {
+        let (delivery, e) = *kept;
         debug!("{e}; event {} waits in memory", delivery.event_id);
         if let Err(item) = ctx
             .scheduler
@@ -460,7 +483,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_holds_at_most_its_limit_and_shrinks_when_unreachable() {
-        let gate = EndpointGate::new(2);
+        let gate = EndpointGate::new(2, 100);
         let id: Arc<str> = Arc::from("slow");
         assert!(matches!(gate.admit(delivery("slow", 1)), Admission::Run(_)));
         assert!(matches!(gate.admit(delivery("slow", 2)), Admission::Run(_)));
@@ -477,5 +500,26 @@ mod tests {
         assert!(gate.release(&id, Some(false)).is_none());
         assert!(matches!(gate.admit(delivery("slow", 4)), Admission::Run(_)));
         assert!(matches!(gate.admit(delivery("slow", 5)), Admission::Run(_)));
+    }
+
+    #[test]
+    fn parking_is_bounded_across_all_webhooks() {
+        let gate = EndpointGate::new(1, 2);
+        assert!(matches!(gate.admit(delivery("a", 1)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("a", 2)), Admission::Parked));
+        assert!(matches!(gate.admit(delivery("b", 1)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("b", 2)), Admission::Parked));
+        // Two parked in all: a third waits elsewhere, whichever webhook it is for.
+        assert!(matches!(gate.admit(delivery("c", 2)), Admission::Run(_)));
+        assert!(matches!(
+            gate.admit(delivery("c", 3)),
+            Admission::Overflow(_)
+        ));
+        assert_eq!(gate.parked(), 2);
+        // A parked one runs: there is room again.
+        let next = gate.release(&Arc::from("a"), Some(false));
+        assert_eq!(next.map(|d| d.event_id).as_deref(), Some("e2"));
+        assert_eq!(gate.parked(), 1);
+        assert!(matches!(gate.admit(delivery("c", 3)), Admission::Parked));
     }
 }

@@ -13,6 +13,7 @@ use log::{info, warn};
 
 use super::Delivery;
 use super::durable::Durable;
+use super::scheduler::{SchedulerHandle, Timed};
 use crate::app::Shutdown;
 use crate::time::now_ms;
 
@@ -176,36 +177,74 @@ fn take_over(durable: &Durable) -> Result<(), super::durable::DurableError> {
     Ok(())
 }
 
-/// Where delivery threads report successes; the `delivery-completer` thread forgets them in
-/// batches, one Redis round trip for many deliveries. A crash before a batch is written means
-/// those deliveries are made again (at least once), never lost.
+/// Where delivery threads settle deliveries: a success is forgotten, a retry or a hand-back is
+/// put back as due. The `delivery-completer` thread writes them in batches, one Redis round trip
+/// for many deliveries. A crash before a batch is written means those deliveries are made again
+/// (at least once), never lost: they are still leased, and a lease outlives its holder only
+/// until the heartbeat stops.
 #[derive(Debug, Clone)]
 pub struct Completer {
-    tx: Sender<String>,
-    /// Ids reported and not yet written.
+    tx: Sender<Settle>,
+    /// Deliveries reported and not yet written.
     pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What became of a leased delivery.
+#[derive(Debug)]
+enum Settle {
+    /// Delivered (or dropped): forget it.
+    Done(String),
+    /// Due again at this time (ms since the epoch), with its attempt count as it now stands.
+    Due(Delivery, u64),
 }
 
 impl Completer {
     /// Reports a delivered id; with the completer gone, forgets it directly.
     pub fn done(&self, durable: &Durable, id: String) -> Result<(), super::durable::DurableError> {
+        match self.send(Settle::Done(id)) {
+            None => Ok(()),
+            Some(Settle::Done(id)) => durable.complete(&id),
+            Some(Settle::Due(..)) => Ok(()),
+        }
+    }
+
+    /// Puts a leased delivery back as due at `due_ms`; with the completer gone or far behind,
+    /// writes it directly. An error means it is in neither place: the caller keeps it.
+    pub fn defer(
+        &self,
+        durable: &Durable,
+        delivery: Delivery,
+        due_ms: u64,
+    ) -> Result<(), Box<(Delivery, super::durable::DurableError)>> {
+        match self.send(Settle::Due(delivery, due_ms)) {
+            None => Ok(()),
+            Some(Settle::Due(delivery, due_ms)) => match durable.defer(&delivery, due_ms) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Box::new((delivery, e))),
+            },
+            Some(Settle::Done(_)) => Ok(()),
+        }
+    }
+
+    /// Queues `item`, or gives it back when the queue is full or closed.
+    fn send(&self, item: Settle) -> Option<Settle> {
         // Unbounded (list) channel with a length check: see the recorder's channel.
         if self.tx.len() >= MAX_PENDING_COMPLETIONS {
-            return durable.complete(&id);
+            return Some(item);
         }
         self.pending
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        match self.tx.send(id) {
-            Ok(()) => Ok(()),
+        match self.tx.send(item) {
+            Ok(()) => None,
             Err(e) => {
                 self.pending
                     .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                durable.complete(&e.into_inner())
+                Some(e.into_inner())
             }
         }
     }
 
-    /// Waits (up to `limit`) until every reported id is written.
+    /// Waits (up to `limit`) until every reported delivery is written.
     pub fn flush(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while self.pending.load(std::sync::atomic::Ordering::Acquire) > 0 {
@@ -218,26 +257,33 @@ impl Completer {
     }
 }
 
-/// Completions waiting to be written before delivery threads write their own.
+/// Settlements waiting to be written before delivery threads write their own.
 const MAX_PENDING_COMPLETIONS: usize = 65_536;
+/// Most settlements written in one round trip.
+const SETTLE_BATCH: usize = 1024;
 
-/// Starts `delivery-completer`.
+/// Starts `delivery-completer`. While Redis is away, successes wait to be written (they are
+/// retried); deliveries to put back go to `fallback`, the in-memory scheduler, so they are still
+/// made.
 pub fn spawn_completer(
     durable: Durable,
+    fallback: SchedulerHandle,
     shutdown: Shutdown,
 ) -> std::io::Result<(Completer, JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let (tx, rx) = crossbeam_channel::unbounded::<Settle>();
     let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let written = pending.clone();
     let handle = std::thread::Builder::new()
         .name("delivery-completer".into())
         .spawn(move || {
-            let mut batch: Vec<String> = Vec::with_capacity(1024);
+            let mut done: Vec<String> = Vec::with_capacity(SETTLE_BATCH);
+            let mut due: Vec<(Delivery, u64)> = Vec::new();
             let mut failing = false;
             loop {
-                if batch.is_empty() {
+                if done.is_empty() && due.is_empty() {
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(id) => batch.push(id),
+                        Ok(Settle::Done(id)) => done.push(id),
+                        Ok(Settle::Due(d, at)) => due.push((d, at)),
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             if shutdown.is_set() {
                                 return;
@@ -247,20 +293,46 @@ pub fn spawn_completer(
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                batch.extend(rx.try_iter().take(1024 - batch.len()));
-                match durable.complete_many(&batch) {
+                let room = SETTLE_BATCH.saturating_sub(done.len() + due.len());
+                for item in rx.try_iter().take(room) {
+                    match item {
+                        Settle::Done(id) => done.push(id),
+                        Settle::Due(d, at) => due.push((d, at)),
+                    }
+                }
+                let n = done.len() + due.len();
+                match durable.settle_many(&done, &due) {
                     Ok(()) => {
-                        written.fetch_sub(batch.len(), std::sync::atomic::Ordering::AcqRel);
+                        written.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
                         if failing {
-                            info!("completed deliveries are recorded again");
+                            info!("settled deliveries are recorded again");
                             failing = false;
                         }
-                        batch.clear();
+                        done.clear();
+                        due.clear();
                     }
                     Err(e) => {
                         if !failing {
-                            warn!("{e}; keeping {} completions to retry", batch.len());
+                            warn!(
+                                "{e}; keeping {} completions to retry, retrying {} deliveries from memory",
+                                done.len(),
+                                due.len()
+                            );
                             failing = true;
+                        }
+                        let now_ms = now_ms();
+                        written.fetch_sub(due.len(), std::sync::atomic::Ordering::AcqRel);
+                        for (delivery, at) in due.drain(..) {
+                            let wait = Duration::from_millis(at.saturating_sub(now_ms));
+                            if let Err(Timed::Retry(d)) =
+                                fallback.schedule(Instant::now() + wait, Timed::Retry(delivery))
+                            {
+                                log::error!(
+                                    "event {} to webhook {} could not be scheduled (the scheduler has stopped); it stays leased and is retried when this instance's lease is taken over",
+                                    d.event_id,
+                                    d.webhook_id
+                                );
+                            }
                         }
                         shutdown.sleep(Duration::from_millis(500));
                         if shutdown.is_set() {
