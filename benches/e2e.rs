@@ -280,6 +280,15 @@ fn print_thread_cpu(
     }
 }
 
+/// CPU seconds used so far by all of a process's threads.
+fn total_cpu(pid: u32) -> f64 {
+    thread_cpu(pid)
+        .iter()
+        .filter(|(name, _)| !name.ends_with("(switches)"))
+        .map(|(_, t)| t)
+        .sum()
+}
+
 fn redis_pid(conn: &mut ::redis::Connection) -> u32 {
     let info: String = ::redis::cmd("INFO").arg("server").query(conn).unwrap();
     info.lines()
@@ -448,7 +457,7 @@ fn main() {
     let threads0 = thread_cpu(pid);
     let mut conn = redis.conn();
     let redis_pid = redis_pid(&mut conn);
-    let redis_cpu0: f64 = thread_cpu(redis_pid).values().sum();
+    let redis_cpu0 = total_cpu(redis_pid);
     let _: () = ::redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query(&mut conn)
@@ -475,7 +484,7 @@ fn main() {
     );
 
     print_thread_cpu(&threads0, &thread_cpu(pid), delivered);
-    let redis_cpu: f64 = thread_cpu(redis_pid).values().sum::<f64>() - redis_cpu0;
+    let redis_cpu = total_cpu(redis_pid) - redis_cpu0;
     println!(
         "redis-server CPU: {:.1} us per delivery (including the benchmark's own publishes)",
         redis_cpu * 1e6 / delivered.max(1) as f64
@@ -499,9 +508,11 @@ fn main() {
     }
     let took = started.elapsed();
     let delivered = receiver.count.load(Ordering::Relaxed) - before;
+    let (_, _, peak) = proc_stat(pid);
     println!(
-        "fan-out: {delivered} of 100000 deliveries (1,000 events x 100 webhooks) in {took:?}: {:.0} deliveries/s",
-        delivered as f64 / took.as_secs_f64()
+        "fan-out: {delivered} of 100000 deliveries (1,000 events x 100 webhooks) in {took:?}: {:.0} deliveries/s; peak RSS so far {:.1} MB",
+        delivered as f64 / took.as_secs_f64(),
+        peak as f64 / 1024.0
     );
     for i in 2..=100 {
         let _: () = ::redis::cmd("HDEL")

@@ -100,10 +100,23 @@ fn sigterm_exits_in_time_and_hands_the_rest_back() {
         due + delivered >= n,
         "{due} due + {delivered} delivered < {n}"
     );
+    let first_log = service.log_text();
     service.restart();
-    wait_until(LONG, "the rest after a restart", || {
-        (receiver.distinct_events().0 == n).then_some(())
-    });
+    let rest =
+        crate::support::try_wait_until(LONG, || (receiver.distinct_events().0 == n).then_some(()));
+    assert!(
+        rest.is_some(),
+        "the rest did not arrive after a restart: {} of {n}; due {}, recorded {}, dead {}, leased {:?}; first log:\n{first_log}\nlog:\n{}",
+        receiver.distinct_events().0,
+        redis_count(&redis, "ZCARD", "webhooks:due"),
+        redis_count(&redis, "HLEN", "webhooks:deliveries"),
+        redis_count(&redis, "HLEN", "webhooks:dead_letters"),
+        ::redis::cmd("KEYS")
+            .arg("webhooks:leased:*")
+            .query::<Vec<String>>(&mut redis.conn())
+            .ok(),
+        service.log_text()
+    );
 }
 
 #[test]
@@ -416,4 +429,39 @@ fn a_fan_out_burst_holds_bounded_memory_and_loses_nothing() {
     wait_until(LONG, "the durable state to empty", || {
         (redis_count(&redis, "HLEN", "webhooks:deliveries") == 0).then_some(())
     });
+}
+
+#[test]
+fn a_due_delivery_for_a_webhook_newer_than_the_registry_copy_is_delivered() {
+    // Another instance recorded a delivery for a webhook this one has not read yet (no change
+    // notice, no periodic refresh for a minute): it must look again, not drop it as deleted.
+    let redis = RedisServer::start();
+    let service = Service::start(&redis, &[("WEBHOOK_REGISTRY_REFRESH_MS", "60000")]);
+    let receiver = Receiver::ok();
+    let hook = webhook(&receiver.url("/new"), &["complete_job"]);
+    let mut conn = redis.conn();
+    let stored: Result<(), _> = ::redis::cmd("HSET")
+        .arg("webhooks:registry")
+        .arg("wh_9_new")
+        .arg(json!({"id": "wh_9_new", "url": hook["url"], "events": ["complete_job"], "active": true}).to_string())
+        .query(&mut conn);
+    stored.unwrap_or_else(|e| panic!("store the webhook: {e}"));
+    let now = crate::now_ms();
+    let record = json!({
+        "webhook_id": "wh_9_new",
+        "event_id": "wh_1_elsewhere",
+        "event_type": "complete_job",
+        "kind": "job.completed",
+        "attempts": 0,
+        "created_ms": now,
+        "body": r#"{"event_type":"complete_job","event_id":"wh_1_elsewhere","timestamp":1,"webhook_id":"wh_9_new","data":{"job_id":"j"}}"#,
+    });
+    let queued: Result<(), _> = ::redis::pipe()
+        .hset("webhooks:deliveries", "wh_1_elsewhere", record.to_string())
+        .zadd("webhooks:due", "wh_1_elsewhere", now)
+        .query(&mut conn);
+    queued.unwrap_or_else(|e| panic!("queue the delivery: {e}"));
+    let got = receiver.wait_for(1, LONG);
+    assert_eq!(got[0].header("x-event-id"), Some("wh_1_elsewhere"));
+    assert!(!service.log_text().contains("is not delivered"));
 }

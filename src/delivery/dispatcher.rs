@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, error, warn};
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::Delivery;
@@ -72,6 +73,8 @@ pub struct Dispatcher {
     pub durable: Durable,
     /// How long an event's claim lasts (0: no claim, a single instance).
     pub claim_ttl_ms: u64,
+    /// Deliveries the full queue turned away, to be put back as due together.
+    pub spilled: Mutex<Vec<Delivery>>,
 }
 
 impl Dispatcher {
@@ -86,7 +89,9 @@ impl Dispatcher {
             },
             Some(prepared) => {
                 let recorded = self.record(event, &prepared.deliveries);
-                self.commit(event, prepared, recorded, replayable)
+                let dispatched = self.commit(event, prepared, recorded, replayable);
+                self.flush_spilled();
+                dispatched
             }
         }
     }
@@ -126,6 +131,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.flush_spilled();
     }
 
     /// Builds the deliveries of an event (matching and bodies), or `None` if nothing matches.
@@ -292,20 +298,14 @@ impl Dispatcher {
     }
 
     /// Queues a first attempt. A full queue never blocks intake: the delivery waits in the
-    /// durable due set instead, and the poller queues it when there is room.
+    /// durable due set instead (see [`Dispatcher::flush_spilled`]), and the poller queues it
+    /// when there is room.
     fn send(&self, delivery: Delivery) {
         match self.first_tx.try_send(delivery) {
             Ok(()) => {}
             Err(TrySendError::Full(d)) => {
                 bump(&self.counters.deliveries_spilled);
-                if let Err(e) = self.durable.defer(&d, crate::time::now_ms()) {
-                    // Neither queue nor Redis: wait for room rather than drop it.
-                    debug!("{e}; waiting for room for event {}", d.event_id);
-                    if self.first_tx.send(d).is_err() {
-                        error!("delivery queue is closed; a delivery is dropped");
-                        bump(&self.counters.events_failed);
-                    }
-                }
+                self.spilled.lock().push(d);
             }
             Err(TrySendError::Disconnected(d)) => {
                 error!(
@@ -313,6 +313,26 @@ impl Dispatcher {
                     d.event_id, d.webhook_id
                 );
                 bump(&self.counters.events_failed);
+            }
+        }
+    }
+
+    /// Puts the deliveries the full queue turned away back as due now, in one round trip. With
+    /// Redis away they wait for room in the queue instead: never dropped.
+    pub fn flush_spilled(&self) {
+        let spilled = std::mem::take(&mut *self.spilled.lock());
+        if spilled.is_empty() {
+            return;
+        }
+        let now_ms = crate::time::now_ms();
+        let due: Vec<(Delivery, u64)> = spilled.into_iter().map(|d| (d, now_ms)).collect();
+        if let Err(e) = self.durable.settle_many(&[], &due) {
+            debug!("{e}; waiting for room for {} deliveries", due.len());
+            for (d, _) in due {
+                if self.first_tx.send(d).is_err() {
+                    error!("delivery queue is closed; a delivery is dropped");
+                    bump(&self.counters.events_failed);
+                }
             }
         }
     }

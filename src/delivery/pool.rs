@@ -29,10 +29,16 @@ use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
 
-/// Most deliveries parked for one webhook before new ones are held by the scheduler instead.
-const MAX_PARKED_PER_ENDPOINT: usize = 10_000;
-/// How long an overflowing delivery waits before it is offered to the gate again.
-const OVERFLOW_DELAY: Duration = Duration::from_millis(200);
+/// Share of the parking space one webhook may take (a quarter): a hung endpoint's backlog
+/// leaves room for the others'.
+const PARKED_SHARE_PER_ENDPOINT: usize = 4;
+/// How long a delivery waits when the registry cannot be read to find its webhook.
+const REGISTRY_WAIT: Duration = Duration::from_secs(1);
+/// Shortest and longest wait of an overflowing delivery before it is offered to the gate again.
+/// In between, the wait is the time the endpoint needs to work through what is parked for it,
+/// so a slow or hung endpoint's backlog is not offered again and again in vain.
+const MIN_OVERFLOW_DELAY: Duration = Duration::from_millis(200);
+const MAX_OVERFLOW_DELAY: Duration = Duration::from_secs(60);
 
 /// Per-webhook admission: in-flight count, adaptive limit, parked deliveries.
 #[derive(Debug)]
@@ -41,6 +47,8 @@ pub struct EndpointGate {
     /// Most deliveries parked, all webhooks together: memory stays bounded however many
     /// webhooks a burst fans out to (beyond it, deliveries wait in Redis).
     max_parked: usize,
+    /// Most deliveries parked for one webhook.
+    max_parked_per_endpoint: usize,
     state: Mutex<GateState>,
 }
 
@@ -55,6 +63,8 @@ struct Endpoint {
     in_flight: usize,
     limit: usize,
     parked: VecDeque<Delivery>,
+    /// Moving average of its attempts' durations, in seconds.
+    attempt_secs: f64,
 }
 
 /// What the gate says to a delivery.
@@ -64,8 +74,8 @@ pub enum Admission {
     Run(Delivery),
     /// Parked; it will be handed to whichever thread finishes an attempt for this webhook.
     Parked,
-    /// Too many parked already: hold it elsewhere and offer it again later.
-    Overflow(Delivery),
+    /// Too many parked already: hold it elsewhere and offer it again after this wait.
+    Overflow(Delivery, Duration),
 }
 
 impl EndpointGate {
@@ -75,6 +85,7 @@ impl EndpointGate {
         EndpointGate {
             max: max.max(1),
             max_parked,
+            max_parked_per_endpoint: (max_parked / PARKED_SHARE_PER_ENDPOINT).max(1),
             state: Mutex::new(GateState::default()),
         }
     }
@@ -90,23 +101,34 @@ impl EndpointGate {
                 in_flight: 0,
                 limit: self.max,
                 parked: VecDeque::new(),
+                attempt_secs: 0.0,
             });
         if endpoint.in_flight < endpoint.limit && endpoint.parked.is_empty() {
             endpoint.in_flight += 1;
             Admission::Run(delivery)
-        } else if room && endpoint.parked.len() < MAX_PARKED_PER_ENDPOINT {
+        } else if room && endpoint.parked.len() < self.max_parked_per_endpoint {
             endpoint.parked.push_back(delivery);
             state.parked += 1;
             Admission::Parked
         } else {
-            Admission::Overflow(delivery)
+            let backlog = endpoint.parked.len() as f64 * endpoint.attempt_secs;
+            let wait = Duration::try_from_secs_f64(backlog / endpoint.limit as f64)
+                .unwrap_or(MAX_OVERFLOW_DELAY)
+                .clamp(MIN_OVERFLOW_DELAY, MAX_OVERFLOW_DELAY);
+            Admission::Overflow(delivery, wait)
         }
     }
 
-    /// Ends an attempt for `webhook_id`; `unreachable` is `Some(true)` after a timeout or a
-    /// connection failure, `Some(false)` after an answer, `None` when no attempt was made.
-    /// Returns the next parked delivery for this webhook if it may run now (already in flight).
-    pub fn release(&self, webhook_id: &Arc<str>, unreachable: Option<bool>) -> Option<Delivery> {
+    /// Ends an attempt for `webhook_id` that took `took`; `unreachable` is `Some(true)` after a
+    /// timeout or a connection failure, `Some(false)` after an answer, `None` when no attempt
+    /// was made. Returns the next parked delivery for this webhook if it may run now (already in
+    /// flight).
+    pub fn release(
+        &self,
+        webhook_id: &Arc<str>,
+        unreachable: Option<bool>,
+        took: Duration,
+    ) -> Option<Delivery> {
         let mut state = self.state.lock();
         let GateState { endpoints, parked } = &mut *state;
         let endpoint = endpoints.get_mut(webhook_id)?;
@@ -115,6 +137,14 @@ impl EndpointGate {
             Some(true) => endpoint.limit = (endpoint.limit / 2).max(1),
             Some(false) => endpoint.limit = (endpoint.limit + 1).min(self.max),
             None => {}
+        }
+        if unreachable.is_some() {
+            let secs = took.as_secs_f64();
+            endpoint.attempt_secs = if endpoint.attempt_secs == 0.0 {
+                secs
+            } else {
+                0.8 * endpoint.attempt_secs + 0.2 * secs
+            };
         }
         if endpoint.in_flight < endpoint.limit
             && let Some(next) = endpoint.parked.pop_front()
@@ -191,7 +221,7 @@ pub fn spawn(
                         match ctx.gate.admit(delivery) {
                             Admission::Run(d) => run_admitted(&ctx, d),
                             Admission::Parked => {}
-                            Admission::Overflow(d) => hand_back(&ctx, d, OVERFLOW_DELAY),
+                            Admission::Overflow(d, wait) => hand_back(&ctx, d, wait),
                         }
                     }
                 })
@@ -206,10 +236,11 @@ fn run_admitted(ctx: &Context, delivery: Delivery) {
         let webhook_id = delivery.webhook_id.clone();
         if ctx.draining.is_set() {
             hand_back(ctx, delivery, Duration::ZERO);
-            next = ctx.gate.release(&webhook_id, None);
+            next = ctx.gate.release(&webhook_id, None, Duration::ZERO);
             continue;
         }
         let event_id = delivery.event_id.clone();
+        let started = Instant::now();
         let unreachable = match catch_unwind(AssertUnwindSafe(|| attempt_once(ctx, delivery))) {
             Ok(unreachable) => unreachable,
             Err(_) => {
@@ -220,13 +251,27 @@ fn run_admitted(ctx: &Context, delivery: Delivery) {
                 None
             }
         };
-        next = ctx.gate.release(&webhook_id, unreachable);
+        next = ctx
+            .gate
+            .release(&webhook_id, unreachable, started.elapsed());
     }
 }
 
 /// Makes one attempt and acts on the decision. Returns whether the endpoint looked unreachable,
 /// or `None` if no attempt was made.
 fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
+    if let Err(e) = ctx
+        .registry
+        .refresh_for(&ctx.redis, &delivery.webhook_id, delivery.created_ms)
+    {
+        // Whether its webhook still exists cannot be told now: never drop it on a guess.
+        debug!(
+            "cannot read the registry ({e}); event {} to webhook {} waits",
+            delivery.event_id, delivery.webhook_id
+        );
+        hand_back(ctx, delivery, REGISTRY_WAIT);
+        return None;
+    }
     let snapshot = ctx.registry.snapshot();
     let now_ms = crate::time::now_ms();
     let Some(webhook) = snapshot.get(&delivery.webhook_id) else {
@@ -491,13 +536,15 @@ mod tests {
         // Another webhook is not affected.
         assert!(matches!(gate.admit(delivery("fast", 1)), Admission::Run(_)));
         // A timeout halves the limit to 1: with one still in flight, nothing more runs.
-        assert!(gate.release(&id, Some(true)).is_none());
+        assert!(gate.release(&id, Some(true), Duration::ZERO).is_none());
         // The last in flight ends: the parked one runs, in order.
-        let next = gate.release(&id, Some(true)).map(|d| d.event_id);
+        let next = gate
+            .release(&id, Some(true), Duration::ZERO)
+            .map(|d| d.event_id);
         assert_eq!(next.as_deref(), Some("e3"));
         assert_eq!(gate.parked(), 0);
         // Successes grow the limit back.
-        assert!(gate.release(&id, Some(false)).is_none());
+        assert!(gate.release(&id, Some(false), Duration::ZERO).is_none());
         assert!(matches!(gate.admit(delivery("slow", 4)), Admission::Run(_)));
         assert!(matches!(gate.admit(delivery("slow", 5)), Admission::Run(_)));
     }
@@ -513,13 +560,40 @@ mod tests {
         assert!(matches!(gate.admit(delivery("c", 2)), Admission::Run(_)));
         assert!(matches!(
             gate.admit(delivery("c", 3)),
-            Admission::Overflow(_)
+            Admission::Overflow(..)
         ));
         assert_eq!(gate.parked(), 2);
         // A parked one runs: there is room again.
-        let next = gate.release(&Arc::from("a"), Some(false));
+        let next = gate.release(&Arc::from("a"), Some(false), Duration::ZERO);
         assert_eq!(next.map(|d| d.event_id).as_deref(), Some("e2"));
         assert_eq!(gate.parked(), 1);
         assert!(matches!(gate.admit(delivery("c", 3)), Admission::Parked));
+    }
+
+    #[test]
+    fn one_webhook_parks_a_share_and_its_overflow_waits_for_its_backlog() {
+        let gate = EndpointGate::new(4, 8);
+        let hung: Arc<str> = Arc::from("hung");
+        assert!(matches!(gate.admit(delivery("hung", 1)), Admission::Run(_)));
+        // Its attempts take 10 s (a timeout): the limit halves to 2.
+        assert!(
+            gate.release(&hung, Some(true), Duration::from_secs(10))
+                .is_none()
+        );
+        assert!(matches!(gate.admit(delivery("hung", 2)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("hung", 3)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("hung", 4)), Admission::Parked));
+        assert!(matches!(gate.admit(delivery("hung", 5)), Admission::Parked));
+        // A quarter of the space is its share; the overflow waits for the two parked, two at a
+        // time, 10 s each.
+        match gate.admit(delivery("hung", 6)) {
+            Admission::Overflow(_, wait) => assert_eq!(wait, Duration::from_secs(10)),
+            other => panic!("expected an overflow, got {other:?}"),
+        }
+        // Another webhook still parks.
+        for n in 1..=4 {
+            assert!(matches!(gate.admit(delivery("ok", n)), Admission::Run(_)));
+        }
+        assert!(matches!(gate.admit(delivery("ok", 5)), Admission::Parked));
     }
 }

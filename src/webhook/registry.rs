@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,13 @@ pub struct Registry {
     /// entries are not validated again and an invalid one is reported once.
     known: Mutex<HashMap<String, Known>>,
     loaded: AtomicBool,
+    /// When the last reload finished (ms since the epoch).
+    reloaded_ms: AtomicU64,
     half_open_after_ms: u64,
 }
+
+/// Shortest time between two reloads asked for by [`Registry::refresh_for`].
+const REFRESH_FOR_EVERY_MS: u64 = 500;
 
 impl Registry {
     /// An empty registry; disconnected webhooks are tried again after `half_open_after_ms`.
@@ -44,6 +49,7 @@ impl Registry {
             current: RwLock::new(Arc::new(Snapshot::new(Vec::new(), half_open_after_ms))),
             known: Mutex::new(HashMap::new()),
             loaded: AtomicBool::new(false),
+            reloaded_ms: AtomicU64::new(0),
             half_open_after_ms,
         }
     }
@@ -85,7 +91,30 @@ impl Registry {
             *self.current.write() = Arc::new(Snapshot::new(webhooks, self.half_open_after_ms));
         }
         drop(known);
+        self.reloaded_ms
+            .store(crate::time::now_ms(), Ordering::Release);
         self.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes sure the snapshot can say whether webhook `id`, which existed at `existed_ms`, still
+    /// does: a webhook missing from it may be newer than this copy (created on another instance,
+    /// or the registry not read yet at start-up). The registry is read again unless the copy is
+    /// from after `existed_ms`, and at most every 500 ms otherwise. An error means it cannot
+    /// tell.
+    pub fn refresh_for(
+        &self,
+        redis: &RedisPool,
+        id: &str,
+        existed_ms: u64,
+    ) -> redis::RedisResult<()> {
+        let reloaded = self.reloaded_ms.load(Ordering::Acquire);
+        let since = crate::time::now_ms().saturating_sub(reloaded);
+        if self.snapshot().get(id).is_none()
+            && (!self.is_loaded() || reloaded <= existed_ms || since >= REFRESH_FOR_EVERY_MS)
+        {
+            self.reload(redis)?;
+        }
         Ok(())
     }
 }
