@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::Delivery;
 use super::attempt::{self, AttemptOutcome};
@@ -29,9 +29,13 @@ use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
 
-/// Share of the parking space one webhook may take (a quarter): a hung endpoint's backlog
-/// leaves room for the others'.
-const PARKED_SHARE_PER_ENDPOINT: usize = 4;
+/// Share of the parking space a struggling webhook (one whose in-flight limit was cut by
+/// timeouts or connection failures) may take: a quarter, so a hung endpoint's backlog leaves
+/// room for the others'. A healthy webhook may use all of it (a burst to one webhook).
+const PARKED_SHARE_STRUGGLING: usize = 4;
+/// Longest a delivery thread waits for room in a full parking space before it puts the
+/// delivery back in Redis.
+const PARK_WAIT: Duration = Duration::from_millis(100);
 /// How long a delivery waits when the registry cannot be read to find its webhook.
 const REGISTRY_WAIT: Duration = Duration::from_secs(1);
 /// Shortest and longest wait of an overflowing delivery before it is offered to the gate again.
@@ -47,9 +51,12 @@ pub struct EndpointGate {
     /// Most deliveries parked, all webhooks together: memory stays bounded however many
     /// webhooks a burst fans out to (beyond it, deliveries wait in Redis).
     max_parked: usize,
-    /// Most deliveries parked for one webhook.
-    max_parked_per_endpoint: usize,
+    /// Most deliveries parked for one struggling webhook.
+    max_parked_struggling: usize,
     state: Mutex<GateState>,
+    /// Signalled when the parking space, having been full, is down to `low_water`.
+    room: Condvar,
+    low_water: usize,
 }
 
 #[derive(Debug, Default)]
@@ -85,37 +92,55 @@ impl EndpointGate {
         EndpointGate {
             max: max.max(1),
             max_parked,
-            max_parked_per_endpoint: (max_parked / PARKED_SHARE_PER_ENDPOINT).max(1),
+            max_parked_struggling: (max_parked / PARKED_SHARE_STRUGGLING).max(1),
             state: Mutex::new(GateState::default()),
+            room: Condvar::new(),
+            low_water: max_parked.saturating_sub(max_parked / 8 + 1),
         }
     }
 
     /// Asks to run `delivery`.
     pub fn admit(&self, delivery: Delivery) -> Admission {
+        self.admit_within(delivery, Duration::ZERO)
+    }
+
+    /// Asks to run `delivery`; when it would be parked but the parking space as a whole is
+    /// full, waits up to `max_wait` for room first (room frees as fast as the endpoints work,
+    /// and a delivery put back in Redis costs two round trips and a poll to come back).
+    pub fn admit_within(&self, delivery: Delivery, max_wait: Duration) -> Admission {
+        let deadline = Instant::now() + max_wait;
         let mut state = self.state.lock();
-        let room = state.parked < self.max_parked;
-        let endpoint = state
-            .endpoints
-            .entry(delivery.webhook_id.clone())
-            .or_insert_with(|| Endpoint {
-                in_flight: 0,
-                limit: self.max,
-                parked: VecDeque::new(),
-                attempt_secs: 0.0,
-            });
-        if endpoint.in_flight < endpoint.limit && endpoint.parked.is_empty() {
-            endpoint.in_flight += 1;
-            Admission::Run(delivery)
-        } else if room && endpoint.parked.len() < self.max_parked_per_endpoint {
-            endpoint.parked.push_back(delivery);
-            state.parked += 1;
-            Admission::Parked
-        } else {
+        loop {
+            let full = state.parked >= self.max_parked;
+            let endpoint = state
+                .endpoints
+                .entry(delivery.webhook_id.clone())
+                .or_insert_with(|| Endpoint {
+                    in_flight: 0,
+                    limit: self.max,
+                    parked: VecDeque::new(),
+                    attempt_secs: 0.0,
+                });
+            if endpoint.in_flight < endpoint.limit && endpoint.parked.is_empty() {
+                endpoint.in_flight += 1;
+                return Admission::Run(delivery);
+            }
+            let within_share =
+                endpoint.limit == self.max || endpoint.parked.len() < self.max_parked_struggling;
+            if within_share && !full {
+                endpoint.parked.push_back(delivery);
+                state.parked += 1;
+                return Admission::Parked;
+            }
+            if within_share && Instant::now() < deadline {
+                self.room.wait_until(&mut state, deadline);
+                continue;
+            }
             let backlog = endpoint.parked.len() as f64 * endpoint.attempt_secs;
             let wait = Duration::try_from_secs_f64(backlog / endpoint.limit as f64)
                 .unwrap_or(MAX_OVERFLOW_DELAY)
                 .clamp(MIN_OVERFLOW_DELAY, MAX_OVERFLOW_DELAY);
-            Admission::Overflow(delivery, wait)
+            return Admission::Overflow(delivery, wait);
         }
     }
 
@@ -151,6 +176,11 @@ impl EndpointGate {
         {
             endpoint.in_flight += 1;
             *parked -= 1;
+            if *parked == self.low_water {
+                // Wake whoever waits for room once an eighth of the space is free, not on every
+                // freed place: a wake-up per delivery costs more than the wait saves.
+                self.room.notify_all();
+            }
             return Some(next);
         }
         if endpoint.in_flight == 0 && endpoint.parked.is_empty() && endpoint.limit == self.max {
@@ -218,7 +248,7 @@ pub fn spawn(
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     for delivery in rx {
-                        match ctx.gate.admit(delivery) {
+                        match ctx.gate.admit_within(delivery, PARK_WAIT) {
                             Admission::Run(d) => run_admitted(&ctx, d),
                             Admission::Parked => {}
                             Admission::Overflow(d, wait) => hand_back(&ctx, d, wait),
@@ -571,6 +601,31 @@ mod tests {
     }
 
     #[test]
+    fn a_full_parking_space_is_waited_for_briefly() {
+        let gate = Arc::new(EndpointGate::new(1, 1));
+        assert!(matches!(gate.admit(delivery("a", 1)), Admission::Run(_)));
+        assert!(matches!(gate.admit(delivery("a", 2)), Admission::Parked));
+        // Full, and nothing frees it: the wait ends and the delivery overflows.
+        let started = Instant::now();
+        assert!(matches!(
+            gate.admit_within(delivery("a", 3), Duration::from_millis(50)),
+            Admission::Overflow(..)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // Full, and an attempt ends meanwhile: the waiting delivery takes the freed place.
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.admit_within(delivery("a", 4), Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let next = gate.release(&Arc::from("a"), Some(false), Duration::ZERO);
+        assert_eq!(next.map(|d| d.event_id).as_deref(), Some("e2"));
+        let admitted = waiter.join().map_err(|_| "the waiter panicked");
+        assert!(matches!(admitted, Ok(Admission::Parked)), "{admitted:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
     fn one_webhook_parks_a_share_and_its_overflow_waits_for_its_backlog() {
         let gate = EndpointGate::new(4, 8);
         let hung: Arc<str> = Arc::from("hung");
@@ -584,8 +639,8 @@ mod tests {
         assert!(matches!(gate.admit(delivery("hung", 3)), Admission::Run(_)));
         assert!(matches!(gate.admit(delivery("hung", 4)), Admission::Parked));
         assert!(matches!(gate.admit(delivery("hung", 5)), Admission::Parked));
-        // A quarter of the space is its share; the overflow waits for the two parked, two at a
-        // time, 10 s each.
+        // Struggling, a quarter of the space is its share; the overflow waits for the two parked,
+        // two at a time, 10 s each.
         match gate.admit(delivery("hung", 6)) {
             Admission::Overflow(_, wait) => assert_eq!(wait, Duration::from_secs(10)),
             other => panic!("expected an overflow, got {other:?}"),

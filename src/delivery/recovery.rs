@@ -259,6 +259,8 @@ impl Completer {
 
 /// Settlements waiting to be written before delivery threads write their own.
 const MAX_PENDING_COMPLETIONS: usize = 65_536;
+/// How long settlements gather after the first of a batch arrives.
+const SETTLE_LINGER: Duration = Duration::from_millis(2);
 /// Most settlements written in one round trip.
 const SETTLE_BATCH: usize = 1024;
 
@@ -292,6 +294,8 @@ pub fn spawn_completer(
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                     }
+                    // Let a batch gather without a wake-up per delivery.
+                    std::thread::sleep(SETTLE_LINGER);
                 }
                 let room = SETTLE_BATCH.saturating_sub(done.len() + due.len());
                 for item in rx.try_iter().take(room) {

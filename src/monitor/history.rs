@@ -29,6 +29,8 @@ use crate::redis_conn::{Backoff, RedisPool};
 const QUEUE: usize = 65_536;
 /// Most records written in one round trip.
 const BATCH: usize = 512;
+/// How long the recorder lets records gather after the first of a batch arrives.
+const LINGER: Duration = Duration::from_millis(5);
 /// Payloads larger than this are not copied into the delivery log.
 const MAX_LOGGED_PAYLOAD: usize = 16 * 1024;
 
@@ -220,6 +222,9 @@ pub fn spawn(
                         Err(RecvTimeoutError::Timeout) => continue,
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
+                    // Let a batch gather: while this thread sleeps, delivery threads queue
+                    // records without waking it (a wake-up per record cost more than the record).
+                    std::thread::sleep(LINGER);
                 }
                 batch.extend(rx.try_iter().take(BATCH - batch.len()));
                 match write(&redis, &batch, &mut p95_at) {
