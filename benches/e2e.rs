@@ -254,11 +254,12 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
     groups
 }
 
+/// Prints the service's CPU by thread group; returns microseconds per delivery by group.
 fn print_thread_cpu(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
     deliveries: usize,
-) {
+) -> std::collections::BTreeMap<String, f64> {
     let mut rows: Vec<(&String, f64)> = after
         .iter()
         .filter(|(name, _)| !name.ends_with("(switches)"))
@@ -268,7 +269,9 @@ fn print_thread_cpu(
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = rows.iter().map(|r| r.1).sum();
     println!("service CPU by thread (us per delivery, share, context switches per delivery):");
+    let mut per_delivery = std::collections::BTreeMap::new();
     for (name, t) in rows {
+        per_delivery.insert(name.clone(), t * 1e6 / deliveries.max(1) as f64);
         let switches = format!("{name} (switches)");
         let switched = after.get(&switches).unwrap_or(&0.0) - before.get(&switches).unwrap_or(&0.0);
         println!(
@@ -278,6 +281,7 @@ fn print_thread_cpu(
             switched / deliveries.max(1) as f64
         );
     }
+    per_delivery
 }
 
 /// CPU seconds used so far by all of a process's threads.
@@ -298,8 +302,10 @@ fn redis_pid(conn: &mut ::redis::Connection) -> u32 {
 }
 
 /// What Redis did for the run, per delivery: the commands by time spent (the publishes are the
-/// benchmark's own).
-fn print_redis_work(conn: &mut ::redis::Connection, deliveries: usize) {
+/// benchmark's own). Returns the share of command time spent on durable delivery state (the
+/// claim-and-record script, and forgetting or re-scheduling deliveries), counting commands run
+/// inside scripts once, with their script.
+fn print_redis_work(conn: &mut ::redis::Connection, deliveries: usize) -> f64 {
     let info: String = ::redis::cmd("INFO")
         .arg("commandstats")
         .query(conn)
@@ -330,6 +336,24 @@ fn print_redis_work(conn: &mut ::redis::Connection, deliveries: usize) {
             *usec as f64 / per
         );
     }
+    let usec = |names: &[&str]| -> f64 {
+        rows.iter()
+            .filter(|row| names.contains(&row.0.as_str()))
+            .map(|row| row.2 as f64)
+            .sum()
+    };
+    // `set` (claims) and `sadd` (leases) run only inside the record script here.
+    let counted = total as f64 - usec(&["set", "sadd"]);
+    let durable = usec(&[
+        "evalsha",
+        "hdel",
+        "srem",
+        "zadd",
+        "zrem",
+        "zrangebyscore",
+        "hget",
+    ]);
+    durable / counted.max(1.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -441,7 +465,7 @@ fn main() {
         &[2, 4, 8]
     };
     for &threads in thread_counts {
-        let (rate, client_us) = ceiling(&receiver.url(), threads, 20_000 / threads);
+        let (rate, client_us) = ceiling(&receiver.url(), threads, 50_000 / threads);
         println!(
             "ceiling: ureq loop with {threads} threads: {rate:.0} requests/s; client CPU {client_us:.1} us per request"
         );
@@ -483,13 +507,26 @@ fn main() {
         peak as f64 / 1024.0
     );
 
-    print_thread_cpu(&threads0, &thread_cpu(pid), delivered);
+    let by_thread = print_thread_cpu(&threads0, &thread_cpu(pid), delivered);
     let redis_cpu = total_cpu(redis_pid) - redis_cpu0;
     println!(
         "redis-server CPU: {:.1} us per delivery (including the benchmark's own publishes)",
         redis_cpu * 1e6 / delivered.max(1) as f64
     );
-    print_redis_work(&mut conn, delivered);
+    let redis_durable_share = print_redis_work(&mut conn, delivered);
+    let service_us: f64 = by_thread.values().sum();
+    let service_durable_us: f64 = ["intake-record", "delivery-comple", "delivery-poller"]
+        .iter()
+        .filter_map(|name| by_thread.get(*name))
+        .sum();
+    let redis_us = redis_cpu * 1e6 / delivered.max(1) as f64;
+    let durable_us = service_durable_us + redis_us * redis_durable_share;
+    println!(
+        "durable delivery state: {durable_us:.1} us of the {:.1} us the service and Redis spend per delivery ({:.0}%): {service_durable_us:.1} us in the record, completer and poller threads, {:.1} us of Redis",
+        service_us + redis_us,
+        100.0 * durable_us / (service_us + redis_us).max(f64::MIN_POSITIVE),
+        redis_us * redis_durable_share
+    );
 
     if std::env::var("E2E_ONLY").is_ok_and(|v| v == "throughput") {
         return;
