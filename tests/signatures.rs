@@ -135,3 +135,35 @@ fn unsigned_webhooks_send_no_signature_headers() {
         assert_eq!(got[0].header(name), None, "{name}");
     }
 }
+
+#[test]
+fn a_body_larger_than_the_send_buffer_arrives_whole_and_verifies() {
+    // Head and body are sent in one write up to 64 KiB and in pieces beyond: a 300 KB result
+    // must arrive byte for byte, with its length and signatures right.
+    let (redis, service) = setup(&[]);
+    let receiver = Receiver::ok();
+    let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut hook = webhook(&receiver.url("/big"), &["complete_job"]);
+    hook["secret"] = Value::from(whsec);
+    register(&redis, &service, "wh_1_big", hook);
+    let blob: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    redis.publish(
+        "complete_job",
+        &json!({"job_id": "big", "result": {"blob": blob}, "timestamp": 1}).to_string(),
+    );
+    let got = receiver.wait_for(1, SOON);
+    let body = got[0].json();
+    assert_eq!(body["data"]["result"]["blob"].as_str(), Some(blob.as_str()));
+    assert_eq!(
+        got[0].header("content-length"),
+        Some(got[0].body.len().to_string().as_str())
+    );
+    assert_eq!(verify(&got[0], whsec, whsec), "ok");
+    // And the connection is still good for the next, small one.
+    redis.publish("complete_job", r#"{"job_id":"small","timestamp":2}"#);
+    let got = receiver.wait_for(2, SOON);
+    assert_eq!(got[1].json()["data"]["job_id"], "small");
+    assert_eq!(verify(&got[1], whsec, whsec), "ok");
+}

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use ureq::Agent;
 use ureq::config::AutoHeaderValue;
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
+};
 
 use super::ssrf::{Cidr, GuardedResolver};
 
@@ -39,7 +41,96 @@ pub fn agent(
         .build();
     Agent::with_parts(
         config,
-        DefaultConnector::new(),
+        DefaultConnector::new().chain(Coalesce),
         GuardedResolver::new(allowed, own_port),
     )
+}
+
+/// Most bytes held back before they are sent anyway (a long body goes out in pieces of this).
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Sends a request's head and body in one write.
+///
+/// ureq hands its transport the head and then the body as two writes; on a connection with
+/// `TCP_NODELAY` that is two segments, so the receiver wakes twice and both ends make a system
+/// call more per delivery. [`Coalesced`] holds what ureq writes until ureq turns to reading the
+/// response (or [`COALESCE_LIMIT`] bytes are held), then sends it at once. Over TLS it wraps
+/// the TLS transport, so the request is also one TLS record.
+#[derive(Debug)]
+pub struct Coalesce;
+
+impl<In: Transport> Connector<In> for Coalesce {
+    type Out = Coalesced<In>;
+
+    fn connect(
+        &self,
+        _details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Coalesced<In>>, ureq::Error> {
+        Ok(chained.map(|inner| Coalesced {
+            inner,
+            held: Vec::new(),
+        }))
+    }
+}
+
+/// A transport whose writes are held until its reads (see [`Coalesce`]).
+#[derive(Debug)]
+pub struct Coalesced<T> {
+    inner: T,
+    held: Vec<u8>,
+}
+
+impl<T: Transport> Coalesced<T> {
+    fn send_held(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let mut sent = 0;
+        while sent < self.held.len() {
+            let output = self.inner.buffers().output();
+            let n = output.len().min(self.held.len() - sent);
+            if n == 0 {
+                return Err(ureq::Error::Io(std::io::Error::other(
+                    "the transport has no output buffer",
+                )));
+            }
+            output[..n].copy_from_slice(&self.held[sent..sent + n]);
+            self.inner.transmit_output(n, timeout)?;
+            sent += n;
+        }
+        self.held.clear();
+        Ok(())
+    }
+}
+
+impl<T: Transport> Transport for Coalesced<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let output = self.inner.buffers().output();
+        let amount = amount.min(output.len());
+        self.held.extend_from_slice(&output[..amount]);
+        if self.held.len() >= COALESCE_LIMIT {
+            self.send_held(timeout)?;
+        }
+        Ok(())
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.send_held(timeout)?;
+        self.inner.maybe_await_input(timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.send_held(timeout)?;
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
 }
