@@ -29,10 +29,12 @@ use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
 
-/// Share of the parking space a struggling webhook (one whose in-flight limit was cut by
-/// timeouts or connection failures) may take: a quarter, so a hung endpoint's backlog leaves
-/// room for the others'. A healthy webhook may use all of it (a burst to one webhook).
-const PARKED_SHARE_STRUGGLING: usize = 4;
+/// Share of the parking space a webhook may take unless it is known to answer quickly: a
+/// quarter, so a hung endpoint's backlog leaves room for the others'. A quick webhook may use
+/// all of it (a burst to one webhook).
+const PARKED_SHARE_UNPROVEN: usize = 4;
+/// Attempts shorter than this (on average) make a webhook quick: it may use all the parking.
+const QUICK_ATTEMPT_SECS: f64 = 0.25;
 /// Longest a delivery thread waits for room in a full parking space before it puts the
 /// delivery back in Redis.
 const PARK_WAIT: Duration = Duration::from_millis(100);
@@ -52,7 +54,7 @@ pub struct EndpointGate {
     /// webhooks a burst fans out to (beyond it, deliveries wait in Redis).
     max_parked: usize,
     /// Most deliveries parked for one struggling webhook.
-    max_parked_struggling: usize,
+    max_parked_unproven: usize,
     state: Mutex<GateState>,
     /// Signalled when the parking space, having been full, is down to `low_water`.
     room: Condvar,
@@ -92,7 +94,7 @@ impl EndpointGate {
         EndpointGate {
             max: max.max(1),
             max_parked,
-            max_parked_struggling: (max_parked / PARKED_SHARE_STRUGGLING).max(1),
+            max_parked_unproven: (max_parked / PARKED_SHARE_UNPROVEN).max(1),
             state: Mutex::new(GateState::default()),
             room: Condvar::new(),
             low_water: max_parked.saturating_sub(max_parked / 8 + 1),
@@ -125,8 +127,13 @@ impl EndpointGate {
                 endpoint.in_flight += 1;
                 return Admission::Run(delivery);
             }
-            let within_share =
-                endpoint.limit == self.max || endpoint.parked.len() < self.max_parked_struggling;
+            // Only a webhook known to answer quickly may fill the parking space: one whose
+            // first attempts are still running may be hanging (its limit drops only when they
+            // time out).
+            let quick = endpoint.limit == self.max
+                && endpoint.attempt_secs > 0.0
+                && endpoint.attempt_secs < QUICK_ATTEMPT_SECS;
+            let within_share = quick || endpoint.parked.len() < self.max_parked_unproven;
             if within_share && !full {
                 endpoint.parked.push_back(delivery);
                 state.parked += 1;
@@ -602,24 +609,30 @@ mod tests {
 
     #[test]
     fn a_full_parking_space_is_waited_for_briefly() {
-        let gate = Arc::new(EndpointGate::new(1, 1));
+        let gate = Arc::new(EndpointGate::new(1, 2));
+        let a: Arc<str> = Arc::from("a");
         assert!(matches!(gate.admit(delivery("a", 1)), Admission::Run(_)));
         assert!(matches!(gate.admit(delivery("a", 2)), Admission::Parked));
+        // An attempt took 1 ms: the webhook is quick and may fill the space.
+        let next = gate.release(&a, Some(false), Duration::from_millis(1));
+        assert_eq!(next.map(|d| d.event_id).as_deref(), Some("e2"));
+        assert!(matches!(gate.admit(delivery("a", 3)), Admission::Parked));
+        assert!(matches!(gate.admit(delivery("a", 4)), Admission::Parked));
         // Full, and nothing frees it: the wait ends and the delivery overflows.
         let started = Instant::now();
         assert!(matches!(
-            gate.admit_within(delivery("a", 3), Duration::from_millis(50)),
+            gate.admit_within(delivery("a", 5), Duration::from_millis(50)),
             Admission::Overflow(..)
         ));
         assert!(started.elapsed() >= Duration::from_millis(50));
         // Full, and an attempt ends meanwhile: the waiting delivery takes the freed place.
         let waiter = {
             let gate = gate.clone();
-            std::thread::spawn(move || gate.admit_within(delivery("a", 4), Duration::from_secs(10)))
+            std::thread::spawn(move || gate.admit_within(delivery("a", 6), Duration::from_secs(10)))
         };
         std::thread::sleep(Duration::from_millis(50));
-        let next = gate.release(&Arc::from("a"), Some(false), Duration::ZERO);
-        assert_eq!(next.map(|d| d.event_id).as_deref(), Some("e2"));
+        let next = gate.release(&a, Some(false), Duration::from_millis(1));
+        assert_eq!(next.map(|d| d.event_id).as_deref(), Some("e3"));
         let admitted = waiter.join().map_err(|_| "the waiter panicked");
         assert!(matches!(admitted, Ok(Admission::Parked)), "{admitted:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
