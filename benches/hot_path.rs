@@ -14,7 +14,7 @@ use serde_json::json;
 use webhook_service::delivery::dispatcher::envelope;
 use webhook_service::delivery::signer::Signer;
 use webhook_service::event::parse::parse;
-use webhook_service::event::{canonical, json as js, legacy};
+use webhook_service::event::{canonical, legacy};
 use webhook_service::webhook::matching::{HALF_OPEN_AFTER_MS, Snapshot};
 use webhook_service::webhook::model::{EventNames, Webhook};
 
@@ -47,7 +47,7 @@ fn benches(c: &mut Criterion) {
     }
     c.bench_function("build legacy body", |b| {
         b.iter(|| {
-            let data = js::object_to_vec(&legacy::data(black_box(&event)));
+            let data = legacy::data(black_box(&event)).to_vec();
             envelope(
                 "complete_job",
                 "wh_1759579300000_abcdefghi",
@@ -59,7 +59,7 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("build canonical body", |b| {
         b.iter(|| {
-            let data = js::object_to_vec(&canonical::data(black_box(&event)));
+            let data = canonical::data(black_box(&event)).to_vec();
             envelope(
                 "job.completed",
                 "wh_1759579300000_abcdefghi",
@@ -69,7 +69,7 @@ fn benches(c: &mut Criterion) {
             )
         })
     });
-    let data = js::object_to_vec(&legacy::data(&event));
+    let data = legacy::data(&event).to_vec();
     let body = envelope(
         "complete_job",
         "wh_1759579300000_abcdefghi",

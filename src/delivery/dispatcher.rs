@@ -144,11 +144,10 @@ impl Dispatcher {
         let mut held = Vec::new();
         for m in snapshot.matches(event, now_ms) {
             let data = match m.form {
-                Form::Canonical => canonical_data
-                    .get_or_insert_with(|| json::object_to_vec(&canonical::data(event))),
-                Form::Legacy => {
-                    legacy_data.get_or_insert_with(|| json::object_to_vec(&legacy::data(event)))
+                Form::Canonical => {
+                    canonical_data.get_or_insert_with(|| canonical::data(event).to_vec())
                 }
+                Form::Legacy => legacy_data.get_or_insert_with(|| legacy::data(event).to_vec()),
             };
             let event_id = event::event_id(&m.webhook.id, event);
             let body = envelope(

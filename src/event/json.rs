@@ -9,6 +9,8 @@
 //! `serde_json`, whose rules (escape `"`, `\` and control characters, lowercase `\u00xx`) are the
 //! same as JavaScript's for every string Rust can hold.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 /// Largest integer a JavaScript number holds exactly (2^53).
@@ -140,6 +142,66 @@ impl ObjectWriter {
     pub fn finish(mut self) -> Vec<u8> {
         self.out.push(b'}');
         self.out
+    }
+}
+
+/// A JSON object being built for a body: keys in the order first inserted, values borrowed from
+/// the event where they are copied from it (a large `result` is written, never deep-copied),
+/// and a key inserted again keeps its place and takes the new value, as `Map::insert` does.
+#[derive(Debug, Default)]
+pub struct Object<'a> {
+    entries: Vec<(Cow<'a, str>, Cow<'a, Value>)>,
+}
+
+impl<'a> Object<'a> {
+    /// Sets `key` (in place if it is there already).
+    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Cow<'a, Value>) {
+        let key = key.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Appends `key`, which the caller knows is not among the entries yet.
+    pub fn push_new(&mut self, key: impl Into<Cow<'a, str>>, value: Cow<'a, Value>) {
+        self.entries.push((key.into(), value));
+    }
+
+    /// Whether `key` is among the first `n` entries.
+    pub fn first_contain(&self, n: usize, key: &str) -> bool {
+        self.entries.iter().take(n).any(|(k, _)| k == key)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.first_contain(self.entries.len(), key)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The object's text, as `JSON.stringify` writes it.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(b'{');
+        for (i, (key, value)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, key);
+            out.push(b':');
+            write_value(&mut out, value);
+        }
+        out.push(b'}');
+        out
     }
 }
 

@@ -6,8 +6,11 @@
 //! (reference B5, B6; CONTRACT section 6). Kinds the original never delivered (`cancel_job`,
 //! `worker_status`, `machine_status`) have no legacy shape: their subscribers get canonical data.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
+use super::json::Object;
 use super::{Event, EventKind, canonical};
 
 /// JavaScript truthiness: everything but `null`, `false`, `0`, `NaN` and `""`.
@@ -22,65 +25,59 @@ pub fn truthy(value: &Value) -> bool {
 }
 
 /// The `data` the original delivered for `event` under its legacy name.
-pub fn data(event: &Event) -> Map<String, Value> {
+pub fn data(event: &Event) -> Object<'_> {
     let f = &event.fields;
     match event.kind {
         EventKind::JobSubmitted => {
             let job_type = f
                 .get("service_required")
                 .filter(|v| truthy(v))
-                .or_else(|| f.get("job_type"))
-                .cloned();
+                .or_else(|| f.get("job_type"));
             let mut data = common(event, job_type);
-            data.insert("job_status".into(), Value::from("pending"));
+            data.insert("job_status", Cow::Owned(Value::from("pending")));
             let priority = f
                 .get("priority")
                 .filter(|v| truthy(v))
-                .cloned()
-                .unwrap_or_else(|| Value::from(50));
-            data.insert("priority".into(), priority);
+                .map_or_else(|| Cow::Owned(Value::from(50)), Cow::Borrowed);
+            data.insert("priority", priority);
             copy(&mut data, f, &["payload", "requirements", "customer_id"]);
             let submitted_at = f
                 .get("created_at")
                 .filter(|v| truthy(v))
-                .cloned()
-                .unwrap_or_else(|| event.timestamp.clone());
-            data.insert("submitted_at".into(), submitted_at);
+                .unwrap_or(&event.timestamp);
+            data.insert("submitted_at", Cow::Borrowed(submitted_at));
             data
         }
         EventKind::JobProgress => {
-            let mut data = common(event, f.get("job_type").cloned());
+            let mut data = common(event, f.get("job_type"));
             let progress = f
                 .get("progress")
                 .filter(|v| truthy(v))
-                .cloned()
-                .unwrap_or_else(|| Value::from(0));
-            data.insert("progress".into(), progress);
+                .map_or_else(|| Cow::Owned(Value::from(0)), Cow::Borrowed);
+            data.insert("progress", progress);
             copy(&mut data, f, &["stage"]);
             // B6: the original dropped these although its own test payload shows them.
             copy(&mut data, f, &["message", "status", "estimated_completion"]);
             data
         }
         EventKind::JobCompleted => {
-            let mut data = common(event, f.get("job_type").cloned());
+            let mut data = common(event, f.get("job_type"));
             copy(&mut data, f, &["result"]);
-            data.insert("completed_at".into(), event.timestamp.clone());
+            data.insert("completed_at", Cow::Borrowed(&event.timestamp));
             data
         }
         EventKind::JobFailed => {
-            let mut data = common(event, f.get("job_type").cloned());
+            let mut data = common(event, f.get("job_type"));
             let error = f
                 .get("error")
                 .filter(|v| truthy(v))
-                .cloned()
-                .unwrap_or_else(|| Value::from("Unknown error"));
-            data.insert("error".into(), error);
+                .map_or_else(|| Cow::Owned(Value::from("Unknown error")), Cow::Borrowed);
+            data.insert("error", error);
             let failed_at = f
                 .get("failed_at")
                 .filter(|v| truthy(v))
-                .cloned()
-                .unwrap_or_else(|| event.timestamp.clone());
-            data.insert("failed_at".into(), failed_at);
+                .unwrap_or(&event.timestamp);
+            data.insert("failed_at", Cow::Borrowed(failed_at));
             data
         }
         EventKind::WorkflowSubmitted => {
@@ -100,9 +97,9 @@ pub fn data(event: &Event) -> Map<String, Value> {
             data
         }
         EventKind::WorkflowCompleted => {
-            let mut data = Map::new();
+            let mut data = Object::default();
             copy(&mut data, f, &["workflow_id"]);
-            data.insert("timestamp".into(), event.timestamp.clone());
+            data.insert("timestamp", Cow::Borrowed(&event.timestamp));
             copy(
                 &mut data,
                 f,
@@ -119,9 +116,9 @@ pub fn data(event: &Event) -> Map<String, Value> {
             data
         }
         EventKind::WorkflowFailed => {
-            let mut data = Map::new();
+            let mut data = Object::default();
             copy(&mut data, f, &["worker_id", "workflow_id", "total_steps"]);
-            data.insert("timestamp".into(), event.timestamp.clone());
+            data.insert("timestamp", Cow::Borrowed(&event.timestamp));
             copy(
                 &mut data,
                 f,
@@ -141,16 +138,16 @@ pub fn data(event: &Event) -> Map<String, Value> {
 }
 
 /// The original's common part: these keys, in this order, each only when truthy.
-fn common(event: &Event, job_type: Option<Value>) -> Map<String, Value> {
+fn common<'a>(event: &'a Event, job_type: Option<&'a Value>) -> Object<'a> {
     let f = &event.fields;
-    let mut data = Map::new();
-    let mut put = |key: &str, value: Option<&Value>| {
+    let mut data = Object::default();
+    let mut put = |key: &'static str, value: Option<&'a Value>| {
         if let Some(v) = value.filter(|v| truthy(v)) {
-            data.insert(key.to_string(), v.clone());
+            data.insert(key, Cow::Borrowed(v));
         }
     };
     put("job_id", f.get("job_id"));
-    put("job_type", job_type.as_ref());
+    put("job_type", job_type);
     for key in [
         "worker_id",
         "machine_id",
@@ -166,10 +163,10 @@ fn common(event: &Event, job_type: Option<Value>) -> Map<String, Value> {
 }
 
 /// Copies the keys present in `from` (JSON.stringify drops only `undefined`, so `null` stays).
-fn copy(data: &mut Map<String, Value>, from: &Map<String, Value>, keys: &[&str]) {
+fn copy<'a>(data: &mut Object<'a>, from: &'a Map<String, Value>, keys: &[&'static str]) {
     for key in keys {
         if let Some(v) = from.get(*key) {
-            data.insert((*key).to_string(), v.clone());
+            data.insert(*key, Cow::Borrowed(v));
         }
     }
 }
