@@ -223,6 +223,16 @@ fn a_timeout_is_retried() {
     let health = service.health();
     assert_eq!(health["deliveries"]["attempts"]["timeout"], 1);
     assert_eq!(health["deliveries"]["succeeded"], 1);
+    let first = wait_until(SOON, "both attempts in the history", || {
+        let answer = crate::call(&service, "GET", "/webhooks/wh_1_t/deliveries", None, &[]);
+        let attempts = answer.body["data"]["attempts"].as_array().cloned()?;
+        (attempts.len() == 2).then(|| attempts[1].clone())
+    });
+    let error = first["error_message"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("timeout: no complete answer within"),
+        "{first}"
+    );
 }
 
 #[test]

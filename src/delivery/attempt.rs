@@ -107,7 +107,15 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
             status: None,
             duration: started.elapsed(),
             response_body: String::new(),
-            error: Some(e.to_string()),
+            error: Some(match e {
+                // ureq names the limit that ran out first, which says more about how ureq
+                // counts than about the endpoint.
+                ureq::Error::Timeout(_) => format!(
+                    "timeout: no complete answer within {} ms",
+                    started.elapsed().as_millis()
+                ),
+                e => e.to_string(),
+            }),
             retry_after: None,
         },
     }

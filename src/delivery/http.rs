@@ -1,7 +1,7 @@
 //! The one HTTP client of the process: a ureq `Agent` with keep-alive, no redirects, a time limit
 //! per attempt, no proxy from the environment, and the SSRF guard as its resolver.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::Agent;
 use ureq::config::AutoHeaderValue;
@@ -25,11 +25,18 @@ pub fn agent(
     allowed: Vec<Cidr>,
     own_port: Option<u16>,
 ) -> Agent {
+    // A per-read and per-write limit a little under the attempt's: ureq sets a socket timeout
+    // before each read and write, and with only the shrinking global budget that value changes
+    // every time (a system call each); a fixed per-I/O limit below it is set once per
+    // connection. The attempt as a whole is still bounded by `timeout`.
+    let per_io = timeout.saturating_sub((timeout / 100).min(Duration::from_millis(50)));
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .proxy(None)
         .timeout_global(Some(timeout))
+        .timeout_per_read(Some(per_io))
+        .timeout_per_write(Some(per_io))
         .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
         .user_agent(AutoHeaderValue::Provided(std::sync::Arc::new(
             USER_AGENT.to_string(),
@@ -49,7 +56,8 @@ pub fn agent(
 /// Most bytes held back before they are sent anyway (a long body goes out in pieces of this).
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-/// Sends a request's head and body in one write.
+/// Sends a request's head and body in one write, and spares a just-probed connection a second
+/// probe.
 ///
 /// ureq hands its transport the head and then the body as two writes; on a connection with
 /// `TCP_NODELAY` that is two segments, so the receiver wakes twice and both ends make a system
@@ -70,6 +78,7 @@ impl<In: Transport> Connector<In> for Coalesce {
         Ok(chained.map(|inner| Coalesced {
             inner,
             held: Vec::new(),
+            probed_open: None,
         }))
     }
 }
@@ -79,7 +88,14 @@ impl<In: Transport> Connector<In> for Coalesce {
 pub struct Coalesced<T> {
     inner: T,
     held: Vec<u8>,
+    /// When the connection was last found open, if nothing was sent or read since.
+    probed_open: Option<Instant>,
 }
+
+/// A connection found open this recently, with no I/O since, is not probed again: ureq probes
+/// when a connection goes back to its pool and again when it is taken out, each probe three
+/// system calls, and under load the two are microseconds apart.
+const PROBE_AGAIN_AFTER: Duration = Duration::from_millis(2);
 
 impl<T: Transport> Coalesced<T> {
     fn send_held(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
@@ -107,6 +123,7 @@ impl<T: Transport> Transport for Coalesced<T> {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.probed_open = None;
         let output = self.inner.buffers().output();
         let amount = amount.min(output.len());
         self.held.extend_from_slice(&output[..amount]);
@@ -117,17 +134,28 @@ impl<T: Transport> Transport for Coalesced<T> {
     }
 
     fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.probed_open = None;
         self.send_held(timeout)?;
         self.inner.maybe_await_input(timeout)
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.probed_open = None;
         self.send_held(timeout)?;
         self.inner.await_input(timeout)
     }
 
     fn is_open(&mut self) -> bool {
-        self.inner.is_open()
+        if self.held.is_empty()
+            && self
+                .probed_open
+                .is_some_and(|at| at.elapsed() < PROBE_AGAIN_AFTER)
+        {
+            return true;
+        }
+        let open = self.inner.is_open();
+        self.probed_open = open.then(Instant::now);
+        open
     }
 
     fn is_tls(&self) -> bool {
