@@ -11,9 +11,9 @@
 //!                                                          ▼
 //!                         delivery-0..N ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
 //!                               ▲                │ outcome
-//!   webhooks:due ─► delivery-poller ─► retry-0..M │  done ─► delivery-completer (batched)
-//!        ▲                                        │  retry ─► webhooks:due
-//!        └────────────────────────────────────────┘  gave up ─► dead letters
+//!   webhooks:due ─► delivery-poller ─► retry-0..M │  done, retry, hand-back ─► delivery-completer:
+//!        ▲                                        │  gave up ─► dead letters    one round trip a batch
+//!        └───────────────── back as due ──────────────────────────────────────────┘
 //! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
 //! clients ─► api-accept ─► api-conn (relay) ─► tiny_http (Unix socket) ─► api-0..3
 //! ```
@@ -30,9 +30,9 @@
 //! | `retry-N` | retries and deliveries taken back from Redis | the retry channel |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
-//! | `delivery-completer` | forgetting delivered ids in batches | successes |
+//! | `delivery-completer` | forgetting delivered ids, putting retries and hand-backs back as due, in batches | settlements (gathered for 2 ms) |
 //! | `delivery-scheduler` | progress-throttle flushes; retries while Redis is away | the next due time, or 500 ms |
-//! | `monitor-recorder` | delivery history and stats in Redis, in batches | attempt records |
+//! | `monitor-recorder` | delivery history and stats in Redis, in batches | attempt records (gathered for 5 ms) |
 //! | `api-accept`, `api-conn` | accepting, bounding and relaying API connections | connections |
 //! | `api-N` | API requests | a request, or 500 ms |
 //!

@@ -631,7 +631,7 @@ fn record_map(d: &Delivery) -> Map<String, Value> {
     m
 }
 
-/// The stored form of a delivery: [`record_map`]'s fields, written straight to text (this runs
+/// The stored form of a delivery: the fields of `record_map`, written straight to text (this runs
 /// once per delivery on the intake path).
 pub fn encode(d: &Delivery) -> Vec<u8> {
     // Bodies are JSON this service wrote, so valid UTF-8 and borrowed here, not copied.

@@ -62,7 +62,7 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// ureq hands its transport the head and then the body as two writes; on a connection with
 /// `TCP_NODELAY` that is two segments, so the receiver wakes twice and both ends make a system
 /// call more per delivery. [`Coalesced`] holds what ureq writes until ureq turns to reading the
-/// response (or [`COALESCE_LIMIT`] bytes are held), then sends it at once. Over TLS it wraps
+/// response (or 64 KiB are held), then sends it at once. Over TLS it wraps
 /// the TLS transport, so the request is also one TLS record.
 #[derive(Debug)]
 pub struct Coalesce;
