@@ -3,6 +3,7 @@
 //! filters also judge later events of the job, which do not carry those fields).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -19,8 +20,9 @@ struct Job {
 /// Recent jobs, bounded.
 #[derive(Debug, Default)]
 pub struct JobTracker {
-    jobs: HashMap<String, Job>,
-    order: VecDeque<String>,
+    /// Keyed by job id; the same id is shared with `order` (one allocation per job).
+    jobs: HashMap<Arc<str>, Job>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl JobTracker {
@@ -33,7 +35,9 @@ impl JobTracker {
         job_type: Option<String>,
         priority: Option<Value>,
     ) -> Option<Option<&'static str>> {
-        let job = self.entry(job_id);
+        self.remember(job_id);
+        // Just remembered: always there (were it not, "no change" would be the safe answer).
+        let job = self.jobs.get_mut(job_id)?;
         if job_type.is_some() {
             job.job_type = job_type;
         }
@@ -52,16 +56,18 @@ impl JobTracker {
             .unwrap_or_default()
     }
 
-    fn entry(&mut self, job_id: &str) -> &mut Job {
+    /// Adds `job_id` if it is new, forgetting the oldest jobs beyond the bound.
+    fn remember(&mut self, job_id: &str) {
         if !self.jobs.contains_key(job_id) {
             while self.order.len() >= MAX_JOBS {
                 if let Some(oldest) = self.order.pop_front() {
                     self.jobs.remove(&oldest);
                 }
             }
-            self.order.push_back(job_id.to_string());
+            let id: Arc<str> = Arc::from(job_id);
+            self.order.push_back(id.clone());
+            self.jobs.insert(id, Job::default());
         }
-        self.jobs.entry(job_id.to_string()).or_default()
     }
 }
 
@@ -82,5 +88,22 @@ mod tests {
         );
         assert_eq!(t.transition("j", "in_progress", None, None), None);
         assert_eq!(t.known("j").0.as_deref(), Some("comfyui"));
+    }
+
+    #[test]
+    fn the_oldest_jobs_are_forgotten_beyond_the_bound() {
+        let mut t = JobTracker::default();
+        t.transition("first", "pending", Some("a".into()), None);
+        for i in 0..MAX_JOBS {
+            t.transition(&format!("j{i}"), "pending", None, None);
+        }
+        assert_eq!(t.jobs.len(), MAX_JOBS);
+        assert_eq!(t.order.len(), MAX_JOBS);
+        assert_eq!(t.known("first").0, None);
+        assert_eq!(t.transition("first", "in_progress", None, None), Some(None));
+        assert_eq!(
+            t.transition(&format!("j{}", MAX_JOBS - 1), "in_progress", None, None),
+            Some(Some("pending"))
+        );
     }
 }
