@@ -546,6 +546,7 @@ fn main() {
     let took = started.elapsed();
     let delivered = receiver.count.load(Ordering::Relaxed) - before;
     let (_, _, peak) = proc_stat(pid);
+    println!("service counters: {}", service.health()["deliveries"]);
     println!(
         "fan-out: {delivered} of 100000 deliveries (1,000 events x 100 webhooks) in {took:?}: {:.0} deliveries/s; peak RSS so far {:.1} MB",
         delivered as f64 / took.as_secs_f64(),
@@ -568,11 +569,12 @@ fn main() {
     // Latency: 1,000 events/s for 10 s.
     let ms = latency_run(&redis, &receiver, 70_000, 1000, 10);
     println!(
-        "latency at 1000 ev/s for 10 s: {} delivered, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+        "latency at 1000 ev/s for 10 s: {} delivered, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; peak RSS so far {:.1} MB",
         ms.len(),
         percentile(&ms, 0.5),
         percentile(&ms, 0.99),
-        percentile(&ms, 0.999)
+        percentile(&ms, 0.999),
+        proc_stat(pid).2 as f64 / 1024.0
     );
 
     // Isolation: the same, beside a webhook whose endpoint never answers.

@@ -74,6 +74,8 @@ struct Endpoint {
     parked: VecDeque<Delivery>,
     /// Moving average of its attempts' durations, in seconds.
     attempt_secs: f64,
+    /// When its attempts last made progress: one ended, or the first of a busy spell began.
+    progressed: Instant,
 }
 
 /// What the gate says to a delivery.
@@ -122,17 +124,28 @@ impl EndpointGate {
                     limit: self.max,
                     parked: VecDeque::new(),
                     attempt_secs: 0.0,
+                    progressed: Instant::now(),
                 });
             if endpoint.in_flight < endpoint.limit && endpoint.parked.is_empty() {
+                if endpoint.in_flight == 0 {
+                    endpoint.progressed = Instant::now();
+                }
                 endpoint.in_flight += 1;
                 return Admission::Run(delivery);
             }
-            // Only a webhook known to answer quickly may fill the parking space: one whose
-            // first attempts are still running may be hanging (its limit drops only when they
-            // time out).
+            // How long an attempt takes here: the average of those that ended, or, while none
+            // has ended for longer than that, at least that long (a hanging endpoint's limit
+            // drops only when its attempts time out).
+            let stalled = if endpoint.in_flight > 0 {
+                endpoint.progressed.elapsed().as_secs_f64()
+            } else {
+                0.0
+            };
+            let attempt_secs = endpoint.attempt_secs.max(stalled);
+            // Only a webhook known to answer quickly may fill the parking space.
             let quick = endpoint.limit == self.max
                 && endpoint.attempt_secs > 0.0
-                && endpoint.attempt_secs < QUICK_ATTEMPT_SECS;
+                && attempt_secs < QUICK_ATTEMPT_SECS;
             let within_share = quick || endpoint.parked.len() < self.max_parked_unproven;
             if within_share && !full {
                 endpoint.parked.push_back(delivery);
@@ -143,7 +156,7 @@ impl EndpointGate {
                 self.room.wait_until(&mut state, deadline);
                 continue;
             }
-            let backlog = endpoint.parked.len() as f64 * endpoint.attempt_secs;
+            let backlog = endpoint.parked.len() as f64 * attempt_secs;
             let wait = Duration::try_from_secs_f64(backlog / endpoint.limit as f64)
                 .unwrap_or(MAX_OVERFLOW_DELAY)
                 .clamp(MIN_OVERFLOW_DELAY, MAX_OVERFLOW_DELAY);
@@ -165,6 +178,7 @@ impl EndpointGate {
         let GateState { endpoints, parked } = &mut *state;
         let endpoint = endpoints.get_mut(webhook_id)?;
         endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
+        endpoint.progressed = Instant::now();
         match unreachable {
             Some(true) => endpoint.limit = (endpoint.limit / 2).max(1),
             Some(false) => endpoint.limit = (endpoint.limit + 1).min(self.max),
@@ -636,6 +650,26 @@ mod tests {
         let admitted = waiter.join().map_err(|_| "the waiter panicked");
         assert!(matches!(admitted, Ok(Admission::Parked)), "{admitted:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_webhook_whose_attempts_never_end_has_its_overflow_wait_long() {
+        let gate = EndpointGate::new(4, 4000);
+        for n in 1..=4 {
+            assert!(matches!(gate.admit(delivery("hung", n)), Admission::Run(_)));
+        }
+        // No attempt has ended yet: it is not known to be quick, so it parks a quarter.
+        for n in 5..1005 {
+            assert!(matches!(gate.admit(delivery("hung", n)), Admission::Parked));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // Nothing ended for 100 ms: 1,000 parked, 4 at a time, take at least 25 s.
+        match gate.admit(delivery("hung", 1005)) {
+            Admission::Overflow(_, wait) => {
+                assert!(wait >= Duration::from_secs(20), "{wait:?}")
+            }
+            other => panic!("expected an overflow, got {other:?}"),
+        }
     }
 
     #[test]
