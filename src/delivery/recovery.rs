@@ -332,7 +332,7 @@ pub fn spawn_completer(
                                 fallback.schedule(Instant::now() + wait, Timed::Retry(delivery))
                             {
                                 log::error!(
-                                    "event {} to webhook {} could not be scheduled (the scheduler has stopped); it stays leased and is retried when this instance's lease is taken over",
+                                    "event {} to webhook {} could not be scheduled (the scheduler has stopped); it stays leased in Redis and is made again once the lease is released or taken over",
                                     d.event_id,
                                     d.webhook_id
                                 );
