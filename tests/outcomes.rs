@@ -345,3 +345,33 @@ fn a_hanging_endpoint_does_not_delay_a_healthy_one() {
     });
     assert_eq!(queue["depth"], (n - 2) as u64, "{queue}");
 }
+
+#[test]
+fn a_retry_due_while_redis_is_away_is_made_from_memory() {
+    // The first attempt hangs until its time limit; meanwhile Redis goes away, so the retry
+    // cannot be written back as due: it must be kept in memory and made anyway.
+    let (mut redis, service) = setup(&[("WEBHOOK_TIMEOUT_MS", "1000")]);
+    let receiver = Receiver::start(|_, n| if n == 0 { Reply::Hang } else { Reply::ok() });
+    register(
+        &redis,
+        &service,
+        "wh_1_away",
+        fast_retries(&receiver.url("/away"), &["complete_job"], 3, 50),
+    );
+    publish_completion(&redis, "away");
+    receiver.wait_for(1, SOON);
+    redis.kill();
+    let got = receiver.wait_for(2, SOON);
+    assert_eq!(got[0].header("x-event-id"), got[1].header("x-event-id"));
+    assert_eq!(got[0].body, got[1].body);
+    let health = service.health();
+    assert_eq!(health["deliveries"]["attempts"]["timeout"], 1, "{health}");
+    assert_eq!(health["deliveries"]["succeeded"], 1, "{health}");
+    assert!(
+        service
+            .log_text()
+            .contains("retrying 1 deliveries from memory"),
+        "the retry did not go through the in-memory fallback"
+    );
+    redis.restart();
+}
