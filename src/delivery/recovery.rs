@@ -318,7 +318,7 @@ pub fn spawn_completer(
                     Err(e) => {
                         if !failing {
                             warn!(
-                                "{e}; keeping {} completions to retry, retrying {} deliveries from memory",
+                                "{e}; completions kept to write later: {}; deliveries made from memory instead of put back as due: {}",
                                 done.len(),
                                 due.len()
                             );
