@@ -370,7 +370,7 @@ fn a_retry_due_while_redis_is_away_is_made_from_memory() {
     assert!(
         service
             .log_text()
-            .contains("retrying 1 deliveries from memory"),
+            .contains("deliveries made from memory instead of put back as due: 1"),
         "the retry did not go through the in-memory fallback"
     );
     redis.restart();
