@@ -6,6 +6,12 @@
 //! deliveries for it are parked (not holding a thread) and run, in order, as its attempts finish.
 //! The limit adapts: it halves on each timeout or connection failure and grows back by one per
 //! success, so an endpoint that hangs until the timeout soon holds a single thread.
+//!
+//! Parking is bounded so memory is: at most the queue capacity in all, and a quarter of that
+//! for a webhook not known to answer quickly (one whose attempts take long or have not ended).
+//! A delivery that finds the whole space full waits up to 100 ms for room; one over its
+//! webhook's share goes back to Redis as due after the time the webhook's parked backlog should
+//! take (200 ms to 60 s), so a hung endpoint's backlog is not offered again and again.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
