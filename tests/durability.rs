@@ -423,6 +423,13 @@ fn a_fan_out_burst_holds_bounded_memory_and_loses_nothing() {
         deepest > 0,
         "the burst never queued: the test proves nothing"
     );
+    let spilled = service.health()["deliveries"]["spilled"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        spilled > 0,
+        "nothing waited in Redis: the test proves nothing"
+    );
     for receiver in &receivers {
         assert_eq!(receiver.distinct_events(), (n, 0));
     }

@@ -278,7 +278,10 @@ pub fn spawn(
                         match ctx.gate.admit_within(delivery, PARK_WAIT) {
                             Admission::Run(d) => run_admitted(&ctx, d),
                             Admission::Parked => {}
-                            Admission::Overflow(d, wait) => hand_back(&ctx, d, wait),
+                            Admission::Overflow(d, wait) => {
+                                bump(&ctx.counters.deliveries_spilled);
+                                hand_back(&ctx, d, wait)
+                            }
                         }
                     }
                 })

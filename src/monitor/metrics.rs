@@ -239,6 +239,11 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: Gauges) -> Str
             "Deliveries that used up their attempts.",
             &counters.deliveries_failed,
         ),
+        (
+            "webhook_deliveries_spilled_total",
+            "Deliveries that waited in Redis because the in-memory queue or parking space was full.",
+            &counters.deliveries_spilled,
+        ),
     ];
     for (name, help, counter) in totals {
         let _ = writeln!(out, "# HELP {name} {help}");

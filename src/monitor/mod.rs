@@ -45,7 +45,7 @@ pub struct Counters {
     pub events_claimed_elsewhere: AtomicU64,
     /// Events whose deliveries could not be recorded in Redis (delivered from memory).
     pub events_unrecorded: AtomicU64,
-    /// First attempts that waited in Redis because the queue was full.
+    /// Deliveries that waited in Redis because the in-memory queue or parking space was full.
     pub deliveries_spilled: AtomicU64,
     /// Deliveries created (one per event and webhook).
     pub deliveries_created: AtomicU64,
