@@ -226,9 +226,15 @@ fn cpu_ns(task: &std::path::Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU seconds used so far by each group of the service's threads (`delivery-3` counts as
-/// `delivery`).
-fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+/// What a group of threads has used so far: CPU seconds and context switches.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    cpu: f64,
+    switches: f64,
+}
+
+/// Usage so far of each group of a process's threads (`delivery-3` counts as `delivery`).
+fn thread_usage(pid: u32) -> std::collections::BTreeMap<String, Usage> {
     let mut groups = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return groups;
@@ -238,7 +244,6 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
         let name = name
             .trim()
             .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-        *groups.entry(name.to_string()).or_insert(0.0) += cpu_ns(&task.path()) / 1e9;
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         let switches: f64 = status
             .lines()
@@ -249,36 +254,43 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
                     .and_then(|v| v.parse::<f64>().ok())
             })
             .sum();
-        *groups.entry(format!("{name} (switches)")).or_insert(0.0) += switches;
+        let group: &mut Usage = groups.entry(name.to_string()).or_default();
+        group.cpu += cpu_ns(&task.path()) / 1e9;
+        group.switches += switches;
     }
     groups
 }
 
 /// Prints the service's CPU by thread group; returns microseconds per delivery by group.
 fn print_thread_cpu(
-    before: &std::collections::BTreeMap<String, f64>,
-    after: &std::collections::BTreeMap<String, f64>,
+    before: &std::collections::BTreeMap<String, Usage>,
+    after: &std::collections::BTreeMap<String, Usage>,
     deliveries: usize,
 ) -> std::collections::BTreeMap<String, f64> {
-    let mut rows: Vec<(&String, f64)> = after
+    let per = deliveries.max(1) as f64;
+    let mut rows: Vec<(&String, Usage)> = after
         .iter()
-        .filter(|(name, _)| !name.ends_with("(switches)"))
-        .map(|(name, t)| (name, t - before.get(name).unwrap_or(&0.0)))
-        .filter(|(_, t)| *t > 0.0)
+        .map(|(name, now)| {
+            let was = before.get(name).copied().unwrap_or_default();
+            let used = Usage {
+                cpu: now.cpu - was.cpu,
+                switches: now.switches - was.switches,
+            };
+            (name, used)
+        })
+        .filter(|(_, used)| used.cpu > 0.0)
         .collect();
-    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = rows.iter().map(|r| r.1).sum();
+    rows.sort_by(|a, b| b.1.cpu.total_cmp(&a.1.cpu));
+    let total: f64 = rows.iter().map(|r| r.1.cpu).sum();
     println!("service CPU by thread (us per delivery, share, context switches per delivery):");
     let mut per_delivery = std::collections::BTreeMap::new();
-    for (name, t) in rows {
-        per_delivery.insert(name.clone(), t * 1e6 / deliveries.max(1) as f64);
-        let switches = format!("{name} (switches)");
-        let switched = after.get(&switches).unwrap_or(&0.0) - before.get(&switches).unwrap_or(&0.0);
+    for (name, used) in rows {
+        per_delivery.insert(name.clone(), used.cpu * 1e6 / per);
         println!(
             "  {name:<18} {:>6.1} {:>4.0}% {:>6.2}",
-            t * 1e6 / deliveries.max(1) as f64,
-            100.0 * t / total.max(f64::MIN_POSITIVE),
-            switched / deliveries.max(1) as f64
+            used.cpu * 1e6 / per,
+            100.0 * used.cpu / total.max(f64::MIN_POSITIVE),
+            used.switches / per
         );
     }
     per_delivery
@@ -286,11 +298,7 @@ fn print_thread_cpu(
 
 /// CPU seconds used so far by all of a process's threads.
 fn total_cpu(pid: u32) -> f64 {
-    thread_cpu(pid)
-        .iter()
-        .filter(|(name, _)| !name.ends_with("(switches)"))
-        .map(|(_, t)| t)
-        .sum()
+    thread_usage(pid).values().map(|u| u.cpu).sum()
 }
 
 fn redis_pid(conn: &mut ::redis::Connection) -> u32 {
@@ -478,7 +486,7 @@ fn main() {
     let n = 50_000;
     let before = receiver.count.load(Ordering::Relaxed);
     let (cpu0, _, _) = proc_stat(pid);
-    let threads0 = thread_cpu(pid);
+    let threads0 = thread_usage(pid);
     let mut conn = redis.conn();
     let redis_pid = redis_pid(&mut conn);
     let redis_cpu0 = total_cpu(redis_pid);
@@ -507,7 +515,7 @@ fn main() {
         peak as f64 / 1024.0
     );
 
-    let by_thread = print_thread_cpu(&threads0, &thread_cpu(pid), delivered);
+    let by_thread = print_thread_cpu(&threads0, &thread_usage(pid), delivered);
     let redis_cpu = total_cpu(redis_pid) - redis_cpu0;
     println!(
         "redis-server CPU: {:.1} us per delivery (including the benchmark's own publishes)",

@@ -272,7 +272,6 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         counters: counters.clone(),
         durable: durable.clone(),
         claim_ttl_ms: config.dedupe_window.as_millis() as u64,
-        spilled: Default::default(),
     });
     let (stage_tx, stage_rx, stage_waiting) = stage::channel();
     stage::spawn(

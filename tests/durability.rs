@@ -41,23 +41,32 @@ fn redis_count(redis: &RedisServer, cmd: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn kill_9_mid_burst_then_restart_delivers_every_matched_event() {
-    let redis = RedisServer::start();
-    let env = [
-        ("WEBHOOK_INSTANCE_TTL_MS", "1000"),
-        ("WEBHOOK_DELIVERY_THREADS", "2"),
-    ];
-    let mut service = Service::start(&redis, &env);
+/// Settings of an instance that may be killed: a short heartbeat, few delivery threads.
+const KILLABLE: [(&str, &str); 2] = [
+    ("WEBHOOK_INSTANCE_TTL_MS", "1000"),
+    ("WEBHOOK_DELIVERY_THREADS", "2"),
+];
+
+/// An instance killed with SIGKILL in the middle of a burst of `n` events to a slow endpoint,
+/// once the endpoint has seen `seen` of them; and that endpoint.
+fn killed_mid_burst(redis: &RedisServer, id: &str, n: usize, seen: usize) -> (Service, Receiver) {
+    let mut service = Service::start(redis, &KILLABLE);
     let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(20)));
-    register(&redis, &service, "wh_1_k", hook(&receiver.url("/k"), 5));
-    let n = 200;
-    publish_jobs(&redis, 0, n);
+    register(redis, &service, id, hook(&receiver.url("/burst"), 5));
+    publish_jobs(redis, 0, n);
     wait_until(LONG, "every event to be read", || {
         (received(&service) == n as u64).then_some(())
     });
-    receiver.wait_for(20, LONG);
+    receiver.wait_for(seen, LONG);
     service.kill();
+    (service, receiver)
+}
+
+#[test]
+fn kill_9_mid_burst_then_restart_delivers_every_matched_event() {
+    let redis = RedisServer::start();
+    let n = 200;
+    let (mut service, receiver) = killed_mid_burst(&redis, "wh_1_k", n, 20);
     let before = receiver.requests().len();
     assert!(before < n, "the burst finished before the kill ({before})");
     service.restart();
@@ -155,21 +164,9 @@ fn two_instances_deliver_each_event_once() {
 #[test]
 fn a_dead_instances_deliveries_are_taken_over() {
     let redis = RedisServer::start();
-    let env = [
-        ("WEBHOOK_INSTANCE_TTL_MS", "1000"),
-        ("WEBHOOK_DELIVERY_THREADS", "2"),
-    ];
-    let mut doomed = Service::start(&redis, &env);
-    let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(20)));
-    register(&redis, &doomed, "wh_1_o", hook(&receiver.url("/o"), 5));
     let n = 150;
-    publish_jobs(&redis, 0, n);
-    wait_until(LONG, "every event to be read", || {
-        (received(&doomed) == n as u64).then_some(())
-    });
-    receiver.wait_for(10, LONG);
-    doomed.kill();
-    let survivor = Service::start(&redis, &env);
+    let (_doomed, receiver) = killed_mid_burst(&redis, "wh_1_o", n, 10);
+    let survivor = Service::start(&redis, &KILLABLE);
     wait_until(LONG, "the survivor to deliver the rest", || {
         (receiver.distinct_events().0 == n).then_some(())
     });

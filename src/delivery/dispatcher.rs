@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, error, warn};
-use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::Delivery;
@@ -73,8 +72,6 @@ pub struct Dispatcher {
     pub durable: Durable,
     /// How long an event's claim lasts (0: no claim, a single instance).
     pub claim_ttl_ms: u64,
-    /// Deliveries the full queue turned away, to be put back as due together.
-    pub spilled: Mutex<Vec<Delivery>>,
 }
 
 impl Dispatcher {
@@ -89,8 +86,9 @@ impl Dispatcher {
             },
             Some(prepared) => {
                 let recorded = self.record(event, &prepared.deliveries);
-                let dispatched = self.commit(event, prepared, recorded, replayable);
-                self.flush_spilled();
+                let mut spilled = Vec::new();
+                let dispatched = self.commit(event, prepared, recorded, replayable, &mut spilled);
+                self.put_back(spilled);
                 dispatched
             }
         }
@@ -111,6 +109,7 @@ impl Dispatcher {
             .collect();
         let outcome = self.durable.record_many(&claims);
         drop(claims);
+        let mut spilled = Vec::new();
         match outcome {
             Ok(claimed) => {
                 for ((event, prepared), here) in batch.into_iter().zip(claimed) {
@@ -120,18 +119,18 @@ impl Dispatcher {
                         bump(&self.counters.events_claimed_elsewhere);
                         Recorded::ClaimedElsewhere
                     };
-                    self.commit(&event, prepared, recorded, false);
+                    self.commit(&event, prepared, recorded, false, &mut spilled);
                 }
             }
             Err(e) => {
                 debug!("{e}; recording the batch one event at a time");
                 for (event, prepared) in batch {
                     let recorded = self.record(&event, &prepared.deliveries);
-                    self.commit(&event, prepared, recorded, false);
+                    self.commit(&event, prepared, recorded, false, &mut spilled);
                 }
             }
         }
-        self.flush_spilled();
+        self.put_back(spilled);
     }
 
     /// Builds the deliveries of an event (matching and bodies), or `None` if nothing matches.
@@ -183,6 +182,7 @@ impl Dispatcher {
         prepared: Prepared,
         recorded: Recorded,
         replayable: bool,
+        spilled: &mut Vec<Delivery>,
     ) -> Dispatched {
         let Prepared {
             deliveries,
@@ -222,7 +222,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            self.enqueue(delivery, event);
+            self.enqueue(delivery, event, spilled);
         }
         Dispatched { count, recorded }
     }
@@ -263,7 +263,7 @@ impl Dispatcher {
         Recorded::InMemoryOnly
     }
 
-    fn enqueue(&self, delivery: Delivery, event: &Event) {
+    fn enqueue(&self, delivery: Delivery, event: &Event, spilled: &mut Vec<Delivery>) {
         if event.kind == EventKind::JobProgress
             && let Some(throttle) = &self.throttle
             && let Some(job_id) = event.job_id()
@@ -278,7 +278,7 @@ impl Dispatcher {
                     {
                         error!("the scheduler has stopped; progress throttling cannot flush");
                     }
-                    self.send(delivery);
+                    self.send(delivery, spilled);
                 }
                 Offer::Held(Some(superseded)) => {
                     bump(&self.counters.deliveries_throttled);
@@ -293,18 +293,18 @@ impl Dispatcher {
             }
             return;
         }
-        self.send(delivery);
+        self.send(delivery, spilled);
     }
 
     /// Queues a first attempt. A full queue never blocks intake: the delivery waits in the
-    /// durable due set instead (see [`Dispatcher::flush_spilled`]), and the poller queues it
-    /// when there is room.
-    fn send(&self, delivery: Delivery) {
+    /// durable due set instead: it is added to `spilled`, which [`Dispatcher::put_back`] writes
+    /// in one round trip, and the poller queues it when there is room.
+    fn send(&self, delivery: Delivery, spilled: &mut Vec<Delivery>) {
         match self.first_tx.try_send(delivery) {
             Ok(()) => {}
             Err(TrySendError::Full(d)) => {
                 bump(&self.counters.deliveries_spilled);
-                self.spilled.lock().push(d);
+                spilled.push(d);
             }
             Err(TrySendError::Disconnected(d)) => {
                 error!(
@@ -318,16 +318,15 @@ impl Dispatcher {
 
     /// Puts the deliveries the full queue turned away back as due now, in one round trip. With
     /// Redis away they wait for room in the queue instead: never dropped.
-    pub fn flush_spilled(&self) {
-        let spilled = std::mem::take(&mut *self.spilled.lock());
+    fn put_back(&self, spilled: Vec<Delivery>) {
         if spilled.is_empty() {
             return;
         }
         let now_ms = crate::time::now_ms();
-        let due: Vec<(Delivery, u64)> = spilled.into_iter().map(|d| (d, now_ms)).collect();
+        let due: Vec<(&Delivery, u64)> = spilled.iter().map(|d| (d, now_ms)).collect();
         if let Err(e) = self.durable.settle_many(&[], &due) {
-            debug!("{e}; waiting for room for {} deliveries", due.len());
-            for (d, _) in due {
+            debug!("{e}; waiting for room for {} deliveries", spilled.len());
+            for d in spilled {
                 if self.first_tx.send(d).is_err() {
                     error!("delivery queue is closed; a delivery is dropped");
                     bump(&self.counters.events_failed);

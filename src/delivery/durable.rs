@@ -231,12 +231,7 @@ impl Durable {
 
     /// A delivery succeeded: forget it.
     pub fn complete(&self, id: &str) -> Result<(), DurableError> {
-        self.complete_many(&[id.to_string()])
-    }
-
-    /// Many deliveries succeeded: forget them, in one round trip.
-    pub fn complete_many(&self, ids: &[String]) -> Result<(), DurableError> {
-        self.settle_many(ids, &[])
+        self.settle_many(&[id.to_string()], &[])
     }
 
     /// Settles many leased deliveries in one atomic round trip: `done` are forgotten, `due` are
@@ -244,7 +239,7 @@ impl Durable {
     pub fn settle_many(
         &self,
         done: &[String],
-        due: &[(Delivery, u64)],
+        due: &[(&Delivery, u64)],
     ) -> Result<(), DurableError> {
         if done.is_empty() && due.is_empty() {
             return Ok(());
@@ -282,20 +277,7 @@ impl Durable {
     /// Puts a leased delivery back as due at `due_ms` (a retry, or a hand-back), saving its
     /// attempt count.
     pub fn defer(&self, delivery: &Delivery, due_ms: u64) -> Result<(), DurableError> {
-        let id = delivery.event_id.as_str();
-        self.redis
-            .with(|conn| {
-                redis::pipe()
-                    .atomic()
-                    .hset(DELIVERIES, id, encode(delivery))
-                    .ignore()
-                    .srem(&*self.leased, id)
-                    .ignore()
-                    .zadd(DUE, id, due_ms)
-                    .ignore()
-                    .query::<()>(conn)
-            })
-            .map_err(err("schedule a delivery"))
+        self.settle_many(&[], &[(delivery, due_ms)])
     }
 
     /// A delivery used up its attempts (or its endpoint is gone): keep it as a dead letter.

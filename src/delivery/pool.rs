@@ -410,18 +410,7 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Option<bool> {
         }
         Decision::Retry(delay) => {
             // From the end of the attempt, rounded up: a retry is never early.
-            let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
-            if let Err(kept) = ctx.completer.defer(&ctx.durable, delivery, due) {
-                // Redis is away: keep the retry in memory rather than lose it.
-                let (delivery, e) = *kept;
-                debug!("{e}; event {} retries from memory", delivery.event_id);
-                if let Err(item) = ctx
-                    .scheduler
-                    .schedule(Instant::now() + delay, Timed::Retry(delivery))
-                {
-                    lost(ctx, &item, "the scheduler has stopped");
-                }
-            }
+            hand_back(ctx, delivery, delay);
         }
         Decision::Gone => {
             warn!(
@@ -530,8 +519,9 @@ fn write(
     }
 }
 
-/// Hands a delivery back to the durable due set (or, with Redis away, the in-memory scheduler)
-/// to be offered again after `delay`, without counting an attempt.
+/// Puts a delivery back in the durable due set (or, with Redis away, the in-memory scheduler)
+/// to be offered again `delay` from now, rounded up: a retry, with its attempt count as it
+/// stands, or a hand-back.
 pub fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
     let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
     if let Err(kept) = ctx.completer.defer(&ctx.durable, delivery, due) {

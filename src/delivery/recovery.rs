@@ -202,9 +202,8 @@ impl Completer {
     /// Reports a delivered id; with the completer gone, forgets it directly.
     pub fn done(&self, durable: &Durable, id: String) -> Result<(), super::durable::DurableError> {
         match self.send(Settle::Done(id)) {
-            None => Ok(()),
             Some(Settle::Done(id)) => durable.complete(&id),
-            Some(Settle::Due(..)) => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -217,12 +216,10 @@ impl Completer {
         due_ms: u64,
     ) -> Result<(), Box<(Delivery, super::durable::DurableError)>> {
         match self.send(Settle::Due(delivery, due_ms)) {
-            None => Ok(()),
-            Some(Settle::Due(delivery, due_ms)) => match durable.defer(&delivery, due_ms) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Box::new((delivery, e))),
-            },
-            Some(Settle::Done(_)) => Ok(()),
+            Some(Settle::Due(delivery, due_ms)) => durable
+                .defer(&delivery, due_ms)
+                .map_err(|e| Box::new((delivery, e))),
+            _ => Ok(()),
         }
     }
 
@@ -305,7 +302,8 @@ pub fn spawn_completer(
                     }
                 }
                 let n = done.len() + due.len();
-                match durable.settle_many(&done, &due) {
+                let due_refs: Vec<(&Delivery, u64)> = due.iter().map(|(d, at)| (d, *at)).collect();
+                match durable.settle_many(&done, &due_refs) {
                     Ok(()) => {
                         written.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
                         if failing {

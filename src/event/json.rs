@@ -54,14 +54,18 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// Appends the JavaScript serialisation of an object to `out`.
 pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    write_entries(out, map.iter().map(|(key, value)| (key.as_str(), value)));
+}
+
+fn write_entries<'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v str, &'v Value)>) {
     out.push(b'{');
-    for (i, (key, item)) in map.iter().enumerate() {
+    for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         write_str(out, key);
         out.push(b':');
-        write_value(out, item);
+        write_value(out, value);
     }
     out.push(b'}');
 }
@@ -191,16 +195,10 @@ impl<'a> Object<'a> {
     /// The object's text, as `JSON.stringify` writes it.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        out.push(b'{');
-        for (i, (key, value)) in self.entries.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(&mut out, key);
-            out.push(b':');
-            write_value(&mut out, value);
-        }
-        out.push(b'}');
+        write_entries(
+            &mut out,
+            self.entries.iter().map(|(key, value)| (&**key, &**value)),
+        );
         out
     }
 }

@@ -38,27 +38,24 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct StageSender {
     tx: Sender<(Event, Prepared)>,
-    /// Events handed over and not yet queued for delivery.
-    pending: Arc<AtomicUsize>,
-    /// Their deliveries.
-    waiting: Arc<AtomicUsize>,
+    waiting: Waiting,
 }
 
 impl StageSender {
     /// Hands an event over (waits while the stage is full: backpressure on the subscriber).
     pub fn send(&self, event: Event, prepared: Prepared) {
         let started = Instant::now();
-        while self.waiting.load(Ordering::Acquire) >= MAX_WAITING_DELIVERIES
+        while self.waiting.deliveries.load(Ordering::Acquire) >= MAX_WAITING_DELIVERIES
             && started.elapsed() < MAX_WAIT
         {
             std::thread::sleep(Duration::from_micros(500));
         }
         let n = prepared.len();
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        self.waiting.fetch_add(n, Ordering::AcqRel);
+        self.waiting.events.fetch_add(1, Ordering::AcqRel);
+        self.waiting.deliveries.fetch_add(n, Ordering::AcqRel);
         if self.tx.send((event, prepared)).is_err() {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            self.waiting.fetch_sub(n, Ordering::AcqRel);
+            self.waiting.events.fetch_sub(1, Ordering::AcqRel);
+            self.waiting.deliveries.fetch_sub(n, Ordering::AcqRel);
             error!("the record stage has stopped; a pub/sub event is dropped");
         }
     }
@@ -66,7 +63,7 @@ impl StageSender {
     /// Waits (up to `limit`) until every event handed over is queued.
     pub fn drain(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        while self.pending.load(Ordering::Acquire) > 0 {
+        while self.waiting.events.load(Ordering::Acquire) > 0 {
             if Instant::now() >= deadline {
                 return false;
             }
@@ -76,10 +73,12 @@ impl StageSender {
     }
 }
 
-/// Counts shared by the subscriber's end and the stage.
+/// What waits for the stage, shared by the subscriber's end and the stage.
 #[derive(Debug, Clone, Default)]
 pub struct Waiting {
+    /// Events handed over and not yet queued for delivery.
     events: Arc<AtomicUsize>,
+    /// Their deliveries.
     deliveries: Arc<AtomicUsize>,
 }
 
@@ -90,8 +89,7 @@ pub fn channel() -> (StageSender, Receiver<(Event, Prepared)>, Waiting) {
     (
         StageSender {
             tx,
-            pending: waiting.events.clone(),
-            waiting: waiting.deliveries.clone(),
+            waiting: waiting.clone(),
         },
         rx,
         waiting,

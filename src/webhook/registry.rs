@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,7 @@ pub struct Registry {
     /// Stored text of each webhook and what it validated to (`None`: invalid), so unchanged
     /// entries are not validated again and an invalid one is reported once.
     known: Mutex<HashMap<String, Known>>,
-    loaded: AtomicBool,
-    /// When the last reload finished (ms since the epoch).
+    /// When the last reload finished (ms since the epoch; 0: never).
     reloaded_ms: AtomicU64,
     half_open_after_ms: u64,
 }
@@ -48,7 +47,6 @@ impl Registry {
         Registry {
             current: RwLock::new(Arc::new(Snapshot::new(Vec::new(), half_open_after_ms))),
             known: Mutex::new(HashMap::new()),
-            loaded: AtomicBool::new(false),
             reloaded_ms: AtomicU64::new(0),
             half_open_after_ms,
         }
@@ -61,7 +59,7 @@ impl Registry {
 
     /// Whether the registry has been read from Redis at least once.
     pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+        self.reloaded_ms.load(Ordering::Acquire) != 0
     }
 
     /// Re-reads `webhooks:registry` and swaps in a new snapshot if anything changed.
@@ -92,8 +90,7 @@ impl Registry {
         }
         drop(known);
         self.reloaded_ms
-            .store(crate::time::now_ms(), Ordering::Release);
-        self.loaded.store(true, Ordering::Release);
+            .store(crate::time::now_ms().max(1), Ordering::Release);
         Ok(())
     }
 
@@ -110,8 +107,9 @@ impl Registry {
     ) -> redis::RedisResult<()> {
         let reloaded = self.reloaded_ms.load(Ordering::Acquire);
         let since = crate::time::now_ms().saturating_sub(reloaded);
+        // Never read (0) counts as read before `existed_ms`.
         if self.snapshot().get(id).is_none()
-            && (!self.is_loaded() || reloaded <= existed_ms || since >= REFRESH_FOR_EVERY_MS)
+            && (reloaded <= existed_ms || since >= REFRESH_FOR_EVERY_MS)
         {
             self.reload(redis)?;
         }
