@@ -60,8 +60,6 @@ pub struct Shared {
     pub redis: Arc<RedisPool>,
     /// Monitor-session captures (in memory, as the original keeps them).
     pub sessions: parking_lot::Mutex<crate::api::handlers::sessions::Sessions>,
-    /// Asks the registry thread to reload now.
-    pub registry_notify: crossbeam_channel::Sender<()>,
     /// Process counters.
     pub counters: Arc<Counters>,
     /// The current webhooks.
@@ -100,11 +98,6 @@ impl Shared {
             .map(|due| now - due)
             .max()
             .unwrap_or(0)
-    }
-
-    /// Makes this instance re-read the registry now (others hear `webhooks:changed`).
-    pub fn reload_webhooks(&self) {
-        let _ = self.registry_notify.try_send(());
     }
 }
 
@@ -340,7 +333,6 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         cors: crate::api::cors::Cors::new(&config.cors_origins),
         redis: redis.clone(),
         sessions: parking_lot::Mutex::new(Default::default()),
-        registry_notify: notify_tx.clone(),
         counters: counters.clone(),
         registry: registry.clone(),
         backlog: scheduler.backlog.clone(),

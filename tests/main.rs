@@ -12,6 +12,7 @@ mod intake;
 mod legacy;
 mod outcomes;
 mod signatures;
+mod writes;
 
 use std::time::Duration;
 

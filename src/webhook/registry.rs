@@ -1,7 +1,9 @@
 //! The webhooks in memory: loaded from `webhooks:registry`, swapped in whole as a [`Snapshot`].
 //!
 //! A refresher thread re-reads the hash periodically (writers that are not us, such as the
-//! original service, announce nothing) and at once when `webhooks:changed` is published. A stored
+//! original service, announce nothing) and at once when `webhooks:changed` is published; the API
+//! re-reads it itself after a write, before it answers, so this instance matches the next event
+//! against the change ([`Registry::reload_after_write`]). A stored
 //! webhook that does not validate is skipped, logged once per stored value, and never stops the
 //! others (reference B8). Unknown event names written by the original are ignored, not fatal.
 
@@ -30,12 +32,24 @@ type Known = (String, Option<Arc<Webhook>>);
 #[derive(Debug)]
 pub struct Registry {
     current: RwLock<Arc<Snapshot>>,
-    /// Stored text of each webhook and what it validated to (`None`: invalid), so unchanged
-    /// entries are not validated again and an invalid one is reported once.
-    known: Mutex<HashMap<String, Known>>,
-    /// When the last reload finished (ms since the epoch; 0: never).
+    /// What the snapshot was built from, and which read it came from.
+    loaded: Mutex<Loaded>,
+    /// Numbers the reads of `webhooks:registry` in the order they start. Several threads read
+    /// (the refresher, delivery threads, API writers): a read that started earlier may finish
+    /// later, and must not replace what a later one found.
+    next_read: AtomicU64,
+    /// When the read the snapshot comes from started (ms since the epoch; 0: never).
     reloaded_ms: AtomicU64,
     half_open_after_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Loaded {
+    /// Stored text of each webhook and what it validated to (`None`: invalid), so unchanged
+    /// entries are not validated again and an invalid one is reported once.
+    known: HashMap<String, Known>,
+    /// The number of the read the snapshot comes from (0: none yet).
+    read: u64,
 }
 
 /// Shortest time between two reloads asked for by [`Registry::refresh_for`].
@@ -46,7 +60,8 @@ impl Registry {
     pub fn new(half_open_after_ms: u64) -> Registry {
         Registry {
             current: RwLock::new(Arc::new(Snapshot::new(Vec::new(), half_open_after_ms))),
-            known: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Loaded::default()),
+            next_read: AtomicU64::new(0),
             reloaded_ms: AtomicU64::new(0),
             half_open_after_ms,
         }
@@ -62,15 +77,33 @@ impl Registry {
         self.reloaded_ms.load(Ordering::Acquire) != 0
     }
 
-    /// Re-reads `webhooks:registry` and swaps in a new snapshot if anything changed.
+    /// Re-reads `webhooks:registry` and swaps in a new snapshot if anything changed. When it
+    /// returns `Ok`, the snapshot is at least as new as the hash was when it was called: a read
+    /// that started later and finished first is kept rather than replaced by this one's older
+    /// view (what it missed was written after it started, and its writer reads again).
     pub fn reload(&self, redis: &RedisPool) -> redis::RedisResult<()> {
+        let read = self.next_read.fetch_add(1, Ordering::AcqRel) + 1;
+        let started_ms = crate::time::now_ms().max(1);
         let stored: HashMap<String, String> = redis.with(|conn| conn.hgetall(keys::REGISTRY))?;
-        let mut known = self.known.lock();
+        self.apply(read, started_ms, stored);
+        Ok(())
+    }
+
+    /// Installs what read number `read`, started at `started_ms`, found in the hash, unless a
+    /// later read is installed already.
+    fn apply(&self, read: u64, started_ms: u64, stored: HashMap<String, String>) {
+        let mut loaded = self.loaded.lock();
+        if read < loaded.read {
+            return;
+        }
+        let first = loaded.read == 0;
+        loaded.read = read;
+        let known = &mut loaded.known;
         let changed = stored.len() != known.len()
             || stored
                 .iter()
                 .any(|(id, text)| known.get(id).is_none_or(|(old, _)| old != text));
-        if changed || !self.is_loaded() {
+        if changed || first {
             let mut next = HashMap::with_capacity(stored.len());
             for (id, text) in stored {
                 let parsed = match known.remove(&id) {
@@ -86,12 +119,23 @@ impl Registry {
             let mut webhooks: Vec<Arc<Webhook>> =
                 known.values().filter_map(|(_, w)| w.clone()).collect();
             webhooks.sort_by(|a, b| a.id.cmp(&b.id));
+            // Swapped while `loaded` is held, so snapshots are installed in the order of reads.
             *self.current.write() = Arc::new(Snapshot::new(webhooks, self.half_open_after_ms));
         }
-        drop(known);
-        self.reloaded_ms
-            .store(crate::time::now_ms().max(1), Ordering::Release);
-        Ok(())
+        self.reloaded_ms.store(started_ms, Ordering::Release);
+    }
+
+    /// Brings this instance up to date after the API changed webhook `id` in Redis, before the
+    /// API answers: an event published once the answer is out is matched against the change
+    /// (read-your-writes). Other instances follow through `webhooks:changed`. If Redis fails
+    /// now, the change reaches this instance with the next periodic reload.
+    pub fn reload_after_write(&self, redis: &RedisPool, id: &str) {
+        if let Err(e) = self.reload(redis) {
+            warn!(
+                "webhook {id} is changed in {} but this instance could not read it back ({e}); it follows within the refresh period",
+                keys::REGISTRY
+            );
+        }
     }
 
     /// Makes sure the snapshot can say whether webhook `id`, which existed at `existed_ms`, still
@@ -202,4 +246,39 @@ pub fn spawn_refresher(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(webhooks: &[(&str, bool)]) -> HashMap<String, String> {
+        webhooks
+            .iter()
+            .map(|(id, active)| {
+                let text = serde_json::json!({"id": id, "url": "https://example.com/h",
+                    "events": ["complete_job"], "active": active});
+                (id.to_string(), text.to_string())
+            })
+            .collect()
+    }
+
+    fn active(registry: &Registry, id: &str) -> Option<bool> {
+        registry.snapshot().get(id).map(|w| w.active)
+    }
+
+    #[test]
+    fn a_read_that_started_earlier_never_replaces_a_later_one() {
+        let registry = Registry::new(1000);
+        // Read 1 started before a pause was written, read 2 after; read 2 finishes first.
+        registry.apply(2, 20, stored(&[("wh_a", false), ("wh_b", true)]));
+        registry.apply(1, 10, stored(&[("wh_a", true)]));
+        assert_eq!(active(&registry, "wh_a"), Some(false));
+        assert_eq!(active(&registry, "wh_b"), Some(true));
+        assert_eq!(registry.reloaded_ms.load(Ordering::Acquire), 20);
+        // A later read is installed as usual, removals included.
+        registry.apply(3, 30, stored(&[("wh_a", true)]));
+        assert_eq!(active(&registry, "wh_a"), Some(true));
+        assert_eq!(active(&registry, "wh_b"), None);
+    }
 }

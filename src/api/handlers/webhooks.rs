@@ -121,7 +121,7 @@ pub fn create(shared: &Shared, call: &Call) -> Reply {
     if let Err(e) = store::insert(&shared.redis, &id, &stored) {
         return store_failed("create a webhook", &e);
     }
-    shared.reload_webhooks();
+    shared.registry.reload_after_write(&shared.redis, &id);
     info!("webhook {id} created for {:?}", stored.get("events"));
     // The only response that shows the whole secret, besides GET /webhooks/:id/secret.
     Reply::data(201, Value::Object(stored))
@@ -203,7 +203,7 @@ pub fn update(shared: &Shared, call: &Call) -> Reply {
     match result {
         Ok(Ok(Updated::Missing)) => Reply::webhook_not_found(),
         Ok(Ok(_)) => {
-            shared.reload_webhooks();
+            shared.registry.reload_after_write(&shared.redis, &id);
             info!("webhook {id} updated");
             get(shared, call)
         }
@@ -217,7 +217,7 @@ pub fn delete(shared: &Shared, call: &Call) -> Reply {
     let id = call.param(0);
     match store::delete(&shared.redis, id) {
         Ok(true) => {
-            shared.reload_webhooks();
+            shared.registry.reload_after_write(&shared.redis, id);
             info!("webhook {id} deleted");
             Reply::message("Webhook deleted successfully")
         }
@@ -238,7 +238,7 @@ pub fn reconnect(shared: &Shared, call: &Call) -> Reply {
     match result {
         Ok(Ok(Updated::Missing)) => Reply::webhook_not_found(),
         Ok(_) => {
-            shared.reload_webhooks();
+            shared.registry.reload_after_write(&shared.redis, &id);
             info!("webhook {id} reconnected");
             Reply::message(format!("Webhook {id} reconnected successfully"))
         }
@@ -336,7 +336,7 @@ pub fn rotate(shared: &Shared, call: &Call) -> Reply {
     match result {
         Ok(Ok(Updated::Missing)) => Reply::webhook_not_found(),
         Ok(_) => {
-            shared.reload_webhooks();
+            shared.registry.reload_after_write(&shared.redis, &id);
             info!("webhook {id}: secret rotated, the previous one signs for {grace} ms more");
             Reply::data(
                 200,
