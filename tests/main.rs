@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod durability;
+mod figures;
 mod hostile;
 mod intake;
 mod legacy;

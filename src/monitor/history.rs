@@ -6,13 +6,13 @@
 //! batch costs Redis about as much as a handful of attempts recorded one by one would. Per attempt: `webhooks:attempts:<id>` (newest 100), `webhooks:delivery_log` (newest 1000), the
 //! original's counters; per event (the delivery's final outcome): `total_events`,
 //! `successful_events`, `failed_events`; per response: the average response time, and the newest
-//! 1000 response times, from which the p95 is computed once per batch and webhook (not per record:
-//! sorting in Redis for every attempt cost more than the attempt).
+//! 1000 response times. The p95 is computed from those when the stats are read, so it is exact as
+//! soon as the batch with the last attempt is written, and costs the write path nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{info, warn};
@@ -213,7 +213,6 @@ pub fn spawn(
         .spawn(move || {
             let mut backoff = Backoff::default();
             let mut batch: Vec<AttemptRecord> = Vec::with_capacity(BATCH);
-            let mut p95_at: HashMap<Arc<str>, Instant> = HashMap::new();
             loop {
                 if batch.is_empty() {
                     match rx.recv_timeout(Duration::from_millis(500)) {
@@ -227,7 +226,7 @@ pub fn spawn(
                     std::thread::sleep(LINGER);
                 }
                 batch.extend(rx.try_iter().take(BATCH - batch.len()));
-                match write(&redis, &batch, &mut p95_at) {
+                match write(&redis, &batch) {
                     Ok(()) => {
                         if backoff.failures() > 0 {
                             info!("delivery history is being recorded again");
@@ -257,10 +256,6 @@ pub fn spawn(
         })
 }
 
-/// How often one webhook's p95 is recomputed (reading 1000 response times back costs more than
-/// the records themselves).
-const P95_EVERY: Duration = Duration::from_secs(1);
-
 /// One webhook's share of a batch.
 #[derive(Default)]
 struct Tally<'a> {
@@ -278,11 +273,7 @@ struct Tally<'a> {
 /// response times by one `LPUSH` of many values (oldest first, so the newest ends up at the
 /// head, as one push per attempt would leave it) and one `LTRIM`; each webhook's counters by one
 /// small script with the batch's sums.
-fn write(
-    redis: &RedisPool,
-    batch: &[AttemptRecord],
-    p95_at: &mut HashMap<Arc<str>, Instant>,
-) -> redis::RedisResult<()> {
+fn write(redis: &RedisPool, batch: &[AttemptRecord]) -> redis::RedisResult<()> {
     let mut order: Vec<&Arc<str>> = Vec::new();
     let mut tallies: HashMap<&Arc<str>, Tally> = HashMap::new();
     for record in batch {
@@ -357,50 +348,6 @@ fn write(
             .arg(tally.responses)
             .ignore();
     }
-    redis.with(|conn| pipe.query::<()>(conn))?;
-
-    // p95 of the newest response times, at most once a second per webhook.
-    let now = Instant::now();
-    let mut webhooks: Vec<Arc<str>> = order
-        .iter()
-        .filter(|id| tallies.get(**id).is_some_and(|t| t.responses > 0))
-        .map(|id| Arc::clone(id))
-        .collect();
-    webhooks.retain(|id| {
-        p95_at
-            .get(id)
-            .is_none_or(|at| now.duration_since(*at) >= P95_EVERY)
-    });
-    if p95_at.len() > 10_000 {
-        p95_at.retain(|_, at| now.duration_since(*at) < P95_EVERY);
-    }
-    for id in &webhooks {
-        p95_at.insert(id.clone(), now);
-    }
-    if webhooks.is_empty() {
-        return Ok(());
-    }
-    let lists: Vec<Vec<f64>> = redis.with(|conn| {
-        let mut pipe = redis::pipe();
-        for id in &webhooks {
-            pipe.lrange(keys::latencies(id), 0, -1);
-        }
-        pipe.query(conn)
-    })?;
-    let mut pipe = redis::pipe();
-    for (id, mut times) in webhooks.iter().zip(lists) {
-        if times.is_empty() {
-            continue;
-        }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let index = ((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1;
-        pipe.hset(
-            keys::stats(id),
-            "p95_response_time_ms",
-            format!("{:.3}", times[index]),
-        )
-        .ignore();
-    }
     redis.with(|conn| pipe.query::<()>(conn))
 }
 
@@ -440,13 +387,19 @@ const STAT_FIELDS: [&str; 6] = [
 ];
 
 /// A webhook's stats, every field of the contract present (zeros where nothing happened yet).
+/// The p95 is computed now from the newest response times, so it includes every attempt
+/// recorded so far.
 pub fn stats(redis: &RedisPool, id: &str) -> redis::RedisResult<Map<String, Value>> {
-    let raw: std::collections::HashMap<String, String> =
-        redis.with(|conn| conn.hgetall(keys::stats(id)))?;
-    Ok(stats_object(&raw))
+    let (raw, times): (HashMap<String, String>, Vec<f64>) = redis.with(|conn| {
+        redis::pipe()
+            .hgetall(keys::stats(id))
+            .lrange(keys::latencies(id), 0, -1)
+            .query(conn)
+    })?;
+    Ok(stats_object(&raw, Some(p95(times))))
 }
 
-/// Stats of many webhooks in one round trip.
+/// Stats of many webhooks in one round trip, without the p95.
 pub fn stats_many(
     redis: &RedisPool,
     ids: &[String],
@@ -454,21 +407,30 @@ pub fn stats_many(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let raw: Vec<std::collections::HashMap<String, String>> = redis.with(|conn| {
+    let raw: Vec<HashMap<String, String>> = redis.with(|conn| {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hgetall(keys::stats(id));
         }
         pipe.query(conn)
     })?;
-    Ok(raw.iter().map(stats_object).collect())
+    Ok(raw.iter().map(|raw| stats_object(raw, None)).collect())
 }
 
-fn stats_object(raw: &std::collections::HashMap<String, String>) -> Map<String, Value> {
+/// The 95th percentile (nearest rank) of `times`, 0 for none.
+fn p95(mut times: Vec<f64>) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let rank = (times.len() as f64 * 0.95).ceil() as usize;
+    times[rank.clamp(1, times.len()) - 1]
+}
+
+fn stats_object(raw: &HashMap<String, String>, p95_ms: Option<f64>) -> Map<String, Value> {
     let mut m = Map::new();
-    let number = |field: &str| -> Value {
-        raw.get(field)
-            .and_then(|v| v.parse::<f64>().ok())
+    let number = |value: Option<f64>| -> Value {
+        value
             .and_then(|f| {
                 if f.fract() == 0.0 {
                     Some(Value::from(f as i64))
@@ -478,15 +440,24 @@ fn stats_object(raw: &std::collections::HashMap<String, String>) -> Map<String, 
             })
             .unwrap_or(Value::from(0))
     };
-    for field in STAT_FIELDS {
-        m.insert(field.into(), number(field));
+    let field = |name: &str| raw.get(name).and_then(|v| v.parse::<f64>().ok());
+    for name in STAT_FIELDS {
+        m.insert(name.into(), number(field(name)));
     }
-    for field in ["average_response_time_ms", "p95_response_time_ms"] {
-        m.insert(field.into(), number(field));
+    m.insert(
+        "average_response_time_ms".into(),
+        number(field("average_response_time_ms")),
+    );
+    if let Some(ms) = p95_ms {
+        // Rounded to the microsecond, as response times are stored.
+        m.insert(
+            "p95_response_time_ms".into(),
+            number(Some((ms * 1000.0).round() / 1000.0)),
+        );
     }
-    for field in ["last_delivery_at", "last_success_at", "last_failure_at"] {
-        if let Some(at) = raw.get(field).and_then(|v| v.parse::<u64>().ok()) {
-            m.insert(field.into(), Value::from(at));
+    for name in ["last_delivery_at", "last_success_at", "last_failure_at"] {
+        if let Some(at) = raw.get(name).and_then(|v| v.parse::<u64>().ok()) {
+            m.insert(name.into(), Value::from(at));
         }
     }
     m
@@ -508,4 +479,17 @@ pub fn log_counts_since(redis: &RedisPool, since_ms: u64) -> redis::RedisResult<
         }
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_is_the_nearest_rank() {
+        assert_eq!(p95(Vec::new()), 0.0);
+        assert_eq!(p95(vec![5.0, 200.0, 5.0]), 200.0);
+        assert_eq!(p95((1..=100).map(f64::from).collect()), 95.0);
+        assert_eq!(p95((1..=20).map(f64::from).collect()), 19.0);
+    }
 }
