@@ -123,34 +123,98 @@ fn legacy_bodies_are_byte_identical_to_the_original() {
     );
 }
 
+/// (channel, a message without `timestamp` as publishers send it, the original's `data`; `{now}`
+/// stands for the envelope's `timestamp`, the time of receipt). Reference section 3.3: only
+/// `submitted_at` and the workflow events' `timestamp` fall back to the event's time; a
+/// completion has no `completed_at` and a failure no `failed_at` without a time of their own.
+const WITHOUT_TIMESTAMP: [(&str, &str, &str); 8] = [
+    (
+        "job_submitted",
+        r#"{"job_id":"nt-1","service_required":"comfyui","priority":0,"payload":{"p":1},"customer_id":"c"}"#,
+        r#"{"job_id":"nt-1","job_type":"comfyui","job_status":"pending","priority":50,"payload":{"p":1},"customer_id":"c","submitted_at":{now}}"#,
+    ),
+    (
+        "update_job_progress",
+        r#"{"job_id":"nt-2","worker_id":"w1","progress":10}"#,
+        r#"{"job_id":"nt-2","worker_id":"w1","progress":10}"#,
+    ),
+    (
+        "complete_job",
+        r#"{"job_id":"nt-3","worker_id":"w1","result":{"ok":true}}"#,
+        r#"{"job_id":"nt-3","worker_id":"w1","result":{"ok":true}}"#,
+    ),
+    // The base worker's failure: no timestamp, no worker_id, no error text.
+    (
+        "job_failed",
+        r#"{"job_id":"nt-4","service_type":"comfyui"}"#,
+        r#"{"job_id":"nt-4","error":"Unknown error"}"#,
+    ),
+    (
+        "job_failed",
+        r#"{"job_id":"nt-5","error":"boom","failed_at":"2025-10-04T12:05:00.000Z"}"#,
+        r#"{"job_id":"nt-5","error":"boom","failed_at":"2025-10-04T12:05:00.000Z"}"#,
+    ),
+    (
+        "workflow_submitted",
+        r#"{"workflow_id":"nt-6","total_steps":2,"first_job_id":"j1"}"#,
+        r#"{"workflow_id":"nt-6","total_steps":2,"first_job_id":"j1"}"#,
+    ),
+    (
+        "workflow_completed",
+        r#"{"workflow_id":"nt-7","status":"completed","verified":true}"#,
+        r#"{"workflow_id":"nt-7","timestamp":{now},"status":"completed","verified":true}"#,
+    ),
+    (
+        "workflow_failed",
+        r#"{"workflow_id":"nt-8","worker_id":"w1","error":"boom","failed_at":5}"#,
+        r#"{"worker_id":"w1","workflow_id":"nt-8","timestamp":{now},"error":"boom","failed_at":5}"#,
+    ),
+];
+
 #[test]
-fn a_failure_from_the_base_worker_gets_the_originals_fallbacks() {
+fn legacy_bodies_of_messages_without_timestamp_are_the_originals() {
     let (redis, service) = setup(&[]);
     let receiver = Receiver::ok();
+    let mut names: Vec<&str> = WITHOUT_TIMESTAMP.iter().map(|c| c.0).collect();
+    names.dedup();
     register(
         &redis,
         &service,
-        "wh_1_failed",
-        webhook(&receiver.url("/f"), &["job_failed"]),
+        "wh_1_untimed",
+        webhook(&receiver.url("/untimed"), &names),
     );
-    // The base worker's shape: no timestamp, no worker_id, no error text.
-    redis.publish(
-        "job_failed",
-        r#"{"job_id":"job-9","service_type":"comfyui"}"#,
-    );
-    let got = receiver.wait_for(1, SOON);
-    let body = got[0].json();
-    let data = body["data"].as_object().cloned().unwrap_or_default();
-    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["job_id", "error", "failed_at"]);
-    assert_eq!(data["error"], "Unknown error");
-    assert_eq!(
-        data["failed_at"], body["timestamp"],
-        "failed_at falls back to the event time"
-    );
-    assert!(
-        body["timestamp"]
-            .as_u64()
-            .is_some_and(|t| t > 1_700_000_000_000)
-    );
+    let before = crate::now_ms();
+    for (channel, message, _) in WITHOUT_TIMESTAMP {
+        assert_eq!(redis.publish(channel, message), 1, "{channel}");
+    }
+    let after = crate::now_ms();
+    let got = receiver.wait_for(WITHOUT_TIMESTAMP.len(), SOON);
+    for (channel, message, data) in WITHOUT_TIMESTAMP {
+        let id = serde_json::from_str::<serde_json::Value>(message)
+            .ok()
+            .and_then(|m| {
+                m.get("job_id")
+                    .or_else(|| m.get("workflow_id"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let request = got
+            .iter()
+            .find(|r| r.json()["data"].to_string().contains(&format!("\"{id}\"")))
+            .unwrap_or_else(|| panic!("no delivery of {channel} {message}"));
+        let body = request.json();
+        let now = body["timestamp"].as_u64().unwrap_or(0);
+        assert!(
+            (before..=after + 1000).contains(&now),
+            "{channel}: the envelope's timestamp {now} is not the time of receipt"
+        );
+        let event_id = request.header("x-event-id").unwrap_or("");
+        let expected = format!(
+            r#"{{"event_type":"{channel}","event_id":"{event_id}","timestamp":{now},"webhook_id":"wh_1_untimed","data":{}}}"#,
+            data.replace("{now}", &now.to_string())
+        );
+        assert_eq!(request.body_str(), expected, "{channel} {message}");
+    }
+    assert_eq!(receiver.requests().len(), WITHOUT_TIMESTAMP.len());
 }

@@ -41,6 +41,8 @@ pub fn data(event: &Event) -> Object<'_> {
                 .map_or_else(|| Cow::Owned(Value::from(50)), Cow::Borrowed);
             data.insert("priority", priority);
             copy(&mut data, f, &["payload", "requirements", "customer_id"]);
+            // The original fell back to its event's timestamp here, which is the envelope's:
+            // the message's, or the time of receipt.
             let submitted_at = f
                 .get("created_at")
                 .filter(|v| truthy(v))
@@ -63,7 +65,11 @@ pub fn data(event: &Event) -> Object<'_> {
         EventKind::JobCompleted => {
             let mut data = common(event, f.get("job_type"));
             copy(&mut data, f, &["result"]);
-            data.insert("completed_at", Cow::Borrowed(&event.timestamp));
+            // The message's own `timestamp` as it is, absent without one: unlike the envelope's,
+            // it never falls back to the time of receipt.
+            if let Some(timestamp) = f.get("timestamp") {
+                data.insert("completed_at", Cow::Borrowed(timestamp));
+            }
             data
         }
         EventKind::JobFailed => {
@@ -73,11 +79,15 @@ pub fn data(event: &Event) -> Object<'_> {
                 .filter(|v| truthy(v))
                 .map_or_else(|| Cow::Owned(Value::from("Unknown error")), Cow::Borrowed);
             data.insert("error", error);
+            // `failed_at || timestamp` of the message itself: the base worker's failures carry
+            // neither, and had no `failed_at` in the original's bodies.
             let failed_at = f
                 .get("failed_at")
                 .filter(|v| truthy(v))
-                .unwrap_or(&event.timestamp);
-            data.insert("failed_at", Cow::Borrowed(failed_at));
+                .or_else(|| f.get("timestamp"));
+            if let Some(failed_at) = failed_at {
+                data.insert("failed_at", Cow::Borrowed(failed_at));
+            }
             data
         }
         EventKind::WorkflowSubmitted => {
@@ -99,6 +109,7 @@ pub fn data(event: &Event) -> Object<'_> {
         EventKind::WorkflowCompleted => {
             let mut data = Object::default();
             copy(&mut data, f, &["workflow_id"]);
+            // The event's timestamp, as in the envelope (reference section 3.3).
             data.insert("timestamp", Cow::Borrowed(&event.timestamp));
             copy(
                 &mut data,
@@ -167,6 +178,111 @@ fn copy<'a>(data: &mut Object<'a>, from: &'a Map<String, Value>, keys: &[&'stati
     for key in keys {
         if let Some(v) = from.get(*key) {
             data.insert(*key, Cow::Borrowed(v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse::parse;
+
+    /// When the messages below are received (ms); it becomes the envelope's `timestamp`.
+    const RECEIVED_MS: u64 = 1_759_579_999_999;
+
+    /// (channel, a message without `timestamp`, the original's `data`; `{now}` stands for the
+    /// time of receipt).
+    const WITHOUT_TIMESTAMP: [(&str, &str, &str); 9] = [
+        (
+            "job_submitted",
+            r#"{"job_id":"j1","service_required":"comfyui","priority":0,"payload":{"p":1},"customer_id":"c"}"#,
+            r#"{"job_id":"j1","job_type":"comfyui","job_status":"pending","priority":50,"payload":{"p":1},"customer_id":"c","submitted_at":{now}}"#,
+        ),
+        (
+            "job_submitted",
+            r#"{"job_id":"j1","service_required":"comfyui","created_at":"2025-10-04T12:00:00.000Z"}"#,
+            r#"{"job_id":"j1","job_type":"comfyui","job_status":"pending","priority":50,"submitted_at":"2025-10-04T12:00:00.000Z"}"#,
+        ),
+        (
+            "update_job_progress",
+            r#"{"job_id":"j1","worker_id":"w1","progress":10}"#,
+            r#"{"job_id":"j1","worker_id":"w1","progress":10}"#,
+        ),
+        (
+            "complete_job",
+            r#"{"job_id":"j1","worker_id":"w1","result":{"ok":true}}"#,
+            r#"{"job_id":"j1","worker_id":"w1","result":{"ok":true}}"#,
+        ),
+        // The base worker's shape: no `timestamp`, no `worker_id`, no `failed_at`.
+        (
+            "job_failed",
+            r#"{"job_id":"j1","service_type":"comfyui","error":"boom","workflow_id":"wf"}"#,
+            r#"{"job_id":"j1","workflow_id":"wf","error":"boom"}"#,
+        ),
+        (
+            "job_failed",
+            r#"{"job_id":"j1","error":"","failed_at":"2025-10-04T12:05:00.000Z"}"#,
+            r#"{"job_id":"j1","error":"Unknown error","failed_at":"2025-10-04T12:05:00.000Z"}"#,
+        ),
+        (
+            "workflow_submitted",
+            r#"{"workflow_id":"wf","total_steps":2,"first_job_id":"j1"}"#,
+            r#"{"workflow_id":"wf","total_steps":2,"first_job_id":"j1"}"#,
+        ),
+        (
+            "workflow_completed",
+            r#"{"workflow_id":"wf","status":"completed","verified":true}"#,
+            r#"{"workflow_id":"wf","timestamp":{now},"status":"completed","verified":true}"#,
+        ),
+        (
+            "workflow_failed",
+            r#"{"workflow_id":"wf","worker_id":"w1","error":"boom","failed_at":5}"#,
+            r#"{"worker_id":"w1","workflow_id":"wf","timestamp":{now},"error":"boom","failed_at":5}"#,
+        ),
+    ];
+
+    fn legacy_data(channel: &str, message: &str, received_ms: u64) -> String {
+        let parsed = parse(channel, message.as_bytes(), received_ms)
+            .unwrap_or_else(|e| panic!("{channel}: {e}"));
+        let event = parsed
+            .events
+            .iter()
+            .find(|e| e.kind.legacy_name() == Some(channel))
+            .unwrap_or_else(|| panic!("{channel}: no event of its own kind"));
+        String::from_utf8_lossy(&data(event).to_vec()).into_owned()
+    }
+
+    #[test]
+    fn messages_without_timestamp_keep_the_original_data() {
+        for (channel, message, expected) in WITHOUT_TIMESTAMP {
+            let expected = expected.replace("{now}", &RECEIVED_MS.to_string());
+            assert_eq!(
+                legacy_data(channel, message, RECEIVED_MS),
+                expected,
+                "{channel} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_timestamp_is_copied_as_it_is() {
+        for (channel, message, expected) in [
+            (
+                "complete_job",
+                r#"{"job_id":"j1","timestamp":0}"#,
+                r#"{"job_id":"j1","completed_at":0}"#,
+            ),
+            (
+                "job_failed",
+                r#"{"job_id":"j1","failed_at":"","timestamp":7}"#,
+                r#"{"job_id":"j1","error":"Unknown error","failed_at":7}"#,
+            ),
+        ] {
+            assert_eq!(
+                legacy_data(channel, message, RECEIVED_MS),
+                expected,
+                "{channel} {message}"
+            );
         }
     }
 }
