@@ -118,7 +118,16 @@ fn an_event_published_right_after_a_pause_or_resume_sees_it() {
     for i in 0..rounds {
         let answer = send(&service, "PUT", &path, Some(&json!({"active": false})));
         assert_eq!(answer.status, 200, "{}", answer.text);
-        submit(&redis, &format!("while-paused-{i}"), "t");
+        let job = format!("while-paused-{i}");
+        submit(&redis, &job, "t");
+        // Matched (the sentinel has it) before the resume: an event still unread when a change
+        // is answered may be matched against either state.
+        wait_until(SOON, "the sentinel to receive an event", || {
+            jobs_on(&receiver, "/all")
+                .iter()
+                .any(|(j, _)| *j == job)
+                .then_some(())
+        });
         let answer = send(&service, "PUT", &path, Some(&json!({"active": true})));
         assert_eq!(answer.status, 200, "{}", answer.text);
         let job = format!("while-active-{i}");
