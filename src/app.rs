@@ -4,18 +4,19 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::durable::Durable;
+use crate::delivery::handle::{DeliveryHandle, Job};
 use crate::delivery::pool::{self, Context, EndpointGate};
-use crate::delivery::scheduler::{self, Backlog};
+use crate::delivery::scheduler;
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{Delivery, http, recovery};
+use crate::delivery::{http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
@@ -64,41 +65,10 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// The current webhooks.
     pub registry: Arc<Registry>,
-    /// Retry backlog figures.
-    pub backlog: Arc<Backlog>,
-    /// The first-attempt queue (only its length is read).
-    pub first_rx: Receiver<Delivery>,
-    /// The delivery context (for the gate's figures).
-    pub delivery: Arc<Context>,
+    /// Delivery: its figures, dead letters and test attempts.
+    pub delivery: DeliveryHandle,
     /// When the process started.
     pub started: Instant,
-}
-
-impl Shared {
-    /// Deliveries waiting for a delivery thread (queued or parked behind a busy endpoint).
-    pub fn queue_depth(&self) -> usize {
-        self.first_rx.len() + self.delivery.gate.parked()
-    }
-
-    /// Deliveries waiting for their time in Redis (retries, hand-backs), plus retries held in
-    /// memory while Redis was away.
-    pub fn retry_backlog(&self) -> usize {
-        let in_memory = self.backlog.retries.load(Ordering::Relaxed);
-        in_memory + self.delivery.durable.due_count().unwrap_or(0) as usize
-    }
-
-    /// How long the earliest due delivery has been waiting past its time (0 if none is late).
-    pub fn oldest_pending_age_ms(&self) -> u64 {
-        let now = crate::time::now_ms();
-        let in_memory = self.backlog.next_retry_due_ms.load(Ordering::Relaxed);
-        let durable = self.delivery.durable.next_due().ok().flatten().unwrap_or(0);
-        [in_memory, durable]
-            .into_iter()
-            .filter(|due| *due > 0 && *due < now)
-            .map(|due| now - due)
-            .max()
-            .unwrap_or(0)
-    }
 }
 
 /// Why the service could not start.
@@ -150,59 +120,96 @@ pub fn run(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// A started service.
+/// A started service: the stop flags and every thread it started.
 pub struct Service {
-    /// Stops intake and new attempts (first phase of a shutdown).
+    /// Set first: intake, the poller and the scheduler stop, delivery threads hand deliveries
+    /// back instead of attempting them.
     draining: Shutdown,
-    /// The pub/sub record stage, drained before the hand-back.
-    stage: stage::StageSender,
-    /// The intake threads, which must have stopped before anything is handed back: an event in
-    /// their hands would otherwise be recorded after the hand-back, leased by a stopped instance.
-    intake: Vec<std::thread::JoinHandle<()>>,
-    /// Stops every thread (second phase).
+    /// Set last: every other thread stops.
     shutdown: Shutdown,
-    delivery: Arc<Context>,
+    /// The service's end of the pub/sub record stage; dropped once intake has stopped, so the
+    /// stage ends when it has recorded and queued everything intake read.
+    stage: Option<stage::StageSender>,
+    threads: Threads,
+    delivery: DeliveryHandle,
     timeout: Duration,
 }
 
+/// Every thread the service started, by stage of the data flow, in the order they stop.
+#[derive(Default)]
+struct Threads {
+    /// `intake-pubsub`, `intake-stream`.
+    intake: Vec<JoinHandle<()>>,
+    /// `intake-record`.
+    record: Vec<JoinHandle<()>>,
+    /// `delivery-poller`, `delivery-scheduler`: they queue deliveries.
+    feeders: Vec<JoinHandle<()>>,
+    /// `delivery-N`, `retry-N`.
+    delivery: Vec<JoinHandle<()>>,
+    /// `delivery-completer`, `monitor-recorder`, `delivery-heartbeat`, `webhook-registry`, the
+    /// API's threads: they stop on the last flag.
+    rest: Vec<JoinHandle<()>>,
+}
+
+/// How often a stop looks whether a thread has ended (std has no join with a time limit).
+const JOIN_POLL: Duration = Duration::from_millis(5);
+
+/// Joins the threads that end before `deadline`, reports those that do not (the process
+/// exits without them) and those that panicked. Returns how many were left running.
+fn join_by(threads: Vec<JoinHandle<()>>, deadline: Instant) -> usize {
+    let mut left = 0;
+    for thread in threads {
+        let name = thread.thread().name().unwrap_or("unnamed").to_string();
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(JOIN_POLL);
+        }
+        if !thread.is_finished() {
+            warn!("thread {name} has not stopped within the shutdown timeout; exiting without it");
+            left += 1;
+        } else if thread.join().is_err() {
+            error!("thread {name} panicked");
+        }
+    }
+    left
+}
+
 impl Service {
-    /// Graceful stop: intake stops, attempts in flight may finish within the shutdown timeout,
-    /// and whatever is still in hand goes back to Redis for another instance or the next start.
-    pub fn stop(self) {
+    /// Graceful stop, within the shutdown timeout: intake stops, what it read is recorded,
+    /// attempts in flight finish, and every other delivery in hand goes back to
+    /// `webhooks:due` for another instance or the next start. Threads are joined in the order
+    /// data flows through them; the log says how many deliveries went back.
+    pub fn stop(mut self) {
+        let deadline = Instant::now() + self.timeout;
         info!(
             "stopping: intake closed, waiting up to {} ms for attempts in flight",
             self.timeout.as_millis()
         );
+        let requeued_before = self.delivery.requeued();
         self.draining.set();
-        let intake_deadline = Instant::now() + Duration::from_secs(5);
-        while self.intake.iter().any(|h| !h.is_finished()) && Instant::now() < intake_deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Events read before intake stopped are recorded and queued (then handed back below).
-        if !self.stage.drain(Duration::from_secs(5)) {
-            warn!("some pub/sub events read before the stop could not be recorded");
-        }
-        let deadline = Instant::now() + self.timeout;
-        while self.delivery.gate.in_flight() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let unfinished = self.delivery.gate.in_flight();
-        // Successes not yet written would otherwise be handed back and made again.
-        if !self.delivery.completer.flush(Duration::from_secs(2)) {
-            warn!("some completed deliveries could not be recorded; they may be delivered again");
-        }
-        self.shutdown.set();
-        let durable = &self.delivery.durable;
-        match durable.release_all(durable.instance(), crate::time::now_ms()) {
-            Ok(n) => info!(
-                "stopped: {n} deliveries handed back ({unfinished} attempts were still in flight)"
-            ),
+        let mut left = join_by(std::mem::take(&mut self.threads.intake), deadline);
+        // Events read before intake stopped are recorded and queued, then handed back below.
+        drop(self.stage.take());
+        left += join_by(std::mem::take(&mut self.threads.record), deadline);
+        left += join_by(std::mem::take(&mut self.threads.feeders), deadline);
+        // With nothing left to queue deliveries, the delivery threads finish their attempts,
+        // hand back what is queued or parked, and end.
+        left += join_by(std::mem::take(&mut self.threads.delivery), deadline);
+        let in_flight = self.delivery.in_flight();
+        match self.delivery.hand_back_all(deadline) {
+            Ok(released) => {
+                let handed_back = self.delivery.requeued() - requeued_before + released;
+                info!(
+                    "stopped: {handed_back} deliveries handed back to webhooks:due ({in_flight} attempts were still in flight)"
+                );
+            }
             Err(e) => error!(
                 "stopped, but could not hand deliveries back ({e}); another instance takes them over when this one's heartbeat expires"
             ),
         }
-        if let Err(e) = durable.leave() {
-            debug!("could not remove this instance's heartbeat: {e}");
+        self.shutdown.set();
+        left += join_by(std::mem::take(&mut self.threads.rest), deadline);
+        if left > 0 {
+            warn!("{left} threads were still running at exit");
         }
     }
 }
@@ -224,6 +231,8 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     if let Some(env) = &config.node_env {
         info!("NODE_ENV={env}");
     }
+    let spawn_err = |what: &'static str| move |e: std::io::Error| AppError::Spawn(what, e);
+    let mut threads = Threads::default();
     let client = redis::Client::open(config.redis_url.as_str()).map_err(AppError::Redis)?;
     let redis = Arc::new(RedisPool::new(client));
     let durable = Durable::new(redis.clone(), &config.instance_id);
@@ -231,13 +240,15 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     let registry = Arc::new(Registry::new(config.half_open_after.as_millis() as u64));
     let (first_tx, first_rx) = crossbeam_channel::bounded(config.queue_capacity);
     let (retry_tx, retry_rx) = crossbeam_channel::bounded(config.retry_threads * 16);
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(config.retry_threads * 16);
     let (scheduler, scheduler_rx) = scheduler::channel();
     let (notify_tx, notify_rx) = crossbeam_channel::bounded(16);
     let throttle = Arc::new(Throttle::new(config.progress_throttle));
     let (recorder, recorder_rx) = history::channel(counters.clone());
-    let (completer, _) =
+    let (completer, completer_thread) =
         recovery::spawn_completer(durable.clone(), scheduler.clone(), shutdown.clone())
-            .map_err(|e| AppError::Spawn("completer", e))?;
+            .map_err(spawn_err("completer"))?;
+    threads.rest.push(completer_thread);
     let delivery = Arc::new(Context {
         agent: http::agent(
             config.timeout,
@@ -257,6 +268,13 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         disconnect_after: config.disconnect_after,
         draining: draining.clone(),
     });
+    let handle = DeliveryHandle::new(
+        delivery.clone(),
+        first_rx.clone(),
+        scheduler.backlog.clone(),
+        jobs_tx,
+        config.timeout,
+    );
     let dispatcher = Arc::new(Dispatcher {
         registry: registry.clone(),
         throttle: (!config.progress_throttle.is_zero()).then(|| throttle.clone()),
@@ -267,13 +285,15 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         claim_ttl_ms: config.dedupe_window.as_millis() as u64,
     });
     let (stage_tx, stage_rx, stage_waiting) = stage::channel();
-    stage::spawn(
-        stage_rx,
-        stage_waiting,
-        dispatcher.clone(),
-        shutdown.clone(),
-    )
-    .map_err(|e| AppError::Spawn("record stage", e))?;
+    threads.record.push(
+        stage::spawn(
+            stage_rx,
+            stage_waiting,
+            dispatcher.clone(),
+            shutdown.clone(),
+        )
+        .map_err(spawn_err("record stage"))?,
+    );
     let intake = Arc::new(Intake::new(
         dispatcher,
         counters.clone(),
@@ -281,53 +301,74 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         Some(stage_tx.clone()),
     ));
 
-    let spawn_err = |what: &'static str| move |e: std::io::Error| AppError::Spawn(what, e);
-    recovery::spawn_heartbeat(durable.clone(), config.instance_ttl, shutdown.clone())
-        .map_err(spawn_err("heartbeat"))?;
-    recovery::spawn_poller(
-        durable.clone(),
-        first_tx.clone(),
-        retry_tx.clone(),
-        recovery::Retention {
-            max_count: config.dead_letter_max,
-            max_age: config.dead_letter_max_age,
-        },
-        draining.clone(),
-    )
-    .map_err(spawn_err("poller"))?;
-    scheduler::spawn(
-        scheduler_rx,
-        scheduler.backlog.clone(),
-        retry_tx,
-        first_tx,
-        throttle,
-        shutdown.clone(),
-    )
-    .map_err(spawn_err("scheduler"))?;
-    history::spawn(
-        recorder_rx,
-        redis.clone(),
-        counters.clone(),
-        shutdown.clone(),
-    )
-    .map_err(spawn_err("recorder"))?;
-    pool::spawn(
-        "delivery",
-        config.delivery_threads,
-        first_rx.clone(),
-        delivery.clone(),
-    )
-    .map_err(spawn_err("delivery"))?;
-    pool::spawn("retry", config.retry_threads, retry_rx, delivery.clone())
-        .map_err(spawn_err("retry"))?;
-    registry::spawn_refresher(
-        registry.clone(),
-        redis.clone(),
-        notify_rx,
-        config.registry_refresh,
-        shutdown.clone(),
-    )
-    .map_err(spawn_err("registry"))?;
+    threads.rest.push(
+        recovery::spawn_heartbeat(durable.clone(), config.instance_ttl, shutdown.clone())
+            .map_err(spawn_err("heartbeat"))?,
+    );
+    threads.feeders.push(
+        recovery::spawn_poller(
+            durable.clone(),
+            first_tx.clone(),
+            retry_tx.clone(),
+            recovery::Retention {
+                max_count: config.dead_letter_max,
+                max_age: config.dead_letter_max_age,
+            },
+            draining.clone(),
+        )
+        .map_err(spawn_err("poller"))?,
+    );
+    threads.feeders.push(
+        scheduler::spawn(
+            scheduler_rx,
+            scheduler.backlog.clone(),
+            retry_tx,
+            first_tx,
+            throttle,
+            draining.clone(),
+        )
+        .map_err(spawn_err("scheduler"))?,
+    );
+    threads.rest.push(
+        history::spawn(
+            recorder_rx,
+            redis.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        )
+        .map_err(spawn_err("recorder"))?,
+    );
+    threads.delivery.extend(
+        pool::spawn(
+            "delivery",
+            config.delivery_threads,
+            first_rx,
+            crossbeam_channel::never(),
+            delivery.clone(),
+        )
+        .map_err(spawn_err("delivery"))?,
+    );
+    // Test attempts run on the retry threads: they never delay first attempts.
+    threads.delivery.extend(
+        pool::spawn(
+            "retry",
+            config.retry_threads,
+            retry_rx,
+            jobs_rx,
+            delivery.clone(),
+        )
+        .map_err(spawn_err("retry"))?,
+    );
+    threads.rest.push(
+        registry::spawn_refresher(
+            registry.clone(),
+            redis.clone(),
+            notify_rx,
+            config.registry_refresh,
+            shutdown.clone(),
+        )
+        .map_err(spawn_err("registry"))?,
+    );
     let shared = Arc::new(Shared {
         config: Arc::new(config.clone()),
         cors: crate::api::cors::Cors::new(&config.cors_origins),
@@ -335,48 +376,49 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         sessions: parking_lot::Mutex::new(Default::default()),
         counters: counters.clone(),
         registry: registry.clone(),
-        backlog: scheduler.backlog.clone(),
-        first_rx,
-        delivery: delivery.clone(),
+        delivery: handle.clone(),
         started,
     });
-    crate::api::server::spawn(
-        SocketAddr::new(config.host, config.port),
-        shared,
-        shutdown.clone(),
-    )
-    .map_err(AppError::Listen)?;
-    let mut intake_threads = vec![
+    threads.rest.extend(
+        crate::api::server::spawn(
+            SocketAddr::new(config.host, config.port),
+            shared,
+            shutdown.clone(),
+        )
+        .map_err(AppError::Listen)?,
+    );
+    threads.intake.push(
         pubsub::spawn(
             redis.clone(),
             registry.clone(),
             intake.clone(),
-            notify_tx.clone(),
-            counters.clone(),
+            notify_tx,
+            counters,
             draining.clone(),
         )
         .map_err(spawn_err("intake"))?,
-    ];
+    );
     if let Some(stream) = &config.event_stream {
-        let reader = stream::spawn(
-            redis,
-            registry,
-            intake,
-            stream.clone(),
-            config.stream_group.clone(),
-            config.instance_id.clone(),
-            draining.clone(),
-        )
-        .map_err(spawn_err("stream"))?;
-        intake_threads.push(reader);
+        threads.intake.push(
+            stream::spawn(
+                redis,
+                registry,
+                intake,
+                stream.clone(),
+                config.stream_group.clone(),
+                config.instance_id.clone(),
+                draining.clone(),
+            )
+            .map_err(spawn_err("stream"))?,
+        );
     }
     info!("ready in {} ms", started.elapsed().as_millis());
     Ok(Service {
         draining,
-        stage: stage_tx,
-        intake: intake_threads,
         shutdown,
-        delivery,
+        stage: Some(stage_tx),
+        threads,
+        delivery: handle,
         timeout: config.shutdown_timeout,
     })
 }

@@ -16,7 +16,16 @@
 //!        └───────────────── back as due ──────────────────────────────────────────┘
 //! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
 //! clients ─► api-accept ─► api-conn (relay) ─► tiny_http (Unix socket) ─► api-0..3
+//!                                  api ─► DeliveryHandle ─► figures, dead letters, test jobs
 //! ```
+//!
+//! `app` owns every thread it starts. A stop (SIGTERM, SIGINT) sets a first flag that stops
+//! intake, the poller and the scheduler, then joins the threads in data-flow order, all within
+//! `WEBHOOK_SHUTDOWN_TIMEOUT_MS`: intake, the record stage (its queue recorded), the poller and
+//! the scheduler, the delivery threads (attempts in flight finish; what is queued or parked goes
+//! back to `webhooks:due`; they end when their channels close), then the settlements are
+//! written, the remaining leases released, and a second flag stops the completer, the recorder,
+//! the heartbeat, the registry and the API.
 //!
 //! # Threads
 //!
@@ -27,7 +36,7 @@
 //! | `intake-record` | claiming and recording pub/sub events in batches, then queueing | prepared events |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | first attempts | the first-attempt channel |
-//! | `retry-N` | retries and deliveries taken back from Redis | the retry channel |
+//! | `retry-N` | retries, deliveries taken back from Redis, test attempts (`POST /webhooks/:id/test`) | the retry channel, the job channel |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
 //! | `delivery-completer` | forgetting delivered ids, putting retries and hand-backs back as due, in batches | settlements (gathered for 2 ms) |
@@ -48,6 +57,11 @@
 //! - Architecture Invariant: one webhook holds at most its in-flight limit of delivery threads;
 //!   retries run on their own threads and never delay first attempts.
 //! - Architecture Invariant: one bad message or one invalid webhook never stops the others.
+//! - Architecture Invariant: the API reaches delivery only through `delivery::handle`; no
+//!   handler sees the pool, the gate, the durable store or a channel, and no API thread makes
+//!   an HTTP attempt.
+//! - Architecture Invariant: once the API has answered a webhook write, this instance matches
+//!   events against it (the registry is re-read before the answer).
 
 #![deny(missing_docs)]
 

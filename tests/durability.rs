@@ -80,6 +80,12 @@ fn kill_9_mid_burst_then_restart_delivers_every_matched_event() {
     });
 }
 
+/// The count in the log line a stop ends with: "stopped: N deliveries handed back …".
+fn handed_back_in_log(log: &str) -> Option<u64> {
+    log.lines()
+        .find_map(|l| l.split_once("stopped: ")?.1.split(' ').next()?.parse().ok())
+}
+
 #[test]
 fn sigterm_exits_in_time_and_hands_the_rest_back() {
     let redis = RedisServer::start();
@@ -96,6 +102,8 @@ fn sigterm_exits_in_time_and_hands_the_rest_back() {
         (received(&service) == n as u64).then_some(())
     });
     receiver.wait_for(5, LONG);
+    // Everything is in the service's hands: queued, parked or in flight, none in Redis' due set.
+    assert_eq!(redis_count(&redis, "ZCARD", "webhooks:due"), 0);
     let (code, took) = service
         .terminate(Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no exit within 5 s"));
@@ -103,29 +111,42 @@ fn sigterm_exits_in_time_and_hands_the_rest_back() {
     assert!(took < Duration::from_millis(3000), "took {took:?}");
     let delivered = receiver.distinct_events().0;
     assert!(delivered < n, "everything was delivered before the stop");
-    // What was not delivered is back in Redis, leased by nobody.
-    let due = redis_count(&redis, "ZCARD", "webhooks:due") as usize;
-    assert!(
-        due + delivered >= n,
-        "{due} due + {delivered} delivered < {n}"
-    );
+    // What was not delivered is back in Redis, leased by nobody, and the log says how much.
     let first_log = service.log_text();
+    let due = redis_count(&redis, "ZCARD", "webhooks:due");
+    assert_eq!(
+        handed_back_in_log(&first_log),
+        Some(due),
+        "the stop's count differs from what reached webhooks:due:\n{first_log}"
+    );
+    assert_eq!(
+        due as usize + delivered,
+        n,
+        "{due} due + {delivered} delivered"
+    );
+    let leased: Vec<String> = ::redis::cmd("KEYS")
+        .arg("webhooks:leased:*")
+        .query(&mut redis.conn())
+        .unwrap_or_default();
+    let held: u64 = leased.iter().map(|k| redis_count(&redis, "SCARD", k)).sum();
+    assert_eq!(
+        held, 0,
+        "deliveries still leased after the stop: {leased:?}"
+    );
     service.restart();
     let rest =
         crate::support::try_wait_until(LONG, || (receiver.distinct_events().0 == n).then_some(()));
     assert!(
         rest.is_some(),
-        "the rest did not arrive after a restart: {} of {n}; due {}, recorded {}, dead {}, leased {:?}; first log:\n{first_log}\nlog:\n{}",
+        "the rest did not arrive after a restart: {} of {n}; due {}, recorded {}, dead {}; first log:\n{first_log}\nlog:\n{}",
         receiver.distinct_events().0,
         redis_count(&redis, "ZCARD", "webhooks:due"),
         redis_count(&redis, "HLEN", "webhooks:deliveries"),
         redis_count(&redis, "HLEN", "webhooks:dead_letters"),
-        ::redis::cmd("KEYS")
-            .arg("webhooks:leased:*")
-            .query::<Vec<String>>(&mut redis.conn())
-            .ok(),
         service.log_text()
     );
+    // Each once: nothing in flight was cut off, and nothing delivered was handed back.
+    assert_eq!(receiver.distinct_events(), (n, 0));
 }
 
 #[test]

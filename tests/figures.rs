@@ -1,4 +1,5 @@
-//! Exact figures (issue #10): per-webhook response times after the last attempt of a burst.
+//! Exact figures (issue #10): per-webhook response times after the last attempt of a burst, and
+//! every documented `/metrics` family on a fresh service.
 
 use std::time::Duration;
 
@@ -47,4 +48,70 @@ fn p95_and_average_count_the_slow_attempt_of_a_burst() {
         (65.0..150.0).contains(&average),
         "average of 200, 5 and 5 ms: {exact}"
     );
+}
+
+/// The families the README's Metrics section names (`webhook_…`, labels cut off).
+fn documented_families() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| panic!("the README has no Metrics section"));
+    let mut families: Vec<String> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| code.starts_with("webhook_"))
+        .map(|code| code.split('{').next().unwrap_or(code).to_string())
+        .collect();
+    families.sort();
+    families.dedup();
+    families
+}
+
+#[test]
+fn a_fresh_service_exposes_every_documented_metric_family() {
+    let (_redis, service) = setup(&[]);
+    let metrics = call(&service, "GET", "/metrics", None, &[]);
+    assert_eq!(metrics.status, 200);
+    let documented = documented_families();
+    assert!(documented.len() >= 20, "{documented:?}");
+    for family in &documented {
+        for line in [format!("# HELP {family} "), format!("# TYPE {family} ")] {
+            assert!(
+                metrics.text.lines().any(|l| l.starts_with(&line)),
+                "a fresh /metrics lacks {line:?}:\n{}",
+                metrics.text
+            );
+        }
+    }
+    // And the README documents every family there is.
+    for line in metrics.text.lines() {
+        if let Some(family) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            assert!(
+                documented.iter().any(|d| d == family),
+                "the README does not document {family}"
+            );
+        }
+    }
+    // Unlabelled families have their sample from the start.
+    for family in documented.iter().filter(|f| {
+        ![
+            "webhook_events_total",
+            "webhook_malformed_messages_total",
+            "webhook_attempt_duration_seconds",
+        ]
+        .contains(&f.as_str())
+    }) {
+        assert!(
+            metrics.text.lines().any(
+                |l| l.starts_with(family.as_str()) && l[family.len()..].starts_with([' ', '{'])
+            ),
+            "a fresh /metrics has no sample of {family}"
+        );
+    }
 }

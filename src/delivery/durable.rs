@@ -19,9 +19,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::Commands;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::Delivery;
 use crate::event::EventKind;
@@ -162,6 +163,19 @@ pub struct Durable {
     redis: Arc<RedisPool>,
     instance: Arc<str>,
     leased: Arc<str>,
+    /// Deliveries this process has put back as due (see [`Durable::requeued`]).
+    requeued: Arc<AtomicU64>,
+}
+
+/// What the due set and the dead letters hold, read in one round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueFigures {
+    /// Deliveries in `webhooks:due`.
+    pub due: u64,
+    /// When the earliest of them is due (ms since the epoch).
+    pub next_due_ms: Option<u64>,
+    /// Dead letters kept.
+    pub dead_letters: u64,
 }
 
 impl Durable {
@@ -171,6 +185,7 @@ impl Durable {
             leased: Arc::from(leased(instance)),
             instance: Arc::from(instance),
             redis,
+            requeued: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -271,7 +286,16 @@ impl Durable {
         }
         self.redis
             .with(|conn| pipe.query::<()>(conn))
-            .map_err(err("settle deliveries"))
+            .map_err(err("settle deliveries"))?;
+        self.requeued.fetch_add(due.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deliveries this process has put back in `webhooks:due` (retries, hand-backs, spills),
+    /// counted when written. Every path that puts a leased delivery back as due goes through
+    /// [`Durable::settle_many`]; [`Durable::release_all`] reports its own count.
+    pub fn requeued(&self) -> u64 {
+        self.requeued.load(Ordering::Relaxed)
     }
 
     /// Puts a leased delivery back as due at `due_ms` (a retry, or a hand-back), saving its
@@ -341,11 +365,23 @@ impl Durable {
         Ok(first.first().map(|(_, score)| *score as u64))
     }
 
-    /// Deliveries waiting in the due set.
-    pub fn due_count(&self) -> Result<u64, DurableError> {
-        self.redis
-            .with(|conn| conn.zcard(DUE))
-            .map_err(err("count due deliveries"))
+    /// The size and head of the due set and the number of dead letters, in one round trip.
+    pub fn figures(&self) -> Result<DueFigures, DurableError> {
+        let (due, first, dead_letters): (u64, Vec<(String, f64)>, u64) = self
+            .redis
+            .with(|conn| {
+                redis::pipe()
+                    .zcard(DUE)
+                    .zrange_withscores(DUE, 0, 0)
+                    .zcard(DEAD_LETTERS_BY_TIME)
+                    .query(conn)
+            })
+            .map_err(err("read the due set"))?;
+        Ok(DueFigures {
+            due,
+            next_due_ms: first.first().map(|(_, score)| *score as u64),
+            dead_letters,
+        })
     }
 
     /// Moves every lease of `instance` back to due now; returns how many.
@@ -589,13 +625,6 @@ impl Durable {
             .map_err(err("drop old dead letters"))?;
         Ok(old.len() as u64)
     }
-
-    /// Dead letters kept.
-    pub fn dead_letter_count(&self) -> Result<u64, DurableError> {
-        self.redis
-            .with(|conn| conn.zcard(DEAD_LETTERS_BY_TIME))
-            .map_err(err("count dead letters"))
-    }
 }
 
 fn record_map(d: &Delivery) -> Map<String, Value> {
@@ -640,21 +669,6 @@ pub fn decode(text: &str) -> Option<Delivery> {
         body: Arc::from(v["body"].as_str()?.as_bytes()),
         attempts: v["attempts"].as_u64().unwrap_or(0) as u32,
         created_ms: v["created_ms"].as_u64().unwrap_or(0),
-    })
-}
-
-/// `{id, webhook_id, event_id, event_type, failed_at, attempts, last_status, last_error}` of a
-/// stored dead letter, as the API lists it.
-pub fn dead_letter_view(letter: &Value) -> Value {
-    json!({
-        "id": letter["id"],
-        "webhook_id": letter["webhook_id"],
-        "event_id": letter["event_id"],
-        "event_type": letter["event_type"],
-        "failed_at": letter["failed_at"],
-        "attempts": letter["attempts"],
-        "last_status": letter["last_status"],
-        "last_error": letter["last_error"],
     })
 }
 

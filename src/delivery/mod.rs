@@ -5,12 +5,15 @@
 //! - [`pool`] runs fixed pools of named threads that make attempts, with a per-endpoint limit on
 //!   the threads one webhook can hold, so a hanging endpoint cannot starve the others;
 //! - [`scheduler`] holds deliveries until their retry is due, apart from first attempts;
+//! - [`handle`] is the one thing the API and the app hold of all this: figures, dead letters,
+//!   test attempts (run on the retry threads), the end of a stop;
 //! - [`attempt`], [`signer`], [`retry`], [`http`] and [`ssrf`] are one attempt, its signatures, the
 //!   decision that follows, the HTTP client and its address guard.
 
 pub mod attempt;
 pub mod dispatcher;
 pub mod durable;
+pub mod handle;
 pub mod http;
 pub mod pool;
 pub mod recovery;

@@ -26,6 +26,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Delivery;
 use super::attempt::{self, AttemptOutcome};
 use super::durable::{Durable, DurableError};
+use super::handle::Job;
 use super::retry::{self, Decision};
 use super::scheduler::{SchedulerHandle, Timed};
 use crate::monitor::history::{AttemptRecord, Final, Recorder};
@@ -260,33 +261,57 @@ pub struct Context {
     pub draining: crate::app::Shutdown,
 }
 
-/// Starts `threads` threads named `{name}-{i}` reading `rx`.
+/// Starts `threads` threads named `{name}-{i}` reading `rx`, and running the [`Job`]s of `jobs`
+/// between deliveries (test attempts; pass `crossbeam_channel::never()` for none). A thread
+/// ends once `rx` is closed and empty, whatever `jobs` holds.
 pub fn spawn(
     name: &str,
     threads: usize,
     rx: Receiver<Delivery>,
+    jobs: Receiver<Job>,
     ctx: Arc<Context>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..threads)
         .map(|i| {
             let rx = rx.clone();
+            let jobs = jobs.clone();
             let ctx = ctx.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    for delivery in rx {
-                        match ctx.gate.admit_within(delivery, PARK_WAIT) {
-                            Admission::Run(d) => run_admitted(&ctx, d),
-                            Admission::Parked => {}
-                            Admission::Overflow(d, wait) => {
-                                bump(&ctx.counters.deliveries_spilled);
-                                hand_back(&ctx, d, wait)
-                            }
-                        }
-                    }
-                })
+                .spawn(move || work(&rx, jobs, &ctx))
         })
         .collect()
+}
+
+fn work(rx: &Receiver<Delivery>, mut jobs: Receiver<Job>, ctx: &Context) {
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> delivery => match delivery {
+                Ok(delivery) => match ctx.gate.admit_within(delivery, PARK_WAIT) {
+                    Admission::Run(d) => run_admitted(ctx, d),
+                    Admission::Parked => {}
+                    Admission::Overflow(d, wait) => {
+                        bump(&ctx.counters.deliveries_spilled);
+                        hand_back(ctx, d, wait)
+                    }
+                },
+                Err(_) => {
+                    // Stopping: jobs not started are dropped, which tells whoever waits.
+                    jobs.try_iter().for_each(drop);
+                    return;
+                }
+            },
+            recv(jobs) -> job => match job {
+                Ok(job) => {
+                    if catch_unwind(AssertUnwindSafe(|| job(ctx))).is_err() {
+                        error!("a job on a delivery thread panicked");
+                    }
+                }
+                // Nobody can send jobs any more: deliveries only from now on.
+                Err(_) => jobs = crossbeam_channel::never(),
+            },
+        }
+    }
 }
 
 /// Runs an admitted delivery, then whatever the gate hands back for the same webhook.

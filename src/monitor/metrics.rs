@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Counters, OUTCOMES};
+use super::{Counters, FIGURES, Gauges, Kind, OUTCOMES, Unit};
 
 /// Upper bounds of the duration buckets, in seconds.
 pub const BUCKETS: [f64; 14] = [
@@ -66,27 +66,6 @@ impl Histogram {
     }
 }
 
-/// Gauges read at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Gauges {
-    /// Deliveries waiting in Redis for their time.
-    pub retry_backlog: u64,
-    /// How long the earliest due delivery is overdue, in seconds.
-    pub oldest_due_seconds: f64,
-    /// Dead letters kept.
-    pub dead_letters: u64,
-    /// Webhooks currently disconnected.
-    pub disconnected_webhooks: u64,
-    /// Whether the intake subscriber is connected.
-    pub redis_connected: bool,
-    /// Deliveries queued or parked.
-    pub queue_depth: u64,
-    /// Attempts in flight.
-    pub in_flight: u64,
-    /// Webhooks loaded.
-    pub webhooks: u64,
-}
-
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -94,14 +73,16 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The exposition text.
-pub fn render(counters: &Counters, histogram: &Histogram, gauges: Gauges) -> String {
+/// The exposition text: the labelled families, then every figure of [`FIGURES`]. Every family
+/// has its `# HELP` and `# TYPE` lines even before its first sample.
+pub fn render(counters: &Counters, histogram: &Histogram, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(8192);
-    let _ = writeln!(
-        out,
-        "# HELP webhook_events_total Events received, by canonical type and source channel."
+    family(
+        &mut out,
+        "webhook_events_total",
+        "Events received, by canonical type and source channel.",
+        Kind::Counter,
     );
-    let _ = writeln!(out, "# TYPE webhook_events_total counter");
     for ((kind, source), n) in counters.events_by_type() {
         let _ = writeln!(
             out,
@@ -110,11 +91,12 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: Gauges) -> Str
             escape(&source)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP webhook_malformed_messages_total Messages that could not be parsed, by source."
+    family(
+        &mut out,
+        "webhook_malformed_messages_total",
+        "Messages that could not be parsed, by source.",
+        Kind::Counter,
     );
-    let _ = writeln!(out, "# TYPE webhook_malformed_messages_total counter");
     for (source, n) in counters.malformed_by_source() {
         let _ = writeln!(
             out,
@@ -122,11 +104,12 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: Gauges) -> Str
             escape(&source)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP webhook_deliveries_total Delivery attempts, by outcome class."
+    family(
+        &mut out,
+        "webhook_deliveries_total",
+        "Delivery attempts, by outcome class.",
+        Kind::Counter,
     );
-    let _ = writeln!(out, "# TYPE webhook_deliveries_total counter");
     for class in OUTCOMES {
         let _ = writeln!(
             out,
@@ -135,6 +118,28 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: Gauges) -> Str
             counters.attempts(class)
         );
     }
+    render_histogram(&mut out, histogram);
+    for figure in FIGURES {
+        family(&mut out, figure.metric, figure.help, figure.kind);
+        let value = (figure.read)(counters, gauges);
+        let _ = match figure.unit {
+            Unit::Count => writeln!(out, "{} {value}", figure.metric),
+            Unit::Millis => writeln!(out, "{} {}", figure.metric, value as f64 / 1000.0),
+        };
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: Kind) {
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn render_histogram(out: &mut String, histogram: &Histogram) {
     let _ = writeln!(
         out,
         "# HELP webhook_attempt_duration_seconds Duration of delivery attempts, by webhook."
@@ -165,92 +170,6 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: Gauges) -> Str
             series.count
         );
     }
-    let gauge = |out: &mut String, name: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        let _ = writeln!(out, "{name} {value}");
-    };
-    gauge(
-        &mut out,
-        "webhook_retry_backlog",
-        "Deliveries waiting in Redis for their time.",
-        gauges.retry_backlog.to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_oldest_due_seconds",
-        "How long the earliest due delivery has waited past its time.",
-        gauges.oldest_due_seconds.to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_dead_letters",
-        "Dead letters kept.",
-        gauges.dead_letters.to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_disconnected_webhooks",
-        "Webhooks disconnected after repeated failures.",
-        gauges.disconnected_webhooks.to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_redis_connected",
-        "1 while the intake is connected to Redis.",
-        u8::from(gauges.redis_connected).to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_queue_depth",
-        "Deliveries queued or parked for a delivery thread.",
-        gauges.queue_depth.to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_in_flight",
-        "Attempts in flight.",
-        gauges.in_flight.to_string(),
-    );
-    gauge(
-        &mut out,
-        "webhook_webhooks",
-        "Webhooks loaded.",
-        gauges.webhooks.to_string(),
-    );
-    let totals = [
-        (
-            "webhook_events_received_total",
-            "Messages received.",
-            &counters.events_received,
-        ),
-        (
-            "webhook_events_duplicate_total",
-            "Events suppressed as duplicates.",
-            &counters.events_duplicate,
-        ),
-        (
-            "webhook_deliveries_succeeded_total",
-            "Deliveries that succeeded.",
-            &counters.deliveries_succeeded,
-        ),
-        (
-            "webhook_deliveries_failed_total",
-            "Deliveries that used up their attempts.",
-            &counters.deliveries_failed,
-        ),
-        (
-            "webhook_deliveries_spilled_total",
-            "Deliveries that waited in Redis because the in-memory queue or parking space was full.",
-            &counters.deliveries_spilled,
-        ),
-    ];
-    for (name, help, counter) in totals {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        let _ = writeln!(out, "{name} {}", super::get(counter));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -267,7 +186,7 @@ mod tests {
         for i in 0..(MAX_WEBHOOK_SERIES + 50) {
             histogram.observe(&Arc::from(format!("wh_{i}")), 0.003);
         }
-        let text = render(&counters, &histogram, Gauges::default());
+        let text = render(&counters, &histogram, &Gauges::default());
         for family in [
             "webhook_events_total{type=\"job.completed\",source=\"complete_job\"} 1",
             "webhook_deliveries_total{outcome=\"2xx\"} 1",
@@ -286,5 +205,68 @@ mod tests {
             .filter(|l| l.starts_with("webhook_attempt_duration_seconds_count"))
             .count();
         assert_eq!(series, MAX_WEBHOOK_SERIES + 1);
+    }
+
+    #[test]
+    fn every_figure_is_a_family_with_its_sample_in_base_units() {
+        let counters = Counters::default();
+        counters
+            .events_received
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let gauges = Gauges {
+            queue: crate::monitor::Queue {
+                oldest_pending_age_ms: 1500,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = render(&counters, &Histogram::default(), &gauges);
+        for figure in FIGURES {
+            let kind = match figure.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            assert!(text.contains(&format!("# HELP {} {}\n", figure.metric, figure.help)));
+            assert!(text.contains(&format!("# TYPE {} {kind}\n", figure.metric)));
+        }
+        assert!(
+            text.contains("\nwebhook_events_received_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwebhook_oldest_due_seconds 1.5\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_family() {
+        let readme = include_str!("../../README.md");
+        for figure in FIGURES {
+            let kind = match figure.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let place = match figure.group {
+                crate::monitor::Group::MetricsOnly => "—".to_string(),
+                group => format!("`{}.{}`", group.key(), figure.key),
+            };
+            let row = format!(
+                "| `{}` | {kind} | {place} | {} |",
+                figure.metric, figure.help
+            );
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+        for family in [
+            "webhook_events_total{type,source}",
+            "webhook_malformed_messages_total{source}",
+            "webhook_deliveries_total{outcome}",
+            "webhook_attempt_duration_seconds{webhook}",
+        ] {
+            assert!(
+                readme.contains(&format!("`{family}`")),
+                "README lacks {family}"
+            );
+        }
     }
 }

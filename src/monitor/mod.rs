@@ -1,8 +1,11 @@
-//! Observability: in-process counters of what intake and delivery did.
+//! Observability: in-process counters of what intake and delivery did, and the one table of
+//! figures that `/health` and `/metrics` both show.
 //!
 //! Counters are plain atomics, bumped on the hot path without locks; readers (the API) take a
 //! consistent-enough snapshot. Per-source counts use a small map, bounded by the fixed set of
-//! channels we read.
+//! channels we read. [`FIGURES`] lists every counter and gauge once, with its `/health` place,
+//! its Prometheus family and its help text: a new counter is a field of [`Counters`] and a row
+//! there (and a line in the README's Metrics section, which a test checks).
 
 pub mod history;
 pub mod metrics;
@@ -128,6 +131,210 @@ impl Counters {
                     .map(move |(kind, n)| ((*kind, source.clone()), *n))
             })
             .collect()
+    }
+}
+
+/// Figures of delivery that are read when shown, not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queue {
+    /// Deliveries waiting for a delivery thread (queued, or parked behind a busy webhook).
+    pub depth: u64,
+    /// Attempts in flight.
+    pub in_flight: u64,
+    /// Deliveries waiting for their time: in `webhooks:due`, or in memory while Redis is away.
+    pub retry_backlog: u64,
+    /// How long the earliest of them has waited past its time (0 if none is late).
+    pub oldest_pending_age_ms: u64,
+    /// Dead letters kept.
+    pub dead_letters: u64,
+}
+
+/// Gauges: what is true at the moment of reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Delivery's figures.
+    pub queue: Queue,
+    /// Webhooks loaded.
+    pub webhooks: u64,
+    /// Webhooks currently disconnected.
+    pub disconnected_webhooks: u64,
+    /// Whether the intake subscriber is connected to Redis.
+    pub redis_connected: bool,
+}
+
+/// Where `/health` shows a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// `events`: what intake did with messages.
+    Events,
+    /// `deliveries`: what became of deliveries.
+    Deliveries,
+    /// `queue`: where deliveries wait now.
+    Queue,
+    /// Only in `/metrics` (`/health` shows it in the original's own fields).
+    MetricsOnly,
+}
+
+impl Group {
+    /// The `/health` object of the group.
+    pub fn key(self) -> &'static str {
+        match self {
+            Group::Events => "events",
+            Group::Deliveries => "deliveries",
+            Group::Queue => "queue",
+            Group::MetricsOnly => "",
+        }
+    }
+}
+
+/// How a figure behaves over time, as Prometheus types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// The unit of a figure's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A number of things.
+    Count,
+    /// Milliseconds in `/health`; seconds, the base unit, in `/metrics`.
+    Millis,
+}
+
+/// One figure: where `/health` shows it, the `/metrics` family it is, and how to read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Figure {
+    /// The `/health` object it is in.
+    pub group: Group,
+    /// Its name in that object.
+    pub key: &'static str,
+    /// Its Prometheus family.
+    pub metric: &'static str,
+    /// The family's help text.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its unit.
+    pub unit: Unit,
+    /// Reads it.
+    pub read: Read,
+}
+
+/// Every counter and gauge, in the order `/health` and `/metrics` show them.
+#[rustfmt::skip] // One row per figure reads as a table.
+pub const FIGURES: &[Figure] = &[
+    count(Group::Events, "received", "webhook_events_received_total",
+        "Messages received from Redis (event channels only).",
+        |c, _| get(&c.events_received)),
+    count(Group::Events, "processed", "webhook_events_processed_total",
+        "Messages that parsed into at least one event.",
+        |c, _| get(&c.events_processed)),
+    count(Group::Events, "skipped", "webhook_events_skipped_total",
+        "Events that reached no webhook, were duplicates, or describe nothing deliverable.",
+        |c, _| get(&c.events_skipped)),
+    count(Group::Events, "duplicate", "webhook_events_duplicate_total",
+        "Events suppressed as duplicates.",
+        |c, _| get(&c.events_duplicate)),
+    count(Group::Events, "claimed_elsewhere", "webhook_events_claimed_elsewhere_total",
+        "Events another instance claimed first.",
+        |c, _| get(&c.events_claimed_elsewhere)),
+    count(Group::Events, "unrecorded", "webhook_events_unrecorded_total",
+        "Events whose deliveries could not be recorded in Redis and were made from memory.",
+        |c, _| get(&c.events_unrecorded)),
+    count(Group::Events, "malformed", "webhook_events_malformed_total",
+        "Messages that could not be parsed.",
+        |c, _| get(&c.events_malformed)),
+    count(Group::Events, "failed", "webhook_events_failed_total",
+        "Events or deliveries whose handling failed inside the service.",
+        |c, _| get(&c.events_failed)),
+    count(Group::Deliveries, "created", "webhook_deliveries_created_total",
+        "Deliveries created, one per event and webhook.",
+        |c, _| get(&c.deliveries_created)),
+    count(Group::Deliveries, "succeeded", "webhook_deliveries_succeeded_total",
+        "Deliveries that succeeded.",
+        |c, _| get(&c.deliveries_succeeded)),
+    count(Group::Deliveries, "failed", "webhook_deliveries_failed_total",
+        "Deliveries that used up their attempts.",
+        |c, _| get(&c.deliveries_failed)),
+    count(Group::Deliveries, "throttled", "webhook_deliveries_throttled_total",
+        "Progress deliveries superseded by a later one within the throttle period.",
+        |c, _| get(&c.deliveries_throttled)),
+    count(Group::Deliveries, "dropped", "webhook_deliveries_dropped_total",
+        "Deliveries not sent because their webhook was deleted, paused or disconnected.",
+        |c, _| get(&c.deliveries_dropped)),
+    count(Group::Deliveries, "spilled", "webhook_deliveries_spilled_total",
+        "Deliveries that waited in Redis because the in-memory queue or parking space was full.",
+        |c, _| get(&c.deliveries_spilled)),
+    count(Group::Deliveries, "records_dropped", "webhook_history_records_dropped_total",
+        "Attempt records left out of the history because the recorder was too far behind.",
+        |c, _| get(&c.records_dropped)),
+    gauge(Group::Queue, "depth", "webhook_queue_depth",
+        "Deliveries queued or parked for a delivery thread.",
+        Unit::Count, |_, g| g.queue.depth),
+    gauge(Group::Queue, "in_flight", "webhook_in_flight",
+        "Attempts in flight.",
+        Unit::Count, |_, g| g.queue.in_flight),
+    gauge(Group::Queue, "retry_backlog", "webhook_retry_backlog",
+        "Deliveries waiting for their time, in Redis or in memory while Redis is away.",
+        Unit::Count, |_, g| g.queue.retry_backlog),
+    gauge(Group::Queue, "oldest_pending_age_ms", "webhook_oldest_due_seconds",
+        "How long the earliest due delivery has waited past its time.",
+        Unit::Millis, |_, g| g.queue.oldest_pending_age_ms),
+    gauge(Group::Queue, "dead_letters", "webhook_dead_letters",
+        "Dead letters kept.",
+        Unit::Count, |_, g| g.queue.dead_letters),
+    gauge(Group::MetricsOnly, "disconnected_webhooks", "webhook_disconnected_webhooks",
+        "Webhooks disconnected after repeated failures.",
+        Unit::Count, |_, g| g.disconnected_webhooks),
+    gauge(Group::MetricsOnly, "redis_connected", "webhook_redis_connected",
+        "1 while the intake is connected to Redis.",
+        Unit::Count, |_, g| u64::from(g.redis_connected)),
+    gauge(Group::MetricsOnly, "webhooks", "webhook_webhooks",
+        "Webhooks loaded.",
+        Unit::Count, |_, g| g.webhooks),
+];
+
+/// How a figure is read.
+pub type Read = fn(&Counters, &Gauges) -> u64;
+
+const fn count(
+    group: Group,
+    key: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    read: Read,
+) -> Figure {
+    Figure {
+        group,
+        key,
+        metric,
+        help,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        read,
+    }
+}
+
+const fn gauge(
+    group: Group,
+    key: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    unit: Unit,
+    read: Read,
+) -> Figure {
+    Figure {
+        group,
+        key,
+        metric,
+        help,
+        kind: Kind::Gauge,
+        unit,
+        read,
     }
 }
 

@@ -9,9 +9,8 @@ use super::super::reply::Reply;
 use super::super::server::Call;
 use super::limit;
 use crate::app::Shared;
-use crate::delivery::durable::{DurableError, dead_letter_view};
+use crate::delivery::durable::DurableError;
 use crate::keys;
-use crate::time::now_ms;
 
 fn failed(what: &str, e: &DurableError) -> Reply {
     error!("could not {what}: {e}");
@@ -25,9 +24,9 @@ pub fn list(shared: &Shared, call: &Call) -> Reply {
         Err(reply) => return reply,
     };
     let webhook = call.query("webhook_id").filter(|w| !w.is_empty());
-    match shared.delivery.durable.dead_letters(webhook, limit) {
+    match shared.delivery.dead_letters(webhook, limit) {
         Ok(letters) => {
-            let data: Vec<Value> = letters.iter().map(dead_letter_view).collect();
+            let data: Vec<Value> = letters.iter().map(view).collect();
             let count = data.len();
             Reply::data_with(200, Value::from(data), &[("count", Value::from(count))])
         }
@@ -38,10 +37,10 @@ pub fn list(shared: &Shared, call: &Call) -> Reply {
 /// `POST /dead-letters/:id/redeliver` → 202.
 pub fn redeliver(shared: &Shared, call: &Call) -> Reply {
     let id = call.param(0);
-    match shared.delivery.durable.redeliver(id, now_ms()) {
+    match shared.delivery.redeliver(id) {
         Ok(Some(letter)) => {
             info!("dead letter {id} queued for redelivery");
-            Reply::data(202, dead_letter_view(&letter))
+            Reply::data(202, view(&letter))
         }
         Ok(None) => Reply::error(404, "Dead letter not found"),
         Err(e) => failed("redeliver a dead letter", &e),
@@ -77,11 +76,26 @@ pub fn recover(shared: &Shared, call: &Call) -> Reply {
             return Reply::unavailable();
         }
     }
-    match shared.delivery.durable.recover(id, since, now_ms()) {
+    match shared.delivery.recover(id, since) {
         Ok(requeued) => {
             info!("webhook {id}: {requeued} dead letters since {since} queued for redelivery");
             Reply::data(202, json!({"requeued": requeued}))
         }
         Err(e) => failed("recover dead letters", &e),
     }
+}
+
+/// `{id, webhook_id, event_id, event_type, failed_at, attempts, last_status, last_error}` of a
+/// stored dead letter, as the API lists it.
+fn view(letter: &Value) -> Value {
+    json!({
+        "id": letter["id"],
+        "webhook_id": letter["webhook_id"],
+        "event_id": letter["event_id"],
+        "event_type": letter["event_type"],
+        "failed_at": letter["failed_at"],
+        "attempts": letter["attempts"],
+        "last_status": letter["last_status"],
+        "last_error": letter["last_error"],
+    })
 }

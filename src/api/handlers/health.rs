@@ -1,51 +1,73 @@
-//! `GET /health`: the original's fields plus uptime, queue figures and counters.
+//! `GET /health` and `GET /metrics`: the original's fields plus uptime, and every figure of
+//! [`FIGURES`] (counters and gauges), in both.
 
 use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::api::reply::Reply;
 use crate::app::Shared;
-use crate::monitor::metrics::{Gauges, render};
-use crate::monitor::{OUTCOMES, get};
+use crate::monitor::metrics::render;
+use crate::monitor::{FIGURES, Gauges, Group, OUTCOMES, get};
 
-/// `GET /metrics`: Prometheus text exposition.
-pub fn metrics(shared: &Shared) -> Reply {
-    let c = &shared.counters;
+/// The gauges as they are now.
+fn gauges(shared: &Shared) -> Gauges {
     let snapshot = shared.registry.snapshot();
-    let durable = &shared.delivery.durable;
-    let gauges = Gauges {
-        retry_backlog: shared.retry_backlog() as u64,
-        oldest_due_seconds: shared.oldest_pending_age_ms() as f64 / 1000.0,
-        dead_letters: durable.dead_letter_count().unwrap_or(0),
+    Gauges {
+        queue: shared.delivery.queue(),
+        webhooks: snapshot.webhooks().len() as u64,
         disconnected_webhooks: snapshot
             .webhooks()
             .iter()
             .filter(|w| w.disconnected)
             .count() as u64,
-        redis_connected: c.redis_connected.load(Ordering::Relaxed),
-        queue_depth: shared.queue_depth() as u64,
-        in_flight: shared.delivery.gate.in_flight() as u64,
-        webhooks: snapshot.webhooks().len() as u64,
-    };
+        redis_connected: shared.counters.redis_connected.load(Ordering::Relaxed),
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub fn metrics(shared: &Shared) -> Reply {
+    let c = &shared.counters;
     Reply::raw(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
-        render(c, &c.durations, gauges).into_bytes(),
+        render(c, &c.durations, &gauges(shared)).into_bytes(),
     )
+}
+
+/// The figures of `group`, in table order.
+fn group(shared: &Shared, gauges: &Gauges, group: Group) -> Map<String, Value> {
+    FIGURES
+        .iter()
+        .filter(|f| f.group == group)
+        .map(|f| {
+            let value = (f.read)(&shared.counters, gauges);
+            (f.key.to_string(), Value::from(value))
+        })
+        .collect()
 }
 
 /// `GET /health`: 200 while Redis is reachable, 503 `degraded` otherwise.
 pub fn health(shared: &Shared) -> Reply {
     let c = &shared.counters;
-    let connected = c.redis_connected.load(Ordering::Relaxed);
+    let gauges = gauges(shared);
+    let connected = gauges.redis_connected;
     let now = crate::time::now_ms();
-    let snapshot = shared.registry.snapshot();
-    let active = snapshot.webhooks().iter().filter(|w| w.active).count();
-    let attempts: serde_json::Map<String, Value> = OUTCOMES
+    let active = shared
+        .registry
+        .snapshot()
+        .webhooks()
+        .iter()
+        .filter(|w| w.active)
+        .count();
+    let mut events = group(shared, &gauges, Group::Events);
+    events.insert("malformed_by_source".into(), json!(c.malformed_by_source()));
+    let mut deliveries = group(shared, &gauges, Group::Deliveries);
+    let attempts: Map<String, Value> = OUTCOMES
         .iter()
         .map(|o| (o.label().to_string(), Value::from(c.attempts(*o))))
         .collect();
+    deliveries.insert("attempts".into(), Value::Object(attempts));
     let body = json!({
         "status": if connected { "ok" } else { "degraded" },
         "service": "webhook-service",
@@ -56,9 +78,10 @@ pub fn health(shared: &Shared) -> Reply {
             "connected": connected,
             "status": if connected { "ready" } else { "reconnecting" },
         },
+        // The original's fields, with its names.
         "processor": {
             "active_webhooks": active,
-            "total_webhooks": snapshot.webhooks().len(),
+            "total_webhooks": gauges.webhooks,
             "total_deliveries": get(&c.events_processed),
             "failed_deliveries": get(&c.events_failed),
             "workflow_tracking": {
@@ -67,35 +90,10 @@ pub fn health(shared: &Shared) -> Reply {
                 "message": "Internal workflow tracking disabled - using Redis events exclusively",
             },
         },
-        "queue": {
-            "depth": shared.queue_depth(),
-            "in_flight": shared.delivery.gate.in_flight(),
-            "retry_backlog": shared.backlog.retries.load(Ordering::Relaxed),
-                        "oldest_pending_age_ms": shared.oldest_pending_age_ms(),
-            "dead_letters": shared.delivery.durable.dead_letter_count().unwrap_or(0),
-        },
+        "queue": group(shared, &gauges, Group::Queue),
         "instance": shared.config.instance_id,
-        "events": {
-            "received": get(&c.events_received),
-            "processed": get(&c.events_processed),
-            "skipped": get(&c.events_skipped),
-                        "duplicate": get(&c.events_duplicate),
-            "claimed_elsewhere": get(&c.events_claimed_elsewhere),
-            "unrecorded": get(&c.events_unrecorded),
-            "malformed": get(&c.events_malformed),
-            "failed": get(&c.events_failed),
-            "malformed_by_source": c.malformed_by_source(),
-        },
-        "deliveries": {
-            "created": get(&c.deliveries_created),
-            "succeeded": get(&c.deliveries_succeeded),
-            "failed": get(&c.deliveries_failed),
-            "throttled": get(&c.deliveries_throttled),
-                        "dropped": get(&c.deliveries_dropped),
-            "spilled": get(&c.deliveries_spilled),
-            "records_dropped": get(&c.records_dropped),
-            "attempts": attempts,
-        },
+        "events": events,
+        "deliveries": deliveries,
     });
     Reply::envelope(if connected { 200 } else { 503 }, body)
 }

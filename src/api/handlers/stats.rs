@@ -36,14 +36,9 @@ pub fn webhook_stats(shared: &Shared, call: &Call) -> Reply {
     }
     match history::stats(&shared.redis, id) {
         Ok(mut stats) => {
-            stats.insert(
-                "retry_queue_size".into(),
-                Value::from(shared.retry_backlog()),
-            );
-            stats.insert(
-                "pending_deliveries".into(),
-                Value::from(shared.queue_depth()),
-            );
+            let queue = shared.delivery.queue();
+            stats.insert("retry_queue_size".into(), Value::from(queue.retry_backlog));
+            stats.insert("pending_deliveries".into(), Value::from(queue.depth));
             Reply::data(200, Value::Object(stats))
         }
         Err(e) => redis_failed("read stats", &e),
@@ -117,6 +112,7 @@ pub fn summary(shared: &Shared) -> Reply {
         Err(e) => return redis_failed("read the delivery log", &e),
     };
     let c = &shared.counters;
+    let queue = shared.delivery.queue();
     Reply::data(
         200,
         json!({
@@ -128,8 +124,8 @@ pub fn summary(shared: &Shared) -> Reply {
                 "total_events": sum("total_events"),
                 "successful_events": sum("successful_events"),
                 "failed_events": sum("failed_events"),
-                "retry_queue_size": shared.retry_backlog(),
-                "pending_deliveries": shared.queue_depth(),
+                "retry_queue_size": queue.retry_backlog,
+                "pending_deliveries": queue.depth,
             },
             "webhook_summary": {
                 "total_webhooks": ids.len(),

@@ -1,6 +1,6 @@
 //! `POST /webhooks/:id/test`: one real, signed delivery per exact entry of `events` (a pattern
-//! entry sends one `webhook.test`), made now, and its real outcome reported (the original always
-//! said "sent successfully", reference B10).
+//! entry sends one `webhook.test`), made now on the delivery threads, and its real outcome
+//! reported (the original always said "sent successfully", reference B10).
 
 use std::sync::Arc;
 
@@ -11,11 +11,7 @@ use super::super::server::Call;
 use super::webhooks::{invalid, store_failed};
 use crate::app::Shared;
 use crate::delivery::Delivery;
-use crate::delivery::attempt;
-use crate::delivery::pool;
-use crate::delivery::retry::OutcomeClass;
 use crate::event::{EventKind, json as js};
-use crate::monitor::history::Final;
 use crate::time::now_ms;
 use crate::webhook::ids;
 use crate::webhook::model::{EventNames, Subscription, Webhook};
@@ -33,58 +29,28 @@ pub fn test(shared: &Shared, call: &Call) -> Reply {
         Ok(w) => w,
         Err(e) => return invalid(&e),
     };
-    let mut results = Vec::new();
-    let mut all_delivered = !webhook.subscriptions.is_empty();
-    for subscription in &webhook.subscriptions {
-        let (event_type, kind) = match subscription {
-            Subscription::Canonical(k) => (k.name(), Some(*k)),
-            Subscription::Legacy(k) => (k.legacy_name().unwrap_or(k.name()), Some(*k)),
-            Subscription::All | Subscription::Prefix(_) => ("webhook.test", None),
-        };
-        let now = now_ms();
-        let event_id = format!("test_wh_{now}_{}_{event_type}", ids::random_base36(9));
-        let mut body = Map::new();
-        body.insert("event_type".into(), Value::from(event_type));
-        body.insert("event_id".into(), Value::from(event_id.as_str()));
-        body.insert("timestamp".into(), Value::from(now));
-        body.insert("webhook_id".into(), Value::from(id));
-        body.insert("data".into(), sample(kind, event_type, now));
-        body.insert(
-            "metadata".into(),
-            json!({"original_timestamp": now, "test_event": true}),
-        );
-        let delivery = Delivery {
-            webhook_id: Arc::from(id),
-            event_id,
-            event_type: Arc::from(event_type),
-            kind: kind.unwrap_or(EventKind::JobCompleted),
-            body: Arc::from(js::object_to_vec(&body)),
-            attempts: 1,
-            created_ms: now,
-        };
-        let outcome = attempt::send(&shared.delivery.agent, &webhook, &delivery);
-        let delivered = outcome.class == OutcomeClass::Success;
-        all_delivered &= delivered;
-        shared.delivery.recorder.record(pool::record(
-            &webhook,
-            &delivery,
-            &outcome,
-            if delivered {
-                Final::Delivered
-            } else {
-                Final::Failed
-            },
-            None,
-            true,
-        ));
-        results.push(json!({
-            "event_type": event_type,
-            "delivered": delivered,
-            "status_code": outcome.status,
-            "response_time_ms": (outcome.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            "error": outcome.error,
-        }));
-    }
+    let now = now_ms();
+    let deliveries: Vec<Delivery> = webhook
+        .subscriptions
+        .iter()
+        .map(|subscription| test_delivery(id, subscription, now))
+        .collect();
+    let webhook = Arc::new(webhook);
+    let outcomes = shared.delivery.test(webhook.clone(), deliveries.clone());
+    let all_delivered = !outcomes.is_empty() && outcomes.iter().all(|o| o.delivered);
+    let results: Vec<Value> = deliveries
+        .iter()
+        .zip(outcomes)
+        .map(|(delivery, outcome)| {
+            json!({
+                "event_type": &*delivery.event_type,
+                "delivered": outcome.delivered,
+                "status_code": outcome.status,
+                "response_time_ms": outcome.response_time_ms,
+                "error": outcome.error,
+            })
+        })
+        .collect();
     let data = json!({"delivered": all_delivered, "results": results});
     if all_delivered {
         Reply::data_with(
@@ -103,6 +69,35 @@ pub fn test(shared: &Shared, call: &Call) -> Reply {
             200,
             json!({"success": false, "error": format!("Test delivery failed: {first_error}"), "data": data}),
         )
+    }
+}
+
+/// The test delivery of one `events` entry: a pattern entry sends one `webhook.test`.
+fn test_delivery(id: &str, subscription: &Subscription, now: u64) -> Delivery {
+    let (event_type, kind) = match subscription {
+        Subscription::Canonical(k) => (k.name(), Some(*k)),
+        Subscription::Legacy(k) => (k.legacy_name().unwrap_or(k.name()), Some(*k)),
+        Subscription::All | Subscription::Prefix(_) => ("webhook.test", None),
+    };
+    let event_id = format!("test_wh_{now}_{}_{event_type}", ids::random_base36(9));
+    let mut body = Map::new();
+    body.insert("event_type".into(), Value::from(event_type));
+    body.insert("event_id".into(), Value::from(event_id.as_str()));
+    body.insert("timestamp".into(), Value::from(now));
+    body.insert("webhook_id".into(), Value::from(id));
+    body.insert("data".into(), sample(kind, event_type, now));
+    body.insert(
+        "metadata".into(),
+        json!({"original_timestamp": now, "test_event": true}),
+    );
+    Delivery {
+        webhook_id: Arc::from(id),
+        event_id,
+        event_type: Arc::from(event_type),
+        kind: kind.unwrap_or(EventKind::JobCompleted),
+        body: Arc::from(js::object_to_vec(&body)),
+        attempts: 1,
+        created_ms: now,
     }
 }
 
