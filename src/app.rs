@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use log::{error, info, warn};
 
 use crate::config::{Config, redact_url};
@@ -15,8 +16,9 @@ use crate::delivery::durable::Durable;
 use crate::delivery::handle::{DeliveryHandle, Job};
 use crate::delivery::pool::{self, Context, EndpointGate};
 use crate::delivery::scheduler;
+use crate::delivery::scheduler::SchedulerHandle;
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{http, recovery};
+use crate::delivery::{Delivery, http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
@@ -214,10 +216,30 @@ impl Service {
     }
 }
 
+/// What every part of the service is built on.
+struct Base {
+    redis: Arc<RedisPool>,
+    durable: Durable,
+    counters: Arc<Counters>,
+    registry: Arc<Registry>,
+    draining: Shutdown,
+    shutdown: Shutdown,
+}
+
+/// The delivery side, started: what intake queues deliveries with, and the handle.
+struct Delivering {
+    first_tx: Sender<Delivery>,
+    scheduler: SchedulerHandle,
+    throttle: Arc<Throttle>,
+    handle: DeliveryHandle,
+}
+
+fn spawn_err(what: &'static str) -> impl FnOnce(std::io::Error) -> AppError {
+    move |e| AppError::Spawn(what, e)
+}
+
 /// Builds the shared state and starts every thread.
 pub fn start(config: Config) -> Result<Service, AppError> {
-    let draining = Shutdown::default();
-    let shutdown = Shutdown::default();
     let started = Instant::now();
     info!(
         "webhook-service {} starting as instance {}: redis {}, {} delivery + {} retry threads, timeout {} ms",
@@ -231,90 +253,110 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     if let Some(env) = &config.node_env {
         info!("NODE_ENV={env}");
     }
-    let spawn_err = |what: &'static str| move |e: std::io::Error| AppError::Spawn(what, e);
-    let mut threads = Threads::default();
     let client = redis::Client::open(config.redis_url.as_str()).map_err(AppError::Redis)?;
     let redis = Arc::new(RedisPool::new(client));
-    let durable = Durable::new(redis.clone(), &config.instance_id);
-    let counters = Arc::new(Counters::default());
-    let registry = Arc::new(Registry::new(config.half_open_after.as_millis() as u64));
+    let base = Base {
+        durable: Durable::new(redis.clone(), &config.instance_id),
+        redis,
+        counters: Arc::new(Counters::default()),
+        registry: Arc::new(Registry::new(config.half_open_after.as_millis() as u64)),
+        draining: Shutdown::default(),
+        shutdown: Shutdown::default(),
+    };
+    let mut threads = Threads::default();
+    let delivering = start_delivery(&config, &base, &mut threads)?;
+    let handle = delivering.handle.clone();
+    let (notify_tx, notify_rx) = crossbeam_channel::bounded(16);
+    threads.rest.push(
+        registry::spawn_refresher(
+            base.registry.clone(),
+            base.redis.clone(),
+            notify_rx,
+            config.registry_refresh,
+            base.shutdown.clone(),
+        )
+        .map_err(spawn_err("registry"))?,
+    );
+    let shared = Arc::new(Shared {
+        config: Arc::new(config.clone()),
+        cors: crate::api::cors::Cors::new(&config.cors_origins),
+        redis: base.redis.clone(),
+        sessions: parking_lot::Mutex::new(Default::default()),
+        counters: base.counters.clone(),
+        registry: base.registry.clone(),
+        delivery: handle.clone(),
+        started,
+    });
+    threads.rest.extend(
+        crate::api::server::spawn(
+            SocketAddr::new(config.host, config.port),
+            shared,
+            base.shutdown.clone(),
+        )
+        .map_err(AppError::Listen)?,
+    );
+    let stage = start_intake(&config, &base, delivering, notify_tx, &mut threads)?;
+    info!("ready in {} ms", started.elapsed().as_millis());
+    Ok(Service {
+        draining: base.draining,
+        shutdown: base.shutdown,
+        stage: Some(stage),
+        threads,
+        delivery: handle,
+        timeout: config.shutdown_timeout,
+    })
+}
+
+/// Starts the delivery threads and those that feed and settle them.
+fn start_delivery(
+    config: &Config,
+    base: &Base,
+    threads: &mut Threads,
+) -> Result<Delivering, AppError> {
     let (first_tx, first_rx) = crossbeam_channel::bounded(config.queue_capacity);
     let (retry_tx, retry_rx) = crossbeam_channel::bounded(config.retry_threads * 16);
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(config.retry_threads * 16);
     let (scheduler, scheduler_rx) = scheduler::channel();
-    let (notify_tx, notify_rx) = crossbeam_channel::bounded(16);
     let throttle = Arc::new(Throttle::new(config.progress_throttle));
-    let (recorder, recorder_rx) = history::channel(counters.clone());
-    let (completer, completer_thread) =
-        recovery::spawn_completer(durable.clone(), scheduler.clone(), shutdown.clone())
-            .map_err(spawn_err("completer"))?;
-    threads.rest.push(completer_thread);
-    let delivery = Arc::new(Context {
+    let durable = &base.durable;
+    let (recorder, completer) = start_settling(config, base, &scheduler, threads)?;
+    let ctx = Arc::new(Context {
         agent: http::agent(
             config.timeout,
             config.delivery_threads + config.retry_threads,
             config.allowed_networks.clone(),
             Some(config.port),
         ),
-        registry: registry.clone(),
-        redis: redis.clone(),
         gate: EndpointGate::new(config.max_in_flight_per_endpoint, config.queue_capacity),
-        scheduler: scheduler.clone(),
-        counters: counters.clone(),
         max_retry_after: config.max_retry_after,
-        recorder,
-        durable: durable.clone(),
-        completer,
         disconnect_after: config.disconnect_after,
-        draining: draining.clone(),
+        registry: base.registry.clone(),
+        redis: base.redis.clone(),
+        counters: base.counters.clone(),
+        durable: durable.clone(),
+        draining: base.draining.clone(),
+        scheduler: scheduler.clone(),
+        recorder,
+        completer,
     });
     let handle = DeliveryHandle::new(
-        delivery.clone(),
+        ctx.clone(),
         first_rx.clone(),
         scheduler.backlog.clone(),
         jobs_tx,
         config.timeout,
     );
-    let dispatcher = Arc::new(Dispatcher {
-        registry: registry.clone(),
-        throttle: (!config.progress_throttle.is_zero()).then(|| throttle.clone()),
-        first_tx: first_tx.clone(),
-        scheduler: scheduler.clone(),
-        counters: counters.clone(),
-        durable: durable.clone(),
-        claim_ttl_ms: config.dedupe_window.as_millis() as u64,
-    });
-    let (stage_tx, stage_rx, stage_waiting) = stage::channel();
-    threads.record.push(
-        stage::spawn(
-            stage_rx,
-            stage_waiting,
-            dispatcher.clone(),
-            shutdown.clone(),
-        )
-        .map_err(spawn_err("record stage"))?,
-    );
-    let intake = Arc::new(Intake::new(
-        dispatcher,
-        counters.clone(),
-        config.dedupe_window,
-        Some(stage_tx.clone()),
-    ));
-
-    threads.rest.push(
-        recovery::spawn_heartbeat(durable.clone(), config.instance_ttl, shutdown.clone())
-            .map_err(spawn_err("heartbeat"))?,
-    );
+    let retention = recovery::Retention {
+        max_count: config.dead_letter_max,
+        max_age: config.dead_letter_max_age,
+    };
     threads.feeders.push(
         recovery::spawn_poller(
             durable.clone(),
             first_tx.clone(),
             retry_tx.clone(),
-            recovery::Retention {
-                max_count: config.dead_letter_max,
-                max_age: config.dead_letter_max_age,
-            },
-            draining.clone(),
+            retention,
+            base.draining.clone(),
         )
         .map_err(spawn_err("poller"))?,
     );
@@ -323,102 +365,121 @@ pub fn start(config: Config) -> Result<Service, AppError> {
             scheduler_rx,
             scheduler.backlog.clone(),
             retry_tx,
-            first_tx,
-            throttle,
-            draining.clone(),
+            first_tx.clone(),
+            throttle.clone(),
+            base.draining.clone(),
         )
         .map_err(spawn_err("scheduler"))?,
     );
-    threads.rest.push(
-        history::spawn(
-            recorder_rx,
-            redis.clone(),
-            counters.clone(),
-            shutdown.clone(),
-        )
-        .map_err(spawn_err("recorder"))?,
-    );
+    let pool = |name, n, rx, jobs| pool::spawn(name, n, rx, jobs, ctx.clone());
     threads.delivery.extend(
-        pool::spawn(
-            "delivery",
-            config.delivery_threads,
-            first_rx,
-            crossbeam_channel::never(),
-            delivery.clone(),
-        )
-        .map_err(spawn_err("delivery"))?,
+        pool("delivery", config.delivery_threads, first_rx, None).map_err(spawn_err("delivery"))?,
     );
     // Test attempts run on the retry threads: they never delay first attempts.
     threads.delivery.extend(
-        pool::spawn(
-            "retry",
-            config.retry_threads,
-            retry_rx,
-            jobs_rx,
-            delivery.clone(),
+        pool("retry", config.retry_threads, retry_rx, Some(jobs_rx)).map_err(spawn_err("retry"))?,
+    );
+    Ok(Delivering {
+        first_tx,
+        scheduler,
+        throttle,
+        handle,
+    })
+}
+
+/// Starts the threads that write what delivery did: the completer (settlements), the recorder
+/// (history), and the heartbeat that keeps this instance's leases.
+fn start_settling(
+    config: &Config,
+    base: &Base,
+    scheduler: &SchedulerHandle,
+    threads: &mut Threads,
+) -> Result<(history::Recorder, recovery::Completer), AppError> {
+    let (completer, completer_thread) = recovery::spawn_completer(
+        base.durable.clone(),
+        scheduler.clone(),
+        base.shutdown.clone(),
+    )
+    .map_err(spawn_err("completer"))?;
+    threads.rest.push(completer_thread);
+    let (recorder, recorder_rx) = history::channel(base.counters.clone());
+    threads.rest.push(
+        history::spawn(
+            recorder_rx,
+            base.redis.clone(),
+            base.counters.clone(),
+            base.shutdown.clone(),
         )
-        .map_err(spawn_err("retry"))?,
+        .map_err(spawn_err("recorder"))?,
     );
     threads.rest.push(
-        registry::spawn_refresher(
-            registry.clone(),
-            redis.clone(),
-            notify_rx,
-            config.registry_refresh,
-            shutdown.clone(),
+        recovery::spawn_heartbeat(
+            base.durable.clone(),
+            config.instance_ttl,
+            base.shutdown.clone(),
         )
-        .map_err(spawn_err("registry"))?,
+        .map_err(spawn_err("heartbeat"))?,
     );
-    let shared = Arc::new(Shared {
-        config: Arc::new(config.clone()),
-        cors: crate::api::cors::Cors::new(&config.cors_origins),
-        redis: redis.clone(),
-        sessions: parking_lot::Mutex::new(Default::default()),
-        counters: counters.clone(),
-        registry: registry.clone(),
-        delivery: handle.clone(),
-        started,
+    Ok((recorder, completer))
+}
+
+/// Starts the record stage and the intake threads; returns the service's end of the stage.
+fn start_intake(
+    config: &Config,
+    base: &Base,
+    delivering: Delivering,
+    registry_notify: Sender<()>,
+    threads: &mut Threads,
+) -> Result<stage::StageSender, AppError> {
+    let dispatcher = Arc::new(Dispatcher {
+        registry: base.registry.clone(),
+        throttle: (!config.progress_throttle.is_zero()).then_some(delivering.throttle),
+        first_tx: delivering.first_tx,
+        scheduler: delivering.scheduler,
+        counters: base.counters.clone(),
+        durable: base.durable.clone(),
+        claim_ttl_ms: config.dedupe_window.as_millis() as u64,
     });
-    threads.rest.extend(
-        crate::api::server::spawn(
-            SocketAddr::new(config.host, config.port),
-            shared,
-            shutdown.clone(),
+    let (stage_tx, stage_rx, stage_waiting) = stage::channel();
+    threads.record.push(
+        stage::spawn(
+            stage_rx,
+            stage_waiting,
+            dispatcher.clone(),
+            base.shutdown.clone(),
         )
-        .map_err(AppError::Listen)?,
+        .map_err(spawn_err("record stage"))?,
     );
+    let intake = Arc::new(Intake::new(
+        dispatcher,
+        base.counters.clone(),
+        config.dedupe_window,
+        Some(stage_tx.clone()),
+    ));
     threads.intake.push(
         pubsub::spawn(
-            redis.clone(),
-            registry.clone(),
+            base.redis.clone(),
+            base.registry.clone(),
             intake.clone(),
-            notify_tx,
-            counters,
-            draining.clone(),
+            registry_notify,
+            base.counters.clone(),
+            base.draining.clone(),
         )
         .map_err(spawn_err("intake"))?,
     );
     if let Some(stream) = &config.event_stream {
         threads.intake.push(
             stream::spawn(
-                redis,
-                registry,
+                base.redis.clone(),
+                base.registry.clone(),
                 intake,
                 stream.clone(),
                 config.stream_group.clone(),
                 config.instance_id.clone(),
-                draining.clone(),
+                base.draining.clone(),
             )
             .map_err(spawn_err("stream"))?,
         );
     }
-    info!("ready in {} ms", started.elapsed().as_millis());
-    Ok(Service {
-        draining,
-        shutdown,
-        stage: Some(stage_tx),
-        threads,
-        delivery: handle,
-        timeout: config.shutdown_timeout,
-    })
+    Ok(stage_tx)
 }

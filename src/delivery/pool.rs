@@ -261,14 +261,14 @@ pub struct Context {
     pub draining: crate::app::Shutdown,
 }
 
-/// Starts `threads` threads named `{name}-{i}` reading `rx`, and running the [`Job`]s of `jobs`
-/// between deliveries (test attempts; pass `crossbeam_channel::never()` for none). A thread
-/// ends once `rx` is closed and empty, whatever `jobs` holds.
+/// Starts `threads` threads named `{name}-{i}` reading `rx`, and running the [`Job`]s of `jobs`,
+/// if any, between deliveries (test attempts). A thread ends once `rx` is closed and empty,
+/// whatever `jobs` holds.
 pub fn spawn(
     name: &str,
     threads: usize,
     rx: Receiver<Delivery>,
-    jobs: Receiver<Job>,
+    jobs: Option<Receiver<Job>>,
     ctx: Arc<Context>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..threads)
@@ -278,23 +278,20 @@ pub fn spawn(
             let ctx = ctx.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&rx, jobs, &ctx))
+                .spawn(move || match jobs {
+                    None => rx.iter().for_each(|delivery| deliver(&ctx, delivery)),
+                    Some(jobs) => work(&rx, jobs, &ctx),
+                })
         })
         .collect()
 }
 
+/// Reads deliveries and jobs until `rx` closes.
 fn work(rx: &Receiver<Delivery>, mut jobs: Receiver<Job>, ctx: &Context) {
     loop {
         crossbeam_channel::select! {
             recv(rx) -> delivery => match delivery {
-                Ok(delivery) => match ctx.gate.admit_within(delivery, PARK_WAIT) {
-                    Admission::Run(d) => run_admitted(ctx, d),
-                    Admission::Parked => {}
-                    Admission::Overflow(d, wait) => {
-                        bump(&ctx.counters.deliveries_spilled);
-                        hand_back(ctx, d, wait)
-                    }
-                },
+                Ok(delivery) => deliver(ctx, delivery),
                 Err(_) => {
                     // Stopping: jobs not started are dropped, which tells whoever waits.
                     jobs.try_iter().for_each(drop);
@@ -310,6 +307,17 @@ fn work(rx: &Receiver<Delivery>, mut jobs: Receiver<Job>, ctx: &Context) {
                 // Nobody can send jobs any more: deliveries only from now on.
                 Err(_) => jobs = crossbeam_channel::never(),
             },
+        }
+    }
+}
+
+fn deliver(ctx: &Context, delivery: Delivery) {
+    match ctx.gate.admit_within(delivery, PARK_WAIT) {
+        Admission::Run(d) => run_admitted(ctx, d),
+        Admission::Parked => {}
+        Admission::Overflow(d, wait) => {
+            bump(&ctx.counters.deliveries_spilled);
+            hand_back(ctx, d, wait)
         }
     }
 }
