@@ -47,6 +47,32 @@ fn jobs_on(receiver: &Receiver, path: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `job` reaches `path` within a few seconds.
+fn arrives(receiver: &Receiver, path: &str, job: &str) -> bool {
+    try_wait_until(SOON, || {
+        jobs_on(receiver, path)
+            .iter()
+            .any(|(j, _)| j == job)
+            .then_some(())
+    })
+    .is_some()
+}
+
+/// Once the sentinel has every event: `expected` events reached `path`, each a job whose name
+/// starts with `allowed`.
+fn only_allowed_arrived(receiver: &Receiver, path: &str, expected: usize, allowed: &str) {
+    wait_until(LONG, "the sentinel to receive every event", || {
+        (receiver.on("/all").len() >= 2 * expected).then_some(())
+    });
+    for (job, webhook) in jobs_on(receiver, path) {
+        assert!(
+            job.starts_with(allowed),
+            "{job} reached webhook {webhook} although it was published after the change that excludes it"
+        );
+    }
+    assert_eq!(receiver.on(path).len(), expected);
+}
+
 fn deliveries_created(service: &Service) -> u64 {
     service.health()["deliveries"]["created"]
         .as_u64()
@@ -73,30 +99,15 @@ fn an_event_published_right_after_a_create_or_delete_sees_it() {
         let job = format!("after-create-{i}");
         submit(&redis, &job, &format!("t{i}"));
         // Delivered before the delete, which would otherwise drop it (deleted means gone).
-        let arrived = try_wait_until(SOON, || {
-            jobs_on(&receiver, "/new")
-                .iter()
-                .any(|(j, _)| *j == job)
-                .then_some(())
-        });
         assert!(
-            arrived.is_some(),
+            arrives(&receiver, "/new", &job),
             "{job}, published right after webhook {id} was created, was not delivered"
         );
         let answer = send(&service, "DELETE", &format!("/webhooks/{id}"), None);
         assert_eq!(answer.status, 200, "{}", answer.text);
         submit(&redis, &format!("after-delete-{i}"), &format!("t{i}"));
     }
-    wait_until(LONG, "the sentinel to receive every event", || {
-        (receiver.on("/all").len() >= 2 * rounds).then_some(())
-    });
-    for (job, webhook) in jobs_on(&receiver, "/new") {
-        assert!(
-            job.starts_with("after-create"),
-            "{job} was delivered to webhook {webhook} after its DELETE returned"
-        );
-    }
-    assert_eq!(receiver.on("/new").len(), rounds);
+    only_allowed_arrived(&receiver, "/new", rounds, "after-create");
     // Matching is exact: the sentinel twice a round, the new webhook once; never a deleted one.
     assert_eq!(deliveries_created(&service), 3 * rounds as u64);
 }
@@ -122,38 +133,21 @@ fn an_event_published_right_after_a_pause_or_resume_sees_it() {
         submit(&redis, &job, "t");
         // Matched (the sentinel has it) before the resume: an event still unread when a change
         // is answered may be matched against either state.
-        wait_until(SOON, "the sentinel to receive an event", || {
-            jobs_on(&receiver, "/all")
-                .iter()
-                .any(|(j, _)| *j == job)
-                .then_some(())
-        });
+        assert!(
+            arrives(&receiver, "/all", &job),
+            "{job} did not reach the sentinel"
+        );
         let answer = send(&service, "PUT", &path, Some(&json!({"active": true})));
         assert_eq!(answer.status, 200, "{}", answer.text);
         let job = format!("while-active-{i}");
         submit(&redis, &job, "t");
         // Delivered before the next pause, which would otherwise hold it as a dead letter.
-        let arrived = try_wait_until(SOON, || {
-            jobs_on(&receiver, "/paused")
-                .iter()
-                .any(|(j, _)| *j == job)
-                .then_some(())
-        });
         assert!(
-            arrived.is_some(),
+            arrives(&receiver, "/paused", &job),
             "{job}, published right after the webhook was resumed, was not delivered"
         );
     }
-    wait_until(LONG, "the sentinel to receive every event", || {
-        (receiver.on("/all").len() >= 2 * rounds).then_some(())
-    });
-    for (job, _) in jobs_on(&receiver, "/paused") {
-        assert!(
-            job.starts_with("while-active"),
-            "{job} was delivered although the webhook was paused when it was published"
-        );
-    }
-    assert_eq!(receiver.on("/paused").len(), rounds);
+    only_allowed_arrived(&receiver, "/paused", rounds, "while-active");
     // Nothing published while paused was even matched (it would be a dead letter).
     assert_eq!(deliveries_created(&service), 3 * rounds as u64);
     let dead = send(&service, "GET", "/dead-letters", None);
