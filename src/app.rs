@@ -156,18 +156,17 @@ struct Threads {
 /// How often a stop looks whether a thread has ended (std has no join with a time limit).
 const JOIN_POLL: Duration = Duration::from_millis(5);
 
-/// Joins the threads that end before `deadline`, reports those that do not (the process
-/// exits without them) and those that panicked. Returns how many were left running.
-fn join_by(threads: Vec<JoinHandle<()>>, deadline: Instant) -> usize {
-    let mut left = 0;
+/// Joins the threads that end before `deadline` and reports those that panicked; returns the
+/// names of those still running (the process exits without them).
+fn join_by(threads: Vec<JoinHandle<()>>, deadline: Instant) -> Vec<String> {
+    let mut left = Vec::new();
     for thread in threads {
         let name = thread.thread().name().unwrap_or("unnamed").to_string();
         while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(JOIN_POLL);
         }
         if !thread.is_finished() {
-            warn!("thread {name} has not stopped within the shutdown timeout; exiting without it");
-            left += 1;
+            left.push(name);
         } else if thread.join().is_err() {
             error!("thread {name} panicked");
         }
@@ -191,11 +190,14 @@ impl Service {
         let mut left = join_by(std::mem::take(&mut self.threads.intake), deadline);
         // Events read before intake stopped are recorded and queued, then handed back below.
         drop(self.stage.take());
-        left += join_by(std::mem::take(&mut self.threads.record), deadline);
-        left += join_by(std::mem::take(&mut self.threads.feeders), deadline);
+        left.extend(join_by(std::mem::take(&mut self.threads.record), deadline));
+        left.extend(join_by(std::mem::take(&mut self.threads.feeders), deadline));
         // With nothing left to queue deliveries, the delivery threads finish their attempts,
         // hand back what is queued or parked, and end.
-        left += join_by(std::mem::take(&mut self.threads.delivery), deadline);
+        left.extend(join_by(
+            std::mem::take(&mut self.threads.delivery),
+            deadline,
+        ));
         let in_flight = self.delivery.in_flight();
         match self.delivery.hand_back_all(deadline) {
             Ok(released) => {
@@ -209,9 +211,13 @@ impl Service {
             ),
         }
         self.shutdown.set();
-        left += join_by(std::mem::take(&mut self.threads.rest), deadline);
-        if left > 0 {
-            warn!("{left} threads were still running at exit");
+        left.extend(join_by(std::mem::take(&mut self.threads.rest), deadline));
+        if !left.is_empty() {
+            warn!(
+                "the shutdown timeout ended with {} threads still running: {}",
+                left.len(),
+                left.join(", ")
+            );
         }
     }
 }
