@@ -62,15 +62,14 @@ pub fn claim(identity: &[u8; 32]) -> String {
 }
 
 /// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set,
-/// then one claim key per event. ARGV: this process's claim token, then per event: the claim's
-/// TTL in ms ('0': no claim), the number of deliveries n, then n (id, record) pairs. Returns 1
-/// per event recorded here, 0 per event another process had claimed. A claim holds the token
-/// of the process that took it: when a try's answer is lost with the connection (Redis went
-/// away after running the script), the next try finds its own claim and records the same ids
-/// and records again, rather than count the event as claimed elsewhere and leave its
-/// deliveries leased and never queued. Another process, this instance after a restart
-/// included, still finds the event claimed. Fields and ids are written in chunks, many per
-/// command (Lua's `unpack` takes at most a few thousand values).
+/// then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no claim), the
+/// number of deliveries n (at least 1), then n (id, record) pairs. Returns 1 per event recorded
+/// here, 0 per event another instance had claimed. An event found claimed whose first delivery
+/// this instance still leases was recorded here by an earlier try whose answer was lost with
+/// the connection (Redis went away just after running the script): it is recorded again, the
+/// same ids and records, rather than counted as claimed elsewhere and left leased and never
+/// queued. Fields and ids are written in chunks, many per command (Lua's `unpack` takes at
+/// most a few thousand values).
 const RECORD: &str = r#"
 local claimed, fields, ids = {}, {}, {}
 local function flush()
@@ -80,13 +79,12 @@ local function flush()
     fields, ids = {}, {}
   end
 end
-local token = ARGV[1]
-local a = 2
+local a = 1
 for k = 3, #KEYS do
   local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
-  if ttl == '0' or redis.call('SET', KEYS[k], token, 'NX', 'PX', ttl)
-      or redis.call('GET', KEYS[k]) == token then
+  if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
+      or redis.call('SISMEMBER', KEYS[2], ARGV[a]) == 1 then
     for _ = 1, n do
       fields[#fields + 1] = ARGV[a]
       fields[#fields + 1] = ARGV[a + 1]
@@ -170,9 +168,6 @@ pub struct Durable {
     redis: Arc<RedisPool>,
     instance: Arc<str>,
     leased: Arc<str>,
-    /// What this process writes in the claims it takes: the instance and the process (see
-    /// `RECORD`).
-    claim_token: Arc<str>,
     /// Deliveries this process has put back as due (see [`Durable::requeued`]).
     requeued: Arc<AtomicU64>,
 }
@@ -194,11 +189,6 @@ impl Durable {
         Durable {
             leased: Arc::from(leased(instance)),
             instance: Arc::from(instance),
-            claim_token: Arc::from(format!(
-                "{instance}:{}:{}",
-                std::process::id(),
-                crate::time::now_ms()
-            )),
             redis,
             requeued: Arc::new(AtomicU64::new(0)),
         }
@@ -236,10 +226,7 @@ impl Durable {
         }
         let script = redis::Script::new(RECORD);
         let mut invocation = script.prepare_invoke();
-        invocation
-            .key(DELIVERIES)
-            .key(&*self.leased)
-            .arg(&*self.claim_token);
+        invocation.key(DELIVERIES).key(&*self.leased);
         for (claim_key, ttl, deliveries) in events {
             invocation.key(claim_key).arg(*ttl).arg(deliveries.len());
             for d in deliveries.iter() {
