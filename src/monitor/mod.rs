@@ -347,3 +347,45 @@ pub fn get(counter: &AtomicU64) -> u64 {
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_have_distinct_well_formed_names() {
+        let mut metrics: Vec<&str> = FIGURES.iter().map(|f| f.metric).collect();
+        metrics.sort_unstable();
+        metrics.dedup();
+        assert_eq!(metrics.len(), FIGURES.len(), "a metric name is used twice");
+        let mut places: Vec<(&str, &str)> = FIGURES
+            .iter()
+            .filter(|f| f.group != Group::MetricsOnly)
+            .map(|f| (f.group.key(), f.key))
+            .collect();
+        let shown = places.len();
+        places.sort_unstable();
+        places.dedup();
+        assert_eq!(places.len(), shown, "a /health place is used twice");
+        for figure in FIGURES {
+            let name = figure.metric;
+            assert!(
+                name.starts_with("webhook_")
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            // Prometheus conventions: counters end in _total, durations are in seconds.
+            assert_eq!(
+                figure.kind == Kind::Counter,
+                name.ends_with("_total"),
+                "{name}"
+            );
+            assert_eq!(
+                figure.unit == Unit::Millis,
+                name.ends_with("_seconds"),
+                "{name}"
+            );
+            assert!(figure.help.ends_with('.'), "{name}: {}", figure.help);
+        }
+    }
+}
