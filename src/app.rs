@@ -6,16 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
 
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::durable::Durable;
 use crate::delivery::pool::{self, Context, EndpointGate};
-use crate::delivery::scheduler::{self, Backlog};
+use crate::delivery::scheduler;
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{Delivery, http, recovery};
+use crate::delivery::{http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
@@ -47,64 +46,6 @@ impl Shutdown {
             }
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
-    }
-}
-
-/// State the API reads and the handles it writes through. Shared as one `Arc`.
-pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Allowed CORS origins.
-    pub cors: crate::api::cors::Cors,
-    /// Redis commands.
-    pub redis: Arc<RedisPool>,
-    /// Monitor-session captures (in memory, as the original keeps them).
-    pub sessions: parking_lot::Mutex<crate::api::handlers::sessions::Sessions>,
-    /// Asks the registry thread to reload now.
-    pub registry_notify: crossbeam_channel::Sender<()>,
-    /// Process counters.
-    pub counters: Arc<Counters>,
-    /// The current webhooks.
-    pub registry: Arc<Registry>,
-    /// Retry backlog figures.
-    pub backlog: Arc<Backlog>,
-    /// The first-attempt queue (only its length is read).
-    pub first_rx: Receiver<Delivery>,
-    /// The delivery context (for the gate's figures).
-    pub delivery: Arc<Context>,
-    /// When the process started.
-    pub started: Instant,
-}
-
-impl Shared {
-    /// Deliveries waiting for a delivery thread (queued or parked behind a busy endpoint).
-    pub fn queue_depth(&self) -> usize {
-        self.first_rx.len() + self.delivery.gate.parked()
-    }
-
-    /// Deliveries waiting for their time in Redis (retries, hand-backs), plus retries held in
-    /// memory while Redis was away.
-    pub fn retry_backlog(&self) -> usize {
-        let in_memory = self.backlog.retries.load(Ordering::Relaxed);
-        in_memory + self.delivery.durable.due_count().unwrap_or(0) as usize
-    }
-
-    /// How long the earliest due delivery has been waiting past its time (0 if none is late).
-    pub fn oldest_pending_age_ms(&self) -> u64 {
-        let now = crate::time::now_ms();
-        let in_memory = self.backlog.next_retry_due_ms.load(Ordering::Relaxed);
-        let durable = self.delivery.durable.next_due().ok().flatten().unwrap_or(0);
-        [in_memory, durable]
-            .into_iter()
-            .filter(|due| *due > 0 && *due < now)
-            .map(|due| now - due)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Makes this instance re-read the registry now (others hear `webhooks:changed`).
-    pub fn reload_webhooks(&self) {
-        let _ = self.registry_notify.try_send(());
     }
 }
 
@@ -335,11 +276,9 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         shutdown.clone(),
     )
     .map_err(spawn_err("registry"))?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(crate::api::state::Shared::new(crate::api::state::Parts {
         config: Arc::new(config.clone()),
-        cors: crate::api::cors::Cors::new(&config.cors_origins),
         redis: redis.clone(),
-        sessions: parking_lot::Mutex::new(Default::default()),
         registry_notify: notify_tx.clone(),
         counters: counters.clone(),
         registry: registry.clone(),
@@ -347,7 +286,7 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         first_rx,
         delivery: delivery.clone(),
         started,
-    });
+    }));
     crate::api::server::spawn(
         SocketAddr::new(config.host, config.port),
         shared,

@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 
 use crate::api::reply::Reply;
-use crate::app::Shared;
+use crate::api::state::Shared;
 use crate::monitor::metrics::{Gauges, render};
 use crate::monitor::{OUTCOMES, get};
 
 /// `GET /metrics`: Prometheus text exposition.
-pub fn metrics(shared: &Shared) -> Reply {
+pub(crate) fn metrics(shared: &Shared) -> Reply {
     let c = &shared.counters;
     let snapshot = shared.registry.snapshot();
     let durable = &shared.delivery.durable;
@@ -36,7 +36,7 @@ pub fn metrics(shared: &Shared) -> Reply {
 }
 
 /// `GET /health`: 200 while Redis is reachable, 503 `degraded` otherwise.
-pub fn health(shared: &Shared) -> Reply {
+pub(crate) fn health(shared: &Shared) -> Reply {
     let c = &shared.counters;
     let connected = c.redis_connected.load(Ordering::Relaxed);
     let now = crate::time::now_ms();
