@@ -121,7 +121,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WEBHOOK_API_IDLE_TIMEOUT_MS",
         default: "10000",
-        doc: "A kept-alive API connection with no request for this long is closed (100-600000).",
+        doc: "An API connection that sends nothing for this long is closed: between requests quietly, within one with 408 (100-600000).",
     },
     Setting {
         name: "WEBHOOK_API_HEAD_TIMEOUT_MS",

@@ -6,7 +6,9 @@
 mod support;
 
 mod api;
+mod clients;
 mod durability;
+mod edge;
 mod hostile;
 mod intake;
 mod legacy;

@@ -2,7 +2,8 @@
 //!
 //! For each request on the connection (persistent by default in HTTP/1.1, on request in 1.0;
 //! pipelined requests are answered one after another, in order):
-//! 1. wait up to `WEBHOOK_API_IDLE_TIMEOUT_MS` for its first byte (else close quietly);
+//! 1. wait up to `WEBHOOK_API_IDLE_TIMEOUT_MS` for its first byte (else close quietly; no wait
+//!    for a byte, in any phase, lasts longer than that);
 //! 2. read the whole head within `WEBHOOK_API_HEAD_TIMEOUT_MS` of that byte (else 408), at most
 //!    64 KiB (else 431), parse it (else 400);
 //! 3. admit it from the head alone ([`Server::admit`]): a refused request (401, 404, 405, 413,
@@ -339,12 +340,14 @@ impl Connection<'_> {
         }
     }
 
-    /// Reads more bytes into the input, waiting until `deadline` at most.
+    /// Reads more bytes into the input, waiting until `deadline` at most, and no longer than the
+    /// idle timeout for any byte (a client that stalls outright goes sooner).
     fn fill(&mut self, deadline: Instant) -> Result<usize, End> {
         if self.start > 0 {
             self.input.drain(..self.start);
             self.start = 0;
         }
+        let deadline = deadline.min(Instant::now() + self.server.limits.idle);
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
