@@ -96,7 +96,7 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) 
 fn closes(stream: &mut TcpStream) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut rest = Vec::new();
-    matches!(stream.read_to_end(&mut rest), Ok(_)) && rest.is_empty()
+    stream.read_to_end(&mut rest).is_ok() && rest.is_empty()
 }
 
 #[test]
