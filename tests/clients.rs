@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::setup;
 use crate::support::service::Service;
+use crate::support::try_wait_until;
+use crate::{SOON, setup};
 
 /// Requests each client makes.
 const REQUESTS: usize = 300;
@@ -29,14 +30,19 @@ fn base(service: &Service) -> String {
 
 /// Asserts the requests marked `tag` all came over one connection.
 fn one_connection(service: &Service, tag: &str, at_least: usize) {
-    let log = service.log_text();
-    let requests = log
-        .lines()
-        .filter(|l| l.contains("webhook_service::api::conn") && l.contains(tag))
-        .count();
+    // The service logs a request once its response is written: wait for the last lines.
+    let logged = || {
+        service
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("webhook_service::api::conn") && l.contains(tag))
+            .count()
+    };
+    let requests = try_wait_until(SOON, || (logged() >= at_least).then_some(())).map(|()| logged());
     assert!(
-        requests >= at_least,
-        "the access log shows {requests} requests marked {tag}, expected {at_least}"
+        requests.is_some(),
+        "the access log shows {} requests marked {tag}, expected {at_least}",
+        logged()
     );
     let used = service.connections_used(tag);
     assert_eq!(used.len(), 1, "requests marked {tag} came over {used:?}");

@@ -203,6 +203,16 @@ fn two_hundred_idle_connections_do_not_wedge_the_api() {
 /// How long an attack goes on at most (each test stops it once its checks are done).
 const ATTACK_LIMIT: Duration = Duration::from_secs(20);
 
+/// One attack at a time in this test process: each measures latency, and two at once would
+/// measure each other.
+static ONE_ATTACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn attack_alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_ATTACK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An attack running on threads of its own until dropped.
 struct Attack {
     stop: Arc<AtomicBool>,
@@ -330,6 +340,7 @@ fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
 
 #[test]
 fn three_hundred_slowloris_connections_keep_nobody_out() {
+    let _alone = attack_alone();
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
     let attack = Attack::drip(
@@ -347,6 +358,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
 
 #[test]
 fn eight_slow_body_uploads_hold_no_handler() {
+    let _alone = attack_alone();
     let (redis, mut service) = setup(&[]);
     let attack = Attack::drip(
         service.port,
@@ -362,6 +374,7 @@ fn eight_slow_body_uploads_hold_no_handler() {
 
 #[test]
 fn a_thousand_idle_connections_keep_nobody_out() {
+    let _alone = attack_alone();
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
     let started = Instant::now();
@@ -394,6 +407,7 @@ fn numbers(bytes: usize) -> Vec<u8> {
 
 #[test]
 fn a_capture_flood_stays_within_the_memory_budget() {
+    let _alone = attack_alone();
     const BUDGET: u64 = 16 << 20;
     const SESSIONS: usize = 200;
     const REQUESTS: usize = 2000;
