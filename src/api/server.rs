@@ -168,7 +168,14 @@ impl Server {
             }
             Err(TrySendError::Disconnected(_)) => return stopping(),
         }
-        replies.recv().unwrap_or_else(|_| stopping())
+        // Handler threads stop at the shutdown; a request still queued then gets a 503.
+        loop {
+            match replies.recv_timeout(POLL) {
+                Ok(reply) => return reply,
+                Err(RecvTimeoutError::Timeout) if !self.shutdown.is_set() => {}
+                Err(_) => return stopping(),
+            }
+        }
     }
 }
 
