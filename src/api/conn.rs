@@ -44,11 +44,11 @@ const KEPT_BUFFER: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves `stream` until it closes, fails, times out or is evicted.
-pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, slot: &Slot, server: &Server) {
+/// Serves the slot's connection until it closes, fails, times out or is evicted.
+pub(crate) fn serve(peer: SocketAddr, slot: &Slot, server: &Server) {
     let (reply_to, replies) = crossbeam_channel::bounded(1);
     let mut conn = Connection {
-        stream,
+        stream: slot.socket(),
         input: Vec::new(),
         start: 0,
         peer,
@@ -94,7 +94,7 @@ enum BodyError {
 }
 
 struct Connection<'a> {
-    stream: TcpStream,
+    stream: &'a TcpStream,
     /// Bytes read and not yet used; `input[start..]` is pending.
     input: Vec<u8>,
     start: usize,
@@ -317,7 +317,7 @@ impl Connection<'_> {
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
                 break;
             }
-            match self.stream.read(&mut chunk) {
+            match Read::read(&mut self.stream, &mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => dropped += n,
             }
@@ -357,7 +357,7 @@ impl Connection<'_> {
             self.stream
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .map_err(End::Io)?;
-            match self.stream.read(&mut chunk) {
+            match Read::read(&mut self.stream, &mut chunk) {
                 Ok(0) => return Err(self.closed()),
                 Ok(n) => {
                     self.input.extend_from_slice(&chunk[..n]);
@@ -381,7 +381,7 @@ impl Connection<'_> {
             self.stream
                 .set_write_timeout(Some(left.max(Duration::from_millis(1))))
                 .map_err(End::Io)?;
-            match self.stream.write(&bytes[at..]) {
+            match Write::write(&mut self.stream, &bytes[at..]) {
                 Ok(0) => return Err(End::Closed),
                 Ok(n) => at += n,
                 Err(e) if is_retry(&e) => {}

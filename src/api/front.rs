@@ -64,7 +64,8 @@ impl Phase {
 /// One open connection, as the acceptor sees it.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    /// A handle on the socket, to shut it down on eviction.
+    /// The connection's socket: its thread reads and writes through `&TcpStream`, the acceptor
+    /// shuts it down on eviction (one descriptor per connection).
     socket: TcpStream,
     phase: AtomicU8,
     /// When the phase began, in ms since `epoch`.
@@ -77,6 +78,11 @@ pub(crate) struct Slot {
 pub(crate) struct Evicted;
 
 impl Slot {
+    /// The connection's socket.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
     /// Enters `phase`, unless the connection has been evicted.
     pub(crate) fn enter(&self, phase: Phase) -> Result<(), Evicted> {
         let mut current = self.phase.load(Ordering::Acquire);
@@ -139,15 +145,9 @@ struct Slots {
 }
 
 impl Slots {
-    /// A slot for `socket`, evicting an idle or slow connection at the limit; `None` when every
-    /// slot has a request in a handler.
-    fn admit(&self, socket: &TcpStream) -> io::Result<Option<Arc<Slot>>> {
-        let slot = Arc::new(Slot {
-            socket: socket.try_clone()?,
-            phase: AtomicU8::new(Phase::Idle as u8),
-            since_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
-            epoch: self.epoch,
-        });
+    /// A slot for `socket`, evicting an idle or slow connection at the limit; the socket back
+    /// when every slot has a request in a handler.
+    fn admit(&self, socket: TcpStream) -> Result<Arc<Slot>, TcpStream> {
         let mut open = self.open.lock();
         // A victim may move on (to a handler) between the choice and the eviction: choose again,
         // a bounded number of times.
@@ -156,7 +156,7 @@ impl Slots {
             let now = self.epoch.elapsed().as_millis() as u64;
             let victim = choose_victim(&open, now).filter(|_| tries < 16);
             let Some(victim) = victim else {
-                return Ok(None);
+                return Err(socket);
             };
             tries += 1;
             let (phase, age) = open[victim].state(now);
@@ -165,8 +165,14 @@ impl Slots {
                 open.swap_remove(victim);
             }
         }
+        let slot = Arc::new(Slot {
+            socket,
+            phase: AtomicU8::new(Phase::Idle as u8),
+            since_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            epoch: self.epoch,
+        });
         open.push(slot.clone());
-        Ok(Some(slot))
+        Ok(slot)
     }
 
     /// Forgets a closed connection's slot (an evicted one is already gone).
@@ -235,9 +241,9 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
         if server.shutdown.is_set() {
             break;
         }
-        let slot = match slots.admit(&client) {
-            Ok(Some(slot)) => slot,
-            Ok(None) => {
+        let slot = match slots.admit(client) {
+            Ok(slot) => slot,
+            Err(client) => {
                 if !warned_full {
                     warn!(
                         "API has {} connections all waiting on handlers; refusing more with 503",
@@ -248,10 +254,6 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
                 refuse(client);
                 continue;
             }
-            Err(e) => {
-                debug!("API connection from {peer} dropped: {e}");
-                continue;
-            }
         };
         warned_full = false;
         let (server, slots) = (server.clone(), slots.clone());
@@ -259,7 +261,7 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
             .name("api-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
-                super::conn::serve(client, peer, &slot, &server);
+                super::conn::serve(peer, &slot, &server);
                 slots.release(&slot);
             });
         if let Err(e) = spawned {
