@@ -1,6 +1,8 @@
 //! Test receivers (`/test-receivers…`, reference section 6): URLs that capture whatever is sent
 //! to them, kept in Redis as the original keeps them (`webhook_test_receiver:<id>`, 24 h TTL,
-//! newest 100 requests; at most 100 receivers).
+//! newest 100 requests; at most 100 receivers), each receiver's requests at most a hundredth of
+//! `WEBHOOK_CAPTURE_MAX_BYTES`. Captured requests are copied as JSON text (`RawValue`), never
+//! parsed into a tree, when a receiver is read, changed or listed.
 
 use log::error;
 use redis::Commands;
