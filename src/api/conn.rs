@@ -145,7 +145,7 @@ impl Connection<'_> {
     }
 
     /// Reads `head`'s body, runs it, answers; returns whether the connection stays open.
-    fn exchange(&mut self, head: Head) -> Result<bool, End> {
+    fn exchange(&mut self, mut head: Head) -> Result<bool, End> {
         let started = Instant::now();
         let origin = self.server.allowed_origin(&head).map(str::to_string);
         let (reply, keep) = match self.server.admit(&head) {
@@ -166,7 +166,8 @@ impl Connection<'_> {
                             method: head.method.clone(),
                             path: head.path.clone(),
                             query: Query(router::query_pairs(&head.query)),
-                            headers: head.headers.clone(),
+                            // Admitted: the rest of the exchange needs no header.
+                            headers: std::mem::take(&mut head.headers),
                             body: Body(body),
                             client_ip: self.peer_ip.clone(),
                         };
