@@ -53,26 +53,6 @@ impl Shutdown {
     }
 }
 
-/// State the API reads and the handles it writes through. Shared as one `Arc`.
-pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Allowed CORS origins.
-    pub cors: crate::api::cors::Cors,
-    /// Redis commands.
-    pub redis: Arc<RedisPool>,
-    /// Monitor-session captures (in memory, as the original keeps them).
-    pub sessions: parking_lot::Mutex<crate::api::handlers::sessions::Sessions>,
-    /// Process counters.
-    pub counters: Arc<Counters>,
-    /// The current webhooks.
-    pub registry: Arc<Registry>,
-    /// Delivery: its figures, dead letters and test attempts.
-    pub delivery: DeliveryHandle,
-    /// When the process started.
-    pub started: Instant,
-}
-
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum AppError {
@@ -283,16 +263,14 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         )
         .map_err(spawn_err("registry"))?,
     );
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(crate::api::state::Shared::new(crate::api::state::Parts {
         config: Arc::new(config.clone()),
-        cors: crate::api::cors::Cors::new(&config.cors_origins),
         redis: base.redis.clone(),
-        sessions: parking_lot::Mutex::new(Default::default()),
         counters: base.counters.clone(),
         registry: base.registry.clone(),
         delivery: handle.clone(),
         started,
-    });
+    }));
     threads.rest.extend(
         crate::api::server::spawn(
             SocketAddr::new(config.host, config.port),

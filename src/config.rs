@@ -116,12 +116,27 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WEBHOOK_API_MAX_CONNECTIONS",
         default: "256",
-        doc: "Most API connections served at once, one thread each (8-4096).",
+        doc: "Most API connections open at once, one small thread each (8-4096). At the limit, a new connection first evicts an idle or slow one; only when every connection has a request in a handler is it refused with 503.",
     },
     Setting {
         name: "WEBHOOK_API_IDLE_TIMEOUT_MS",
         default: "10000",
-        doc: "An API connection that sends nothing for this long is closed (100-600000).",
+        doc: "An API connection that sends nothing for this long is closed: between requests quietly, within one with 408 (100-600000).",
+    },
+    Setting {
+        name: "WEBHOOK_API_HEAD_TIMEOUT_MS",
+        default: "5000",
+        doc: "A request head (request line and headers) must arrive whole within this of its first byte, else 408 and the connection is closed (100-600000).",
+    },
+    Setting {
+        name: "WEBHOOK_API_BODY_TIMEOUT_MS",
+        default: "30000",
+        doc: "A request body must arrive whole within this of its head, and a response must be taken by the client within this, else the connection is closed (100-600000).",
+    },
+    Setting {
+        name: "WEBHOOK_CAPTURE_MAX_BYTES",
+        default: "67108864",
+        doc: "Memory for the requests captured by monitor sessions, all sessions together; beyond it the oldest captures go. Each test receiver keeps at most a hundredth of it in Redis (1048576-17179869184).",
     },
     Setting {
         name: "WEBHOOK_SERVICE_URL",
@@ -231,6 +246,12 @@ pub struct Config {
     pub api_max_connections: usize,
     /// Idle API connections are closed after this.
     pub api_idle_timeout: Duration,
+    /// Deadline of a whole request head, from its first byte.
+    pub api_head_timeout: Duration,
+    /// Deadline of a whole request body, from its head; and of a whole response.
+    pub api_body_timeout: Duration,
+    /// Memory for captured requests (monitor sessions; a hundredth per test receiver).
+    pub capture_max_bytes: usize,
     /// Public base URL of the service.
     pub public_url: String,
     /// Base URL of the monitor UI.
@@ -468,6 +489,9 @@ impl Config {
             max_body_bytes: r.number("WEBHOOK_MAX_BODY_BYTES", 1024, 104_857_600)? as usize,
             api_max_connections: r.number("WEBHOOK_API_MAX_CONNECTIONS", 8, 4096)? as usize,
             api_idle_timeout: r.millis("WEBHOOK_API_IDLE_TIMEOUT_MS", 100, 600_000)?,
+            api_head_timeout: r.millis("WEBHOOK_API_HEAD_TIMEOUT_MS", 100, 600_000)?,
+            api_body_timeout: r.millis("WEBHOOK_API_BODY_TIMEOUT_MS", 100, 600_000)?,
+            capture_max_bytes: r.number("WEBHOOK_CAPTURE_MAX_BYTES", 1 << 20, 1 << 34)? as usize,
             public_url,
             app_url: r
                 .raw("NEXT_PUBLIC_APP_URL")
@@ -554,6 +578,8 @@ mod tests {
             ("WEBHOOK_SERVICE_HOST", "everywhere"),
             ("WEBHOOK_API_TOKEN", "short"),
             ("WEBHOOK_MAX_BODY_BYTES", "10"),
+            ("WEBHOOK_CAPTURE_MAX_BYTES", "1000"),
+            ("WEBHOOK_API_HEAD_TIMEOUT_MS", "0"),
         ];
         for (name, value) in cases {
             match config(&[(name, value)]) {

@@ -15,7 +15,8 @@
 //!        ▲                                        │  gave up ─► dead letters    one round trip a batch
 //!        └───────────────── back as due ──────────────────────────────────────────┘
 //! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
-//! clients ─► api-accept ─► api-conn (relay) ─► tiny_http (Unix socket) ─► api-0..3
+//! clients ─► api-accept ─► api-conn (one per connection: reads requests whole, writes replies)
+//!                                    ─► api-0..3 (handlers), api-slow-0..1 (test deliveries)
 //!                                  api ─► DeliveryHandle ─► figures, dead letters, test jobs
 //! ```
 //!
@@ -42,8 +43,10 @@
 //! | `delivery-completer` | forgetting delivered ids, putting retries and hand-backs back as due, in batches | settlements (gathered for 2 ms) |
 //! | `delivery-scheduler` | progress-throttle flushes; retries while Redis is away | the next due time, or 500 ms |
 //! | `monitor-recorder` | delivery history and stats in Redis, in batches | attempt records (gathered for 5 ms) |
-//! | `api-accept`, `api-conn` | accepting, bounding and relaying API connections | connections |
-//! | `api-N` | API requests | a request, or 500 ms |
+//! | `api-accept` | accepting API connections; at the limit, evicting an idle or slow one | a connection |
+//! | `api-conn` (one per connection) | reading each request whole under deadlines, writing its reply | the client's bytes |
+//! | `api-N` | API handlers | a complete request, or 500 ms |
+//! | `api-slow-N` | handlers that wait on something outside (test deliveries) | a complete request, or 500 ms |
 //!
 //! # Invariants
 //!
@@ -62,6 +65,8 @@
 //!   an HTTP attempt.
 //! - Architecture Invariant: once the API has answered a webhook write, this instance matches
 //!   events against it (the registry is re-read before the answer).
+//! - Architecture Invariant: an API handler thread never waits on a client: it is given a
+//!   request read whole and its reply is written by the connection's own thread.
 
 #![deny(missing_docs)]
 

@@ -1,12 +1,23 @@
-//! Hostile clients must neither crash nor wedge the API (issue #3): each test attacks the real
-//! service over loopback, then checks that it is still running and still answers others.
+//! Hostile clients must neither crash nor wedge the API (issues #3 and #10): each test attacks
+//! the real service over loopback, and checks, while the attack goes on, that `/health` answers a
+//! new connection with 200 within 200 ms and that a webhook can be created and delivered to.
+//! Attacks last a few seconds; each is bounded by count and time.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use crate::support::fds;
+use crate::support::receiver::Receiver;
+use crate::support::redis::RedisServer;
 use crate::support::service::Service;
-use crate::{call, setup};
+use crate::support::try_wait_until;
+use crate::{SOON, call, setup};
 
 fn connect(service: &Service) -> TcpStream {
     let stream =
@@ -119,19 +130,58 @@ fn a_one_mib_header_is_refused() {
 }
 
 #[test]
-fn connections_over_the_limit_get_503_and_idle_ones_are_closed() {
+fn connections_over_the_limit_evict_idle_ones_and_get_503_only_when_all_are_busy() {
+    let hang = Receiver::start(|_, _| crate::support::receiver::Reply::Hang);
     let (_redis, mut service) = setup(&[
         ("WEBHOOK_API_MAX_CONNECTIONS", "8"),
-        ("WEBHOOK_API_IDLE_TIMEOUT_MS", "500"),
+        ("WEBHOOK_TIMEOUT_MS", "3000"),
     ]);
-    let idle: Vec<TcpStream> = (0..8).map(|_| connect(&service)).collect();
+    // Eight idle connections fill the slots; a new one evicts the longest idle.
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| connect(&service)).collect();
     std::thread::sleep(Duration::from_millis(100));
+    let served = exchange(
+        &service,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let mut evicted = Vec::new();
+    let _ = idle[0].read_to_end(&mut evicted);
+    assert!(
+        evicted.is_empty(),
+        "the oldest idle connection is closed without a word"
+    );
+    drop(idle);
+    // Eight test deliveries to a hanging target hold every slot with a request in a handler
+    // (two run, the others wait for the slow lane): only then is a new connection refused.
+    let body = json!({"url": hang.url("/hook"), "events": ["job.completed"]}).to_string();
+    let created = call(&service, "POST", "/webhooks", Some(&body), &[]);
+    let id = created.body["data"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let busy: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = connect(&service);
+            let request = format!("POST /webhooks/{id}/test HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = stream.write_all(request.as_bytes());
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let refused = exchange(&service, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    // The idle ones are closed after their timeout, and service resumes.
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(refused.contains("Connection: close"), "{refused}");
+    drop(busy);
+    // The test deliveries time out; service resumes.
+    let resumed = try_wait_until(SOON, || {
+        let answer = exchange(
+            &service,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    });
+    assert!(resumed.is_some(), "the API did not resume");
     still_serving(&mut service);
-    drop(idle);
 }
 
 #[test]
@@ -141,11 +191,301 @@ fn two_hundred_idle_connections_do_not_wedge_the_api() {
     std::thread::sleep(Duration::from_millis(300));
     still_serving(&mut service);
     let threads = service.threads().unwrap_or(0);
-    // Bounded: three per open connection (two relays, one tiny_http) plus the fixed ones.
+    // Bounded: one small thread per open connection, plus the fixed ones.
     assert!(
-        threads <= 3 * 200 + 40,
+        threads <= 200 + 40,
         "{threads} threads with 200 idle connections"
     );
     drop(idle);
+    still_serving(&mut service);
+}
+
+/// How long an attack goes on at most (each test stops it once its checks are done).
+const ATTACK_LIMIT: Duration = Duration::from_secs(20);
+
+/// One attack at a time in this test process: each measures latency, and two at once would
+/// measure each other.
+static ONE_ATTACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn attack_alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_ATTACK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An attack running on threads of its own until dropped.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Connections the attack (re)opened.
+    opened: Arc<AtomicUsize>,
+}
+
+impl Attack {
+    /// `clients` connections, each sending `start` and then one byte of `drip` a second; a
+    /// connection the server closes is opened again, as a real attacker's would be.
+    fn drip(port: u16, clients: usize, start: &'static [u8], drip: u8) -> Attack {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let (s, o) = (stop.clone(), opened.clone());
+        let thread = std::thread::spawn(move || {
+            let open = || {
+                let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                let _ = stream.set_nonblocking(true);
+                let mut stream = stream;
+                stream.write_all(start).ok()?;
+                o.fetch_add(1, Ordering::Relaxed);
+                Some(stream)
+            };
+            let mut streams: Vec<Option<TcpStream>> = (0..clients).map(|_| open()).collect();
+            let started = Instant::now();
+            while !s.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+                for slot in streams.iter_mut() {
+                    let alive = slot.as_mut().is_some_and(|stream| {
+                        // Anything the server says (a 408) or a close ends this connection.
+                        let mut sink = [0u8; 1024];
+                        let open = matches!(stream.read(&mut sink), Err(e) if e.kind() == ErrorKind::WouldBlock);
+                        open && match stream.write(&[drip]) {
+                            Ok(_) => true,
+                            Err(e) => e.kind() == ErrorKind::WouldBlock,
+                        }
+                    });
+                    if !alive {
+                        *slot = open();
+                    }
+                }
+                let second = Instant::now();
+                while second.elapsed() < Duration::from_secs(1) && !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        Attack {
+            stop,
+            threads: vec![thread],
+            opened,
+        }
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `GET /health` on a new connection, as a liveness probe makes it: the status and how long it
+/// took, connect included.
+fn probe_health(service: &Service) -> (u16, Duration) {
+    let started = Instant::now();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], service.port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, started.elapsed());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let status = String::from_utf8_lossy(&reply)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, started.elapsed())
+}
+
+/// While an attack goes on: `/health` answers new connections with 200 within 200 ms, and a
+/// webhook can be created (on a new connection too) and is delivered to.
+fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
+    for n in 0..5 {
+        let (status, took) = probe_health(service);
+        assert_eq!(status, 200, "{what}: probe {n} got {status}");
+        assert!(
+            took < Duration::from_millis(200),
+            "{what}: probe {n} took {took:?} (load: {})",
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let receiver = Receiver::ok();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let created = agent
+        .post(&format!("http://127.0.0.1:{}/webhooks", service.port))
+        .header("Content-Type", "application/json")
+        .send(json!({"url": receiver.url("/hook"), "events": ["complete_job"]}).to_string())
+        .map(|r| r.status().as_u16());
+    assert!(
+        matches!(created, Ok(201)),
+        "{what}: creating a webhook: {created:?}"
+    );
+    // Events until one is delivered: the new webhook reaches intake within a registry reload.
+    let delivered = try_wait_until(SOON, || {
+        let job = format!("{}", crate::now_ms());
+        redis.publish(
+            "complete_job",
+            &json!({"job_id": job, "timestamp": 1}).to_string(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        (!receiver.requests().is_empty()).then_some(())
+    });
+    assert!(delivered.is_some(), "{what}: no delivery during the attack");
+}
+
+#[test]
+fn three_hundred_slowloris_connections_keep_nobody_out() {
+    let _alone = attack_alone();
+    fds::ensure(2048);
+    let (redis, mut service) = setup(&[]);
+    let attack = Attack::drip(
+        service.port,
+        300,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        b'a',
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    serves_others_meanwhile(&service, &redis, "slowloris");
+    assert!(attack.opened.load(Ordering::Relaxed) >= 300);
+    drop(attack);
+    still_serving(&mut service);
+}
+
+#[test]
+fn eight_slow_body_uploads_hold_no_handler() {
+    let _alone = attack_alone();
+    let (redis, mut service) = setup(&[]);
+    let attack = Attack::drip(
+        service.port,
+        8,
+        b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+        b' ',
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    serves_others_meanwhile(&service, &redis, "slow bodies");
+    drop(attack);
+    still_serving(&mut service);
+}
+
+#[test]
+fn a_thousand_idle_connections_keep_nobody_out() {
+    let _alone = attack_alone();
+    fds::ensure(2048);
+    let (redis, mut service) = setup(&[]);
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..1000)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", service.port)).ok())
+        .collect();
+    assert_eq!(
+        idle.len(),
+        1000,
+        "connections opened in {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    serves_others_meanwhile(&service, &redis, "idle connections");
+    let threads = service.threads().unwrap_or(0);
+    assert!(threads <= 256 + 40, "{threads} threads");
+    drop(idle);
+    still_serving(&mut service);
+}
+
+/// A JSON array of small numbers, `bytes` long.
+fn numbers(bytes: usize) -> Vec<u8> {
+    let mut body = b"[1".to_vec();
+    while body.len() < bytes - 3 {
+        body.extend_from_slice(b",7");
+    }
+    body.push(b']');
+    body
+}
+
+#[test]
+fn a_capture_flood_stays_within_the_memory_budget() {
+    let _alone = attack_alone();
+    const BUDGET: u64 = 16 << 20;
+    const SESSIONS: usize = 200;
+    const REQUESTS: usize = 2000;
+    let (redis, mut service) = setup(&[("WEBHOOK_CAPTURE_MAX_BYTES", &BUDGET.to_string())]);
+    let before = service.rss_bytes().unwrap_or(0);
+    let body = Arc::new(numbers(16 * 1024));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let port = service.port;
+    let senders: Vec<JoinHandle<Vec<String>>> = (0..4)
+        .map(|t| {
+            let (body, sent) = (body.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build()
+                    .into();
+                let mut failures = Vec::new();
+                for n in (t..REQUESTS).step_by(4) {
+                    let url = format!(
+                        "http://127.0.0.1:{port}/webhook-monitor/flood_{}",
+                        n % SESSIONS
+                    );
+                    let result = agent
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .send(&body[..]);
+                    match result {
+                        Ok(r) if r.status() == 200 => {}
+                        other => failures.push(format!("{n}: {other:?}")),
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    // Meanwhile: others are served, and memory is sampled.
+    let mut peak = before;
+    let flood_started = Instant::now();
+    while sent.load(Ordering::Relaxed) < REQUESTS / 4 && flood_started.elapsed() < ATTACK_LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serves_others_meanwhile(&service, &redis, "capture flood");
+    while sent.load(Ordering::Relaxed) < REQUESTS && flood_started.elapsed() < ATTACK_LIMIT * 3 {
+        peak = peak.max(service.rss_bytes().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for sender in senders {
+        let failures = sender.join().unwrap_or_default();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    peak = peak.max(service.rss_bytes().unwrap_or(0));
+    eprintln!("capture flood: RSS {before} bytes before, {peak} at the peak");
+    let limit = BUDGET + 30_000_000;
+    assert!(
+        peak < limit,
+        "RSS peaked at {peak} bytes (from {before}) for a budget of {BUDGET}"
+    );
+    // The oldest went, the newest stayed: every session keeps its newest capture, and all
+    // together what the budget holds.
+    let mut kept = 0;
+    for session in 0..SESSIONS {
+        let listed = call(
+            &service,
+            "GET",
+            &format!("/webhook-monitor/flood_{session}/requests?limit=1"),
+            None,
+            &[],
+        );
+        let total = listed.body["data"]["total_requests"].as_u64().unwrap_or(0);
+        assert!(total >= 1, "session {session} lost its newest capture");
+        kept += total;
+    }
+    let fits = BUDGET / (16 * 1024);
+    assert!(
+        kept <= fits && kept >= fits * 8 / 10,
+        "{kept} captures kept; {fits} of 16 KiB fit the budget"
+    );
     still_serving(&mut service);
 }

@@ -6,7 +6,9 @@
 mod support;
 
 mod api;
+mod clients;
 mod durability;
+mod edge;
 mod figures;
 mod hostile;
 mod intake;
@@ -89,7 +91,7 @@ impl Answer {
     }
 }
 
-/// Calls the service's API.
+/// Calls the service's API over the tests' kept-alive connections.
 pub fn call(
     service: &Service,
     method: &str,
@@ -98,11 +100,6 @@ pub fn call(
     headers: &[(&str, &str)],
 ) -> Answer {
     let url = format!("http://127.0.0.1:{}{}", service.port, path);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
     let mut request = ureq::http::Request::builder().method(method).uri(&url);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -117,7 +114,8 @@ pub fn call(
     let request = request
         .body(body.unwrap_or("").as_bytes().to_vec())
         .unwrap_or_else(|e| panic!("bad test request: {e}"));
-    let mut response = agent
+    let mut response = service
+        .agent()
         .run(request)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", service.log_text()));
     let status = response.status().as_u16();

@@ -1,15 +1,25 @@
-//! The HTTP API (CONTRACT sections 4 and 6), served by tiny_http threads over shared in-memory
-//! state and Redis.
+//! The HTTP API (CONTRACT sections 4 and 6): its own HTTP/1.x server on blocking threads, over
+//! the API's state ([`state::Shared`], built by `app`) and Redis.
 //!
-//! This module owns status codes, envelopes, CORS and auth; it reads `webhook` and `monitor`,
-//! writes webhooks through `webhook::store`, and reaches delivery only through the shared
-//! delivery context (test deliveries).
+//! This module owns the wire (framing, deadlines, connection limits), status codes, envelopes,
+//! CORS, auth and the captured requests; it reads `webhook` and `monitor`, writes webhooks
+//! through `webhook::store`, and reaches delivery only through the state's delivery context.
+//!
+//! Files: `front` (accepting and bounding connections), `conn` (one connection's requests),
+//! `wire` (HTTP/1.x framing, no I/O), `server` (handler threads and the request pipeline),
+//! `router` (the route table), `request`/`reply` (what handlers take and give), `handlers/*`,
+//! `captures` (captured requests under a memory budget), `openapi`, `cors`, `auth`, `state`.
 
 pub mod auth;
+mod captures;
+mod conn;
 pub mod cors;
-pub mod front;
+mod front;
 pub mod handlers;
 pub mod openapi;
 pub mod reply;
-pub mod router;
+mod request;
+mod router;
 pub mod server;
+pub(crate) mod state;
+mod wire;

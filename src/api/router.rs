@@ -1,178 +1,282 @@
-//! The route table: every path the API serves, with its methods. One table drives dispatch,
-//! 404-versus-405, the auth exemptions and the OpenAPI document's test.
+//! The route table: every operation the API serves (a method on a path pattern), written once in
+//! [`routes!`]. From that one table come [`Route`] (what a request asks for, with its path values
+//! typed), [`Operation`] (the same without values), dispatch (an exhaustive `match` in
+//! `handlers`), 404 versus 405 and its `Allow` header, the auth exemptions, the handler lane, and
+//! the OpenAPI document's `paths`. Adding a route is one line here, its handler arm, and its
+//! OpenAPI text; the compiler points at the two others.
 
-/// Every HTTP method a capture URL accepts.
-const ANY: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-
-/// A route: a path pattern (`{name}` matches one segment) and its methods.
+/// An HTTP method the API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteDef {
-    /// The pattern, as in the OpenAPI document.
-    pub pattern: &'static str,
-    /// Methods served.
-    pub methods: &'static [&'static str],
-    /// Served without the API token (health checks, webhook capture URLs).
-    pub public: bool,
+pub(crate) enum Method {
+    /// `GET` (and `HEAD`, answered as `GET` without the body).
+    Get,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+    /// `PATCH`.
+    Patch,
+    /// `DELETE`.
+    Delete,
+    /// `HEAD`.
+    Head,
+    /// `OPTIONS` (the CORS preflight is answered before routing).
+    Options,
 }
 
-/// Every route.
-pub const ROUTES: &[RouteDef] = &[
-    RouteDef {
-        pattern: "/",
-        methods: &["GET"],
-        public: true,
-    },
-    RouteDef {
-        pattern: "/dashboard",
-        methods: &["GET"],
-        public: true,
-    },
-    RouteDef {
-        pattern: "/health",
-        methods: &["GET"],
-        public: true,
-    },
-    RouteDef {
-        pattern: "/openapi.json",
-        methods: &["GET"],
-        public: true,
-    },
-    RouteDef {
-        pattern: "/webhooks",
-        methods: &["GET", "POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}",
-        methods: &["GET", "PUT", "DELETE"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/test",
-        methods: &["POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/reconnect",
-        methods: &["POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/stats",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/deliveries",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/secret",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/secret/rotate",
-        methods: &["POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/webhooks/{id}/recover",
-        methods: &["POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/dead-letters",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/dead-letters/{id}/redeliver",
-        methods: &["POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/metrics",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/stats/summary",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/deliveries/recent",
-        methods: &["GET"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/test-receivers",
-        methods: &["GET", "POST"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/test-receivers/{id}/requests",
-        methods: &["GET", "DELETE"],
-        public: false,
-    },
-    RouteDef {
-        pattern: "/test-receivers/{id}/webhook",
-        methods: ANY,
-        public: true,
-    },
-    RouteDef {
-        pattern: "/webhook-monitor/{sessionId}",
-        methods: ANY,
-        public: true,
-    },
-    RouteDef {
-        pattern: "/webhook-monitor/{sessionId}/requests",
-        methods: &["GET", "DELETE"],
-        public: false,
-    },
-];
+impl Method {
+    /// Every method, in `Allow` order.
+    pub(crate) const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Options,
+    ];
 
-/// A matched route and the values of its `{…}` segments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched {
-    /// The route.
-    pub route: &'static RouteDef,
-    /// Segment values, in order.
-    pub params: Vec<String>,
+    /// The method named `name` (case-sensitive, as HTTP methods are).
+    pub(crate) fn parse(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// The method's name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
 }
 
-/// Finds the route for `path` (already split from its query).
-pub fn find(path: &str) -> Option<Matched> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    ROUTES.iter().find_map(|route| {
-        let pattern: Vec<&str> = route
-            .pattern
-            .trim_end_matches('/')
-            .split('/')
-            .skip(1)
-            .collect();
-        if pattern.len() != segments.len() {
+/// Which thread pool runs a route's handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Handlers that only read memory and Redis.
+    Quick,
+    /// Handlers that wait on something outside (a test delivery's HTTP attempts), kept apart so
+    /// they never hold the threads `/health` and ordinary calls need.
+    Slow,
+}
+
+/// Writes [`Route`], [`Operation`] and the table behind them from one list of
+/// `Name { values }: METHOD "pattern" [public] [slow];` lines. `{name}` segments of the pattern
+/// fill the variant's values in order. `ANY` serves every method (capture URLs).
+macro_rules! routes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $({ $($value:ident),* })? : $method:ident $pattern:literal $($flag:ident)*;
+    )*) => {
+        /// One operation a request asks for, with the values of its path, percent-decoded.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub(crate) enum Route {
+            $(
+                $(#[doc = $doc])*
+                $name $({ $(
+                    #[allow(missing_docs)]
+                    $value: String
+                ),* })?,
+            )*
+        }
+
+        /// One operation of the API, without values: a row of the route table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Operation {
+            $( $(#[doc = $doc])* $name, )*
+        }
+
+        impl Operation {
+            /// Every operation, in table order (the order of the OpenAPI document).
+            pub(crate) const ALL: &'static [Operation] = &[$(Operation::$name),*];
+
+            /// The method served, or `None` for every method.
+            pub(crate) fn method(self) -> Option<Method> {
+                match self { $(Operation::$name => routes!(@method $method),)* }
+            }
+
+            /// The path pattern, as in the OpenAPI document.
+            pub(crate) fn pattern(self) -> &'static str {
+                match self { $(Operation::$name => $pattern,)* }
+            }
+
+            /// Served without the API token.
+            pub(crate) fn public(self) -> bool {
+                match self { $(Operation::$name => routes!(@has public $($flag)*),)* }
+            }
+
+            /// The pool that runs the handler.
+            pub(crate) fn lane(self) -> Lane {
+                match self {
+                    $(Operation::$name => if routes!(@has slow $($flag)*) {
+                        Lane::Slow
+                    } else {
+                        Lane::Quick
+                    },)*
+                }
+            }
+
+            /// The route with these path values (as many as the pattern has, in order).
+            fn with_values(self, values: Vec<String>) -> Route {
+                #[allow(unused_mut, unused_variables)]
+                let mut values = values.into_iter();
+                match self {
+                    $(Operation::$name => Route::$name $({ $(
+                        $value: values.next().unwrap_or_default()
+                    ),* })?,)*
+                }
+            }
+        }
+
+        impl Route {
+            /// The route's row in the table.
+            pub(crate) fn operation(&self) -> Operation {
+                match self { $(Route::$name { .. } => Operation::$name,)* }
+            }
+        }
+    };
+    (@method ANY) => { None };
+    (@method GET) => { Some(Method::Get) };
+    (@method POST) => { Some(Method::Post) };
+    (@method PUT) => { Some(Method::Put) };
+    (@method DELETE) => { Some(Method::Delete) };
+    (@has public public $($rest:ident)*) => { true };
+    (@has slow slow $($rest:ident)*) => { true };
+    (@has $want:ident $other:ident $($rest:ident)*) => { routes!(@has $want $($rest)*) };
+    (@has $want:ident) => { false };
+}
+
+routes! {
+    /// The dashboard page.
+    Root: GET "/" public;
+    /// The dashboard page.
+    Dashboard: GET "/dashboard" public;
+    /// Service health.
+    Health: GET "/health" public;
+    /// The OpenAPI document.
+    OpenApi: GET "/openapi.json" public;
+    /// List webhooks.
+    ListWebhooks: GET "/webhooks";
+    /// Create a webhook.
+    CreateWebhook: POST "/webhooks";
+    /// Read a webhook.
+    GetWebhook { id }: GET "/webhooks/{id}";
+    /// Update a webhook.
+    UpdateWebhook { id }: PUT "/webhooks/{id}";
+    /// Delete a webhook.
+    DeleteWebhook { id }: DELETE "/webhooks/{id}";
+    /// Send test deliveries now (waits on the target: the slow lane).
+    TestWebhook { id }: POST "/webhooks/{id}/test" slow;
+    /// Reconnect a disconnected webhook.
+    ReconnectWebhook { id }: POST "/webhooks/{id}/reconnect";
+    /// A webhook's stats.
+    WebhookStats { id }: GET "/webhooks/{id}/stats";
+    /// A webhook's recent attempts.
+    WebhookDeliveries { id }: GET "/webhooks/{id}/deliveries";
+    /// A webhook's whole secret.
+    WebhookSecret { id }: GET "/webhooks/{id}/secret";
+    /// Rotate a webhook's secret.
+    RotateSecret { id }: POST "/webhooks/{id}/secret/rotate";
+    /// Redeliver a webhook's dead letters since a time.
+    RecoverWebhook { id }: POST "/webhooks/{id}/recover";
+    /// List dead letters.
+    DeadLetters: GET "/dead-letters";
+    /// Redeliver one dead letter.
+    RedeliverDeadLetter { id }: POST "/dead-letters/{id}/redeliver";
+    /// Prometheus metrics.
+    Metrics: GET "/metrics";
+    /// Totals over every webhook.
+    StatsSummary: GET "/stats/summary";
+    /// The global delivery log.
+    RecentDeliveries: GET "/deliveries/recent";
+    /// List test receivers.
+    ListReceivers: GET "/test-receivers";
+    /// Create a test receiver.
+    CreateReceiver: POST "/test-receivers";
+    /// A test receiver's captured requests.
+    ReceiverRequests { id }: GET "/test-receivers/{id}/requests";
+    /// Forget a test receiver's captured requests.
+    ClearReceiver { id }: DELETE "/test-receivers/{id}/requests";
+    /// A test receiver's capture URL.
+    CaptureForReceiver { id }: ANY "/test-receivers/{id}/webhook" public;
+    /// A monitor session's capture URL.
+    CaptureForSession { session_id }: ANY "/webhook-monitor/{sessionId}" public;
+    /// A monitor session's captured requests.
+    SessionRequests { session_id }: GET "/webhook-monitor/{sessionId}/requests";
+    /// Forget a monitor session's captured requests.
+    ClearSession { session_id }: DELETE "/webhook-monitor/{sessionId}/requests";
+}
+
+impl Operation {
+    /// Whether the operation answers `method` (`HEAD` is answered wherever `GET` is).
+    pub(crate) fn serves(self, method: Method) -> bool {
+        match self.method() {
+            None => true,
+            Some(Method::Get) => matches!(method, Method::Get | Method::Head),
+            Some(served) => served == method,
+        }
+    }
+
+    /// The values of `path`'s `{…}` segments if it has this operation's pattern.
+    fn values(self, segments: &[&str]) -> Option<Vec<String>> {
+        let pattern = self.pattern().trim_end_matches('/').split('/').skip(1);
+        if pattern.clone().count() != segments.len() {
             return None;
         }
-        let mut params = Vec::new();
-        for (p, s) in pattern.iter().zip(&segments) {
+        let mut values = Vec::new();
+        for (p, s) in pattern.zip(segments) {
             if p.starts_with('{') {
                 if s.is_empty() {
                     return None;
                 }
-                params.push(percent_decode(s)?);
-            } else if p != s {
+                values.push(percent_decode(s)?);
+            } else if p != *s {
                 return None;
             }
         }
-        Some(Matched { route, params })
-    })
+        Some(values)
+    }
+}
+
+/// Why no route serves a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// No pattern matches the path: 404.
+    NotFound,
+    /// The path exists, not with this method: 405 with these methods in `Allow`.
+    MethodNotAllowed(Vec<Method>),
+}
+
+/// The route for `method` on `path` (already split from its query). `method` is the request's
+/// method as sent; an unknown one is a 405 where the path exists.
+pub(crate) fn find(method: &str, path: &str) -> Result<Route, Miss> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = Method::parse(method);
+    let mut allowed: Vec<Method> = Vec::new();
+    for op in Operation::ALL {
+        let Some(values) = op.values(&segments) else {
+            continue;
+        };
+        if method.is_some_and(|m| op.serves(m)) {
+            return Ok(op.with_values(values));
+        }
+        allowed.extend(Method::ALL.into_iter().filter(|m| op.serves(*m)));
+    }
+    if allowed.is_empty() {
+        return Err(Miss::NotFound);
+    }
+    allowed.sort_by_key(|m| Method::ALL.iter().position(|a| a == m));
+    allowed.dedup();
+    Err(Miss::MethodNotAllowed(allowed))
 }
 
 /// Decodes `%XX` escapes; `None` if the result is not UTF-8 or an escape is broken.
-pub fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -193,7 +297,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Parses a query string into (name, value) pairs.
-pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -208,37 +312,93 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
-    fn check(path: &str, expected: Option<(&str, &[&str])>) {
-        let got = find(path).map(|m| (m.route.pattern, m.params));
-        let expected = expected
-            .map(|(p, params)| (p, params.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
-        assert_eq!(got, expected, "{path}");
+    fn check(method: &str, path: &str, expected: Result<Route, Miss>) {
+        assert_eq!(find(method, path), expected, "{method} {path}");
+    }
+
+    fn id(id: &str) -> String {
+        id.to_string()
     }
 
     #[test]
     fn paths_find_their_routes() {
-        check("/", Some(("/", &[])));
-        check("/dashboard", Some(("/dashboard", &[])));
-        check("/health", Some(("/health", &[])));
-        check("/webhooks", Some(("/webhooks", &[])));
-        check("/webhooks/", Some(("/webhooks", &[])));
-        check("/webhooks/wh_1_a", Some(("/webhooks/{id}", &["wh_1_a"])));
+        check("GET", "/", Ok(Route::Root));
+        check("GET", "/dashboard", Ok(Route::Dashboard));
+        check("GET", "/health", Ok(Route::Health));
+        check("HEAD", "/health", Ok(Route::Health));
+        check("GET", "/webhooks", Ok(Route::ListWebhooks));
+        check("GET", "/webhooks/", Ok(Route::ListWebhooks));
+        check("POST", "/webhooks", Ok(Route::CreateWebhook));
         check(
+            "GET",
+            "/webhooks/wh_1_a",
+            Ok(Route::GetWebhook { id: id("wh_1_a") }),
+        );
+        check(
+            "DELETE",
+            "/webhooks/wh_1_a",
+            Ok(Route::DeleteWebhook { id: id("wh_1_a") }),
+        );
+        check(
+            "GET",
             "/webhooks/wh%201/stats",
-            Some(("/webhooks/{id}/stats", &["wh 1"])),
+            Ok(Route::WebhookStats { id: id("wh 1") }),
         );
         check(
+            "POST",
             "/webhooks/a/secret/rotate",
-            Some(("/webhooks/{id}/secret/rotate", &["a"])),
+            Ok(Route::RotateSecret { id: id("a") }),
         );
         check(
+            "PATCH",
             "/webhook-monitor/session_1",
-            Some(("/webhook-monitor/{sessionId}", &["session_1"])),
+            Ok(Route::CaptureForSession {
+                session_id: id("session_1"),
+            }),
         );
-        check("/webhooks//stats", None);
-        check("/nope", None);
-        check("/webhooks/a/b/c/d", None);
-        check("/webhooks/%zz", None);
+        check("GET", "/webhooks//stats", Err(Miss::NotFound));
+        check("GET", "/nope", Err(Miss::NotFound));
+        check("GET", "/webhooks/a/b/c/d", Err(Miss::NotFound));
+        check("GET", "/webhooks/%zz", Err(Miss::NotFound));
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_lists_the_allowed_ones() {
+        use Method::*;
+        check(
+            "PATCH",
+            "/webhooks",
+            Err(Miss::MethodNotAllowed(vec![Get, Head, Post])),
+        );
+        check(
+            "POST",
+            "/webhooks/x",
+            Err(Miss::MethodNotAllowed(vec![Get, Head, Put, Delete])),
+        );
+        check(
+            "DELETE",
+            "/stats/summary",
+            Err(Miss::MethodNotAllowed(vec![Get, Head])),
+        );
+        check(
+            "TRACE",
+            "/webhook-monitor/s",
+            Err(Miss::MethodNotAllowed(Method::ALL.to_vec())),
+        );
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        for op in Operation::ALL {
+            let segments: Vec<&str> = op.pattern().split('/').skip(1).collect();
+            let values = op.values(&segments).unwrap_or_default();
+            let route = op.with_values(values.clone());
+            assert_eq!(route.operation(), *op, "{}", op.pattern());
+            assert_eq!(values.len(), op.pattern().matches('{').count());
+        }
+        assert!(Operation::Health.public() && !Operation::ListWebhooks.public());
+        assert_eq!(Operation::TestWebhook.lane(), Lane::Slow);
+        assert_eq!(Operation::Health.lane(), Lane::Quick);
     }
 
     #[test]

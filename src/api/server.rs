@@ -1,352 +1,220 @@
-//! The API's listener and threads, and the pipeline every request goes through:
-//! CORS preflight → route (404/405) → auth (401) → body (413/400) → handler → CORS headers.
+//! The API server: its listener, its handler threads, and the pipeline every request goes
+//! through: CORS preflight → route (404/405) → auth (401) → declared size (413) → body → handler
+//! → CORS headers.
 //!
-//! Clients connect to [`front`], which bounds connections and idle time and relays to tiny_http
-//! on a private Unix socket. A fixed number of `api-N` threads run the handlers, each request
-//! under `catch_unwind`.
+//! Threads and why (no async runtime; blocking threads, a fixed number per connection):
+//! - `api-accept` accepts connections and bounds them ([`super::front`]);
+//! - one `api-conn` thread per connection ([`super::conn`]) reads each request whole (head and
+//!   body, each under a deadline), admits it, hands it to a handler thread, and writes the
+//!   answer, so no handler thread ever waits on a client's bytes or on a slow reader;
+//! - `api-N` handler threads run the handlers of ordinary routes, `api-slow-N` those that wait
+//!   on something outside (test deliveries), so that those never hold the threads `/health`
+//!   needs. They take complete requests from bounded channels, each under `catch_unwind`.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::{debug, error, info};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use log::{error, info};
 use serde_json::Value;
-use tiny_http::{Header, ListenAddr, Request, Response, Server, ServerConfig};
 
 use super::auth::authorized;
 use super::cors::Cors;
-use super::front::{self, SocketPath};
+use super::front;
 use super::handlers;
 use super::reply::Reply;
-use super::router::{self, Matched};
-use crate::app::{Shared, Shutdown};
+use super::request::Request;
+use super::router::{self, Lane, Miss, Route};
+use super::state::Shared;
+use super::wire::{Framing, Head};
+use crate::app::Shutdown;
 
-/// Threads running handlers.
-const HANDLER_THREADS: usize = 4;
+/// Threads running the handlers of ordinary routes.
+const QUICK_THREADS: usize = 4;
+/// Threads running handlers that wait on something outside (test deliveries).
+const SLOW_THREADS: usize = 2;
+/// Requests of the slow lane waiting for a thread; more are refused with 503.
+const SLOW_QUEUE: usize = 16;
 /// How long a handler thread waits for a request before checking for shutdown.
 const POLL: Duration = Duration::from_millis(500);
 
-/// One request, read and routed, as handlers see it.
+/// Deadlines and sizes of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// A kept-alive connection waits this long for its next request.
+    pub(crate) idle: Duration,
+    /// A whole head must arrive within this of its first byte.
+    pub(crate) head: Duration,
+    /// A whole body must arrive within this of the head; a whole response must be taken
+    /// within this.
+    pub(crate) body: Duration,
+    /// The largest body.
+    pub(crate) max_body: usize,
+}
+
+/// A request handed to a handler thread, and where its answer goes.
+struct Job {
+    route: Route,
+    request: Request,
+    reply_to: Sender<Reply>,
+}
+
+/// What every connection thread shares: the API state, the handler lanes, the limits.
+pub(crate) struct Server {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown: Shutdown,
+    quick: Sender<Job>,
+    slow: Sender<Job>,
+}
+
+/// What the server decides from a head alone, before any body is read.
 #[derive(Debug)]
-pub struct Call {
-    /// Upper-case method.
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// The route's `{…}` values.
-    pub params: Vec<String>,
-    /// Query parameters.
-    pub query: Vec<(String, String)>,
-    /// Headers, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// The body (empty when none).
-    pub body: Vec<u8>,
-    /// The client's IP address, as the front saw it.
-    pub client_ip: String,
+pub(crate) enum Admission {
+    /// Read the body and run the route's handler.
+    Run(Route),
+    /// Answer at once (preflight, 401, 404, 405, 413), without reading the body.
+    Answer(Reply),
 }
 
-impl Call {
-    /// The first query parameter `name`.
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The first header `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON: `Null` when empty, 400 when malformed.
-    pub fn json(&self) -> Result<Value, Reply> {
-        if self.body_is_empty() {
-            return Ok(Value::Null);
+impl Server {
+    /// Decides what to do with `head`: the preflight, the route, auth and the declared size are
+    /// known before the body, so a refused request never costs a handler thread or body reads.
+    pub(crate) fn admit(&self, head: &Head) -> Admission {
+        let preflight =
+            head.method == "OPTIONS" && head.header("access-control-request-method").is_some();
+        if preflight {
+            return Admission::Answer(match self.allowed_origin(head) {
+                Some(o) => {
+                    let mut reply = Reply::envelope(204, Value::Null);
+                    reply.headers.extend(Cors::preflight_headers(o));
+                    reply
+                }
+                None => Reply::error_message(403, "Forbidden", "this origin is not allowed"),
+            });
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| Reply::error_message(400, "Invalid JSON", format!("request body: {e}")))
-    }
-
-    /// Whether the request has no body (or only white space).
-    pub fn body_is_empty(&self) -> bool {
-        self.body.iter().all(u8::is_ascii_whitespace)
-    }
-
-    /// The `{…}` value at `index`.
-    pub fn param(&self, index: usize) -> &str {
-        self.params.get(index).map(String::as_str).unwrap_or("")
-    }
-}
-
-/// Binds the API and starts its threads.
-pub fn spawn(
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, String> {
-    let config = &shared.config;
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
-    let (socket, internal) = SocketPath::bind(local.port())
-        .map_err(|e| format!("cannot bind the internal API socket: {e}"))?;
-    let socket = Arc::new(socket);
-    let internal_addr = internal
-        .local_addr()
-        .map_err(|e| format!("cannot read the internal API socket address: {e}"))?;
-    let server_config = ServerConfig {
-        // Only the listener passed to from_listener is used; the address is informational.
-        addr: tiny_http::ConfigListenAddr::IP(vec![local]),
-        ssl: None,
-        min_threads: Some(2),
-        max_threads: None,
-    };
-    let server = Server::from_listener(internal, ListenAddr::Unix(internal_addr), server_config)
-        .map_err(|e| format!("cannot serve the API: {e}"))?;
-    let mut handles = vec![
-        front::spawn(
-            listener,
-            socket,
-            config.api_max_connections,
-            config.api_idle_timeout,
-            config.max_body_bytes,
-            shutdown.clone(),
-        )
-        .map_err(|e| format!("cannot start the API acceptor: {e}"))?,
-    ];
-    let server = Arc::new(server);
-    info!("API listening on http://{local}");
-    let workers: Result<Vec<JoinHandle<()>>, String> = (0..HANDLER_THREADS)
-        .map(|i| {
-            let server = server.clone();
-            let shared = shared.clone();
-            let shutdown = shutdown.clone();
-            std::thread::Builder::new()
-                .name(format!("api-{i}"))
-                .spawn(move || {
-                    while !shutdown.is_set() {
-                        match server.recv_timeout(POLL) {
-                            Ok(Ok(Some(request))) => serve(&shared, request),
-                            Ok(Ok(None)) => {}
-                            // tiny_http has already answered the client (400, 408, ...).
-                            Ok(Err(e)) => debug!("unreadable API request: {e}"),
-                            Err(e) => {
-                                error!("API server failed: {e}");
-                                shutdown.sleep(POLL);
-                            }
-                        }
-                    }
-                })
-                .map_err(|e| format!("cannot start API thread: {e}"))
-        })
-        .collect();
-    handles.extend(workers?);
-    Ok(handles)
-}
-
-fn serve(shared: &Shared, mut request: Request) {
-    let started = Instant::now();
-    let method = request.method().as_str().to_ascii_uppercase();
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let headers = read_headers(shared, &request);
-    let origin = headers
-        .iter()
-        .find(|(k, _)| k == "origin")
-        .map(|(_, v)| v.clone());
-    let origin_allowed = origin.as_deref().filter(|o| shared.cors.allows(o));
-    let reply = catch_unwind(AssertUnwindSafe(|| {
-        route(
-            shared,
-            &mut request,
-            &method,
-            path,
-            query,
-            headers,
-            origin.as_deref(),
-        )
-    }))
-    .unwrap_or_else(|_| {
-        error!("API handler for {method} {path} panicked");
-        Reply::internal("the request could not be handled")
-    });
-    let status = reply.status;
-    respond(request, reply, origin_allowed);
-    debug!(
-        "{method} {path} -> {status} in {} ms",
-        started.elapsed().as_millis()
-    );
-}
-
-fn route(
-    shared: &Shared,
-    request: &mut Request,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: Vec<(String, String)>,
-    origin: Option<&str>,
-) -> Reply {
-    let preflight = method == "OPTIONS"
-        && headers
-            .iter()
-            .any(|(k, _)| k == "access-control-request-method");
-    if preflight {
-        return match origin {
-            Some(o) if shared.cors.allows(o) => {
-                let mut reply = Reply::envelope(204, Value::Null);
-                reply.headers.extend(Cors::preflight_headers(o));
-                reply
+        let route = match router::find(&head.method, &head.path) {
+            Ok(route) => route,
+            Err(Miss::NotFound) => return Admission::Answer(not_found(&head.path)),
+            Err(Miss::MethodNotAllowed(methods)) => {
+                let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+                let allow = allow.join(", ");
+                return Admission::Answer(
+                    Reply::error_message(
+                        405,
+                        "Method not allowed",
+                        format!("{} allows {allow}", head.path),
+                    )
+                    .with_header("Allow", allow),
+                );
             }
-            _ => Reply::error_message(403, "Forbidden", "this origin is not allowed"),
         };
+        if let Some(token) = &self.shared.config.api_token
+            && !route.operation().public()
+            && !authorized(token, head.header("authorization"))
+        {
+            return Admission::Answer(
+                Reply::error_message(401, "Unauthorized", "a valid bearer token is required")
+                    .with_header("WWW-Authenticate", "Bearer"),
+            );
+        }
+        if let Framing::Length(n) = head.framing
+            && n > self.limits.max_body as u64
+        {
+            return Admission::Answer(too_large(self.limits.max_body));
+        }
+        Admission::Run(route)
     }
-    let Some(Matched { route, params }) = router::find(path) else {
-        return Reply::envelope(
-            404,
-            serde_json::json!({
-                "success": false,
-                "error": "Endpoint not found",
-                "path": path,
-                "timestamp": crate::time::iso8601(crate::time::now_ms()),
-            }),
-        );
-    };
-    if !route.methods.contains(&method) {
-        return Reply::error_message(
-            405,
-            "Method not allowed",
-            format!("{path} allows {}", route.methods.join(", ")),
-        )
-        .with_header("Allow", route.methods.join(", "));
+
+    /// The request's `Origin` if CORS allows it.
+    pub(crate) fn allowed_origin<'h>(&self, head: &'h Head) -> Option<&'h str> {
+        head.header("origin").filter(|o| self.shared.cors.allows(o))
     }
-    if let Some(token) = &shared.config.api_token
-        && !route.public
-    {
-        let given = headers
-            .iter()
-            .find(|(k, _)| k == "authorization")
-            .map(|(_, v)| v.as_str());
-        if !authorized(token, given) {
-            return Reply::error_message(401, "Unauthorized", "a valid bearer token is required")
-                .with_header("WWW-Authenticate", "Bearer");
+
+    /// Runs `route`'s handler on a handler thread and waits for its reply. `reply_to` and
+    /// `replies` are the calling connection's own channel (it has one request at a time).
+    pub(crate) fn run(
+        &self,
+        route: Route,
+        request: Request,
+        reply_to: &Sender<Reply>,
+        replies: &Receiver<Reply>,
+    ) -> Reply {
+        let lane = route.operation().lane();
+        let job = Job {
+            route,
+            request,
+            reply_to: reply_to.clone(),
+        };
+        let sent = match lane {
+            Lane::Quick => self.quick.try_send(job),
+            Lane::Slow => self.slow.try_send(job),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                return Reply::error_message(
+                    503,
+                    "Service unavailable",
+                    format!(
+                        "too many {} requests in progress; try again shortly",
+                        job.request.path
+                    ),
+                )
+                .with_header("Retry-After", "1");
+            }
+            Err(TrySendError::Disconnected(_)) => return stopping(),
+        }
+        // Handler threads stop at the shutdown; a request still queued then gets a 503.
+        loop {
+            match replies.recv_timeout(POLL) {
+                Ok(reply) => return reply,
+                Err(RecvTimeoutError::Timeout) if !self.shutdown.is_set() => {}
+                Err(_) => return stopping(),
+            }
         }
     }
-    let body = match read_body(request, shared.config.max_body_bytes) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
-    // The front puts the client's address here (replacing any the client sent).
-    let client_ip = headers
-        .iter()
-        .find(|(k, _)| k == "x-forwarded-for")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let call = Call {
-        method: method.to_string(),
-        path: path.to_string(),
-        params,
-        query: router::query_pairs(query),
-        headers,
-        body,
-        client_ip,
-    };
-    handlers::dispatch(shared, route.pattern, &call)
 }
 
-/// Headers looked up by name, lowercased: tiny_http_fork 0.12.17 (the release that drains
-/// unread bodies safely) offers lookup but no enumeration of a request's headers. So a request is
-/// seen with the standard headers below plus every custom header a webhook sends, which covers
-/// what handlers read and what capture URLs are for: inspecting deliveries.
-const KNOWN_HEADERS: &[&str] = &[
-    "accept",
-    "accept-encoding",
-    "access-control-request-headers",
-    "access-control-request-method",
-    "authorization",
-    "content-length",
-    "content-type",
-    "host",
-    "origin",
-    "referer",
-    "traceparent",
-    "transfer-encoding",
-    "user-agent",
-    "webhook-id",
-    "webhook-signature",
-    "webhook-timestamp",
-    "x-event-id",
-    "x-forwarded-for",
-    "x-real-ip",
-    "x-request-id",
-    "x-requested-with",
-    "x-webhook-event",
-    "x-webhook-id",
-    "x-webhook-signature",
-    "x-workflow-id",
-];
-
-fn read_headers(shared: &Shared, request: &Request) -> Vec<(String, String)> {
-    let snapshot = shared.registry.snapshot();
-    let custom = snapshot
-        .webhooks()
-        .iter()
-        .flat_map(|w| w.headers.iter().map(|(name, _)| name.to_ascii_lowercase()));
-    let mut names: Vec<String> = KNOWN_HEADERS
-        .iter()
-        .map(|n| n.to_string())
-        .chain(custom)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let value = request.headers().get(&name)?.as_str().to_string();
-            Some((name, value))
-        })
-        .collect()
+/// 404 for a path no route serves (the original's envelope).
+fn not_found(path: &str) -> Reply {
+    Reply::envelope(
+        404,
+        serde_json::json!({
+            "success": false,
+            "error": "Endpoint not found",
+            "path": path,
+            "timestamp": crate::time::iso8601(crate::time::now_ms()),
+        }),
+    )
 }
 
-/// Reads the body, refusing more than `limit` bytes with 413 (before reading, when the declared
-/// length says so).
-fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
-    let too_large = || {
-        Reply::error_message(
-            413,
-            "Request body too large",
-            format!("the limit is {limit} bytes"),
-        )
-        .with_header("Connection", "close")
-    };
-    if request.body_length().is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    match request
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-    {
-        Ok(n) if n > limit => Err(too_large()),
-        Ok(_) => Ok(body),
-        Err(e) => Err(Reply::error_message(
-            400,
-            "Invalid request body",
-            format!("could not read the body: {e}"),
-        )),
-    }
+/// 413 for a body over the limit.
+pub(crate) fn too_large(limit: usize) -> Reply {
+    Reply::error_message(
+        413,
+        "Request body too large",
+        format!("the limit is {limit} bytes"),
+    )
 }
 
-fn respond(request: Request, reply: Reply, origin: Option<&str>) {
+fn stopping() -> Reply {
+    Reply::error_message(503, "Service unavailable", "the service is stopping")
+}
+
+/// A reply as bytes on the wire: status, headers (CORS included) and body.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Renders `reply`, adding CORS headers for an allowed `origin`.
+pub(crate) fn render(reply: Reply, origin: Option<&str>) -> Rendered {
     let (content_type, body) = match (reply.status, reply.raw) {
         (_, Some(raw)) => *raw,
         (204, None) => ("application/json; charset=utf-8", Vec::new()),
@@ -356,12 +224,11 @@ fn respond(request: Request, reply: Reply, origin: Option<&str>) {
             crate::event::json::to_vec(&reply.body),
         ),
     };
-    let mut response = Response::from_data(body).with_status_code(reply.status);
-    let mut headers: Vec<(&str, String)> = vec![("Content-Type", content_type.into())];
-    if reply.status == 204 {
-        headers.clear();
+    let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(reply.headers.len() + 4);
+    if reply.status != 204 {
+        headers.push(("Content-Type", content_type.to_string()));
     }
-    headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.clone())));
+    headers.extend(reply.headers);
     if let Some(origin) = origin
         && !headers
             .iter()
@@ -369,12 +236,97 @@ fn respond(request: Request, reply: Reply, origin: Option<&str>) {
     {
         headers.extend(Cors::response_headers(origin));
     }
-    for (name, value) in headers {
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(h);
+    Rendered {
+        status: reply.status,
+        headers,
+        body,
+    }
+}
+
+/// Binds the API and starts its threads.
+pub(crate) fn spawn(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let config = shared.config.clone();
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
+    // Each connection has at most one request in a handler, so this queue never fills.
+    let (quick_tx, quick_rx) = crossbeam_channel::bounded(config.api_max_connections);
+    let (slow_tx, slow_rx) = crossbeam_channel::bounded(SLOW_QUEUE);
+    let server = Arc::new(Server {
+        shared: shared.clone(),
+        limits: Limits {
+            idle: config.api_idle_timeout,
+            head: config.api_head_timeout,
+            body: config.api_body_timeout,
+            max_body: config.max_body_bytes,
+        },
+        shutdown: shutdown.clone(),
+        quick: quick_tx,
+        slow: slow_tx,
+    });
+    let mut handles = Vec::new();
+    let lanes = [
+        ("api", QUICK_THREADS, quick_rx),
+        ("api-slow", SLOW_THREADS, slow_rx),
+    ];
+    for (name, threads, rx) in lanes {
+        for i in 0..threads {
+            let (rx, shared, shutdown) = (rx.clone(), shared.clone(), shutdown.clone());
+            // The first handler thread to see the stop wakes the acceptor, blocked in accept.
+            let wake = (name == "api" && i == 0).then_some(local);
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || work(&rx, &shared, &shutdown, wake))
+                .map_err(|e| format!("cannot start API thread: {e}"))?;
+            handles.push(handle);
         }
     }
-    if let Err(e) = request.respond(response) {
-        debug!("could not send an API response: {e}");
+    handles.push(
+        front::spawn(listener, server, config.api_max_connections)
+            .map_err(|e| format!("cannot start the API acceptor: {e}"))?,
+    );
+    info!("API listening on http://{local}");
+    Ok(handles)
+}
+
+/// A handler thread: runs jobs until the stop.
+fn work(rx: &Receiver<Job>, shared: &Shared, shutdown: &Shutdown, wake: Option<SocketAddr>) {
+    while !shutdown.is_set() {
+        match rx.recv_timeout(POLL) {
+            Ok(job) => {
+                let reply = handle(shared, job.route, &job.request);
+                // The connection waits for exactly this reply; it is gone only if it died.
+                let _ = job.reply_to.send(reply);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
     }
+    if let Some(addr) = wake {
+        let ip = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), POLL);
+    }
+}
+
+/// Runs the handler of `route`; a panic becomes a 500 (and is logged with the route).
+fn handle(shared: &Shared, route: Route, request: &Request) -> Reply {
+    catch_unwind(AssertUnwindSafe(|| {
+        handlers::dispatch(shared, route, request)
+    }))
+    .unwrap_or_else(|_| {
+        error!(
+            "API handler for {} {} panicked",
+            request.method, request.path
+        );
+        Reply::internal("the request could not be handled")
+    })
 }

@@ -13,6 +13,9 @@ use super::{free_port, wait_until};
 /// A running service.
 pub struct Service {
     pub port: u16,
+    /// The tests' client: one ureq agent, reused, so calls share kept-alive connections as a
+    /// real client's do.
+    agent: ureq::Agent,
     child: Option<Child>,
     log: PathBuf,
     env: Vec<(String, String)>,
@@ -40,6 +43,11 @@ impl Service {
         let log = dir.join(format!("service-{port}.log"));
         let mut service = Service {
             port,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
             child: None,
             log,
             env: all,
@@ -72,12 +80,16 @@ impl Service {
         });
     }
 
+    /// The tests' client of this service (connections kept alive between calls).
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
     /// `GET /health`, if it answers.
     pub fn try_health(&self) -> Option<Value> {
-        let mut response = ureq::get(&format!("http://127.0.0.1:{}/health", self.port))
-            .config()
-            .http_status_as_error(false)
-            .build()
+        let mut response = self
+            .agent
+            .get(&format!("http://127.0.0.1:{}/health", self.port))
             .call()
             .ok()?;
         let text = response.body_mut().read_to_string().ok()?;
@@ -106,11 +118,45 @@ impl Service {
 
     /// Threads of the process, from /proc.
     pub fn threads(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
+        self.status_field("Threads:")
+    }
+
+    /// Resident memory of the process in bytes, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        // "VmRSS:    12345 kB"
+        let kb: u64 = self.status_text()?.lines().find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })?;
+        Some(kb * 1024)
+    }
+
+    fn status_text(&self) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()
+    }
+
+    fn status_field(&self, name: &str) -> Option<u64> {
+        self.status_text()?
             .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
+            .find_map(|l| l.strip_prefix(name))
             .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// The distinct client addresses (`ip:port`) the API's access log shows for requests whose
+    /// path contains `marker`: one per connection a client used.
+    pub fn connections_used(&self, marker: &str) -> std::collections::BTreeSet<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("webhook_service::api::conn") && l.contains(marker))
+            .filter_map(|l| {
+                l.rsplit_once(" for ")
+                    .map(|(_, peer)| peer.trim().to_string())
+            })
+            .collect()
     }
 
     /// Whether the process is still running.

@@ -6,9 +6,9 @@ use redis::Commands;
 use serde_json::{Value, json};
 
 use super::super::reply::Reply;
-use super::super::server::Call;
+use super::super::request::Query;
+use super::super::state::Shared;
 use super::limit;
-use crate::app::Shared;
 use crate::delivery::durable::DurableError;
 use crate::keys;
 
@@ -18,12 +18,12 @@ fn failed(what: &str, e: &DurableError) -> Reply {
 }
 
 /// `GET /dead-letters?webhook_id=&limit=` (default 100, at most 1000).
-pub fn list(shared: &Shared, call: &Call) -> Reply {
-    let limit = match limit(call, 100, 1000) {
+pub(crate) fn list(shared: &Shared, query: &Query) -> Reply {
+    let limit = match limit(query, 100, 1000) {
         Ok(n) => n,
         Err(reply) => return reply,
     };
-    let webhook = call.query("webhook_id").filter(|w| !w.is_empty());
+    let webhook = query.get("webhook_id").filter(|w| !w.is_empty());
     match shared.delivery.dead_letters(webhook, limit) {
         Ok(letters) => {
             let data: Vec<Value> = letters.iter().map(view).collect();
@@ -35,8 +35,7 @@ pub fn list(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `POST /dead-letters/:id/redeliver` → 202.
-pub fn redeliver(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
+pub(crate) fn redeliver(shared: &Shared, id: &str) -> Reply {
     match shared.delivery.redeliver(id) {
         Ok(Some(letter)) => {
             info!("dead letter {id} queued for redelivery");
@@ -48,9 +47,8 @@ pub fn redeliver(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `POST /webhooks/:id/recover?since=<ms>` → 202 `{requeued}`.
-pub fn recover(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
-    let since = match call.query("since").map(str::parse::<u64>) {
+pub(crate) fn recover(shared: &Shared, id: &str, query: &Query) -> Reply {
+    let since = match query.get("since").map(str::parse::<u64>) {
         Some(Ok(ms)) => ms,
         Some(Err(_)) => {
             return Reply::envelope(

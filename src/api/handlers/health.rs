@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value, json};
 
 use crate::api::reply::Reply;
-use crate::app::Shared;
+use crate::api::state::Shared;
 use crate::monitor::metrics::render;
 use crate::monitor::{FIGURES, Gauges, Group, OUTCOMES, get};
 
@@ -26,7 +26,7 @@ fn gauges(shared: &Shared) -> Gauges {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub fn metrics(shared: &Shared) -> Reply {
+pub(crate) fn metrics(shared: &Shared) -> Reply {
     let c = &shared.counters;
     Reply::raw(
         200,
@@ -48,7 +48,7 @@ fn group(shared: &Shared, gauges: &Gauges, group: Group) -> Map<String, Value> {
 }
 
 /// `GET /health`: 200 while Redis is reachable, 503 `degraded` otherwise.
-pub fn health(shared: &Shared) -> Reply {
+pub(crate) fn health(shared: &Shared) -> Reply {
     let c = &shared.counters;
     let gauges = gauges(shared);
     let connected = gauges.redis_connected;

@@ -1,4 +1,7 @@
-//! Route handlers: one function per (route, method), each taking the shared state and the call.
+//! Route handlers: one function per operation, each taking the API state and the typed parts of
+//! the request it uses (a path value, the query, the body). [`dispatch`] is the one place that
+//! maps a [`Route`] to its handler; it is exhaustive, so a route without a handler does not
+//! compile.
 
 pub mod dead_letters;
 pub mod health;
@@ -9,42 +12,42 @@ pub mod test_delivery;
 pub mod webhooks;
 
 use super::reply::Reply;
-use super::server::Call;
-use crate::app::Shared;
+use super::request::{Query, Request};
+use super::router::Route;
+use super::state::Shared;
 
-/// Runs the handler of `pattern` for `call` (its method is one the route serves).
-pub fn dispatch(shared: &Shared, pattern: &str, call: &Call) -> Reply {
-    let method = call.method.as_str();
-    match (pattern, method) {
-        ("/", _) | ("/dashboard", _) => dashboard(),
-        ("/health", _) => health::health(shared),
-        ("/openapi.json", _) => Reply::envelope(200, super::openapi::document()),
-        ("/webhooks", "GET") => webhooks::list(shared),
-        ("/webhooks", _) => webhooks::create(shared, call),
-        ("/webhooks/{id}", "GET") => webhooks::get(shared, call),
-        ("/webhooks/{id}", "PUT") => webhooks::update(shared, call),
-        ("/webhooks/{id}", _) => webhooks::delete(shared, call),
-        ("/webhooks/{id}/test", _) => test_delivery::test(shared, call),
-        ("/webhooks/{id}/reconnect", _) => webhooks::reconnect(shared, call),
-        ("/webhooks/{id}/stats", _) => stats::webhook_stats(shared, call),
-        ("/webhooks/{id}/deliveries", _) => stats::webhook_deliveries(shared, call),
-        ("/webhooks/{id}/secret", _) => webhooks::secret(shared, call),
-        ("/webhooks/{id}/secret/rotate", _) => webhooks::rotate(shared, call),
-        ("/webhooks/{id}/recover", _) => dead_letters::recover(shared, call),
-        ("/dead-letters", _) => dead_letters::list(shared, call),
-        ("/dead-letters/{id}/redeliver", _) => dead_letters::redeliver(shared, call),
-        ("/metrics", _) => health::metrics(shared),
-        ("/stats/summary", _) => stats::summary(shared),
-        ("/deliveries/recent", _) => stats::recent(shared, call),
-        ("/test-receivers", "GET") => receivers::list(shared),
-        ("/test-receivers", _) => receivers::create(shared),
-        ("/test-receivers/{id}/requests", "GET") => receivers::requests(shared, call),
-        ("/test-receivers/{id}/requests", _) => receivers::clear(shared, call),
-        ("/test-receivers/{id}/webhook", _) => receivers::capture(shared, call),
-        ("/webhook-monitor/{sessionId}", _) => sessions::capture(shared, call),
-        ("/webhook-monitor/{sessionId}/requests", "GET") => sessions::requests(shared, call),
-        ("/webhook-monitor/{sessionId}/requests", _) => sessions::clear(shared, call),
-        _ => Reply::internal("no handler for this route"),
+/// Runs the handler of `route` for `request`.
+pub(crate) fn dispatch(shared: &Shared, route: Route, request: &Request) -> Reply {
+    let (query, body) = (&request.query, &request.body);
+    match route {
+        Route::Root | Route::Dashboard => dashboard(),
+        Route::Health => health::health(shared),
+        Route::OpenApi => Reply::envelope(200, super::openapi::document()),
+        Route::ListWebhooks => webhooks::list(shared),
+        Route::CreateWebhook => webhooks::create(shared, body),
+        Route::GetWebhook { id } => webhooks::get(shared, &id),
+        Route::UpdateWebhook { id } => webhooks::update(shared, &id, body),
+        Route::DeleteWebhook { id } => webhooks::delete(shared, &id),
+        Route::TestWebhook { id } => test_delivery::test(shared, &id),
+        Route::ReconnectWebhook { id } => webhooks::reconnect(shared, &id),
+        Route::WebhookStats { id } => stats::webhook_stats(shared, &id),
+        Route::WebhookDeliveries { id } => stats::webhook_deliveries(shared, &id, query),
+        Route::WebhookSecret { id } => webhooks::secret(shared, &id),
+        Route::RotateSecret { id } => webhooks::rotate(shared, &id, query, body),
+        Route::RecoverWebhook { id } => dead_letters::recover(shared, &id, query),
+        Route::DeadLetters => dead_letters::list(shared, query),
+        Route::RedeliverDeadLetter { id } => dead_letters::redeliver(shared, &id),
+        Route::Metrics => health::metrics(shared),
+        Route::StatsSummary => stats::summary(shared),
+        Route::RecentDeliveries => stats::recent(shared, query),
+        Route::ListReceivers => receivers::list(shared),
+        Route::CreateReceiver => receivers::create(shared),
+        Route::ReceiverRequests { id } => receivers::requests(shared, &id, query),
+        Route::ClearReceiver { id } => receivers::clear(shared, &id),
+        Route::CaptureForReceiver { id } => receivers::capture(shared, &id, request),
+        Route::CaptureForSession { session_id } => sessions::capture(shared, &session_id, request),
+        Route::SessionRequests { session_id } => sessions::requests(shared, &session_id, query),
+        Route::ClearSession { session_id } => sessions::clear(shared, &session_id),
     }
 }
 
@@ -65,8 +68,8 @@ fn dashboard() -> Reply {
 }
 
 /// Parses `?limit=`: absent → `default`; not a positive whole number → 400; above `max` → `max`.
-pub fn limit(call: &Call, default: usize, max: usize) -> Result<usize, Reply> {
-    match call.query("limit") {
+pub(crate) fn limit(query: &Query, default: usize, max: usize) -> Result<usize, Reply> {
+    match query.get("limit") {
         None | Some("") => Ok(default),
         // Any positive whole number, however long, means at most `max`.
         Some(text)
@@ -85,45 +88,15 @@ pub fn limit(call: &Call, default: usize, max: usize) -> Result<usize, Reply> {
     }
 }
 
-/// Captured bodies are cut to this many bytes (capture URLs need no token).
-const CAPTURED_BODY_BYTES: usize = 16 * 1024;
-
-/// The request as a capture record (test receivers and monitor sessions, reference section 6),
-/// its body cut to 16 KiB.
-pub fn captured_request(call: &Call, id: &str) -> serde_json::Value {
-    let headers: serde_json::Map<String, serde_json::Value> = call
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect();
-    let query: serde_json::Map<String, serde_json::Value> = call
-        .query
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect();
-    let truncated = call.body.len() > CAPTURED_BODY_BYTES;
-    let kept = &call.body[..call.body.len().min(CAPTURED_BODY_BYTES)];
-    let body = serde_json::from_slice(kept)
-        .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(kept).into_owned()));
-    let user_agent = call.header("user-agent").unwrap_or("");
-    serde_json::json!({
-        "id": id,
-        "timestamp": crate::time::now_ms(),
-        "method": call.method,
-        "headers": headers,
-        "body": body,
-        "query": query,
-        "user_agent": user_agent,
-        "ip": call.client_ip,
-        "body_truncated": truncated,
-    })
-}
-
-/// `req_<ms>_<9 base36>`.
-pub fn request_id() -> String {
-    format!(
-        "req_{}_{}",
-        crate::time::now_ms(),
-        crate::webhook::ids::random_base36(9)
-    )
+/// Captured requests as a JSON array, newest first, each written as it was kept.
+pub(crate) fn json_array<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = vec![b'['];
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.push(b']');
+    out
 }

@@ -1,23 +1,30 @@
 //! Test receivers (`/test-receivers…`, reference section 6): URLs that capture whatever is sent
 //! to them, kept in Redis as the original keeps them (`webhook_test_receiver:<id>`, 24 h TTL,
-//! newest 100 requests; at most 100 receivers).
+//! newest 100 requests; at most 100 receivers), each receiver's requests at most a hundredth of
+//! `WEBHOOK_CAPTURE_MAX_BYTES`. Captured requests are copied as JSON text (`RawValue`), never
+//! parsed into a tree, when a receiver is read, changed or listed.
 
 use log::error;
 use redis::Commands;
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::super::captures::{Capture, REQUESTS_KEPT};
 use super::super::reply::Reply;
-use super::super::server::Call;
-use super::{captured_request, limit, request_id};
-use crate::app::Shared;
+use super::super::request::{Query, Request};
+use super::super::state::Shared;
+use super::{json_array, limit};
+use crate::event::json::ObjectWriter;
 use crate::keys;
 use crate::time::{iso8601, now_ms};
 use crate::webhook::ids;
 
 /// Most receivers at once.
 const MAX_RECEIVERS: usize = 100;
-/// Requests kept per receiver.
-const REQUESTS_KEPT: usize = 100;
+/// The content type of JSON replies written from kept text.
+const JSON: &str = "application/json; charset=utf-8";
 /// Lifetime of a receiver.
 const TTL_SECONDS: u64 = 86_400;
 /// Attempts at a contended capture.
@@ -32,21 +39,74 @@ fn failed(what: &str, e: &redis::RedisError) -> Reply {
     Reply::unavailable()
 }
 
-fn load(
-    shared: &Shared,
-    id: &str,
-) -> Result<Option<serde_json::Map<String, Value>>, redis::RedisError> {
+/// A receiver as stored in Redis: its fields in order, each kept as JSON text, so that its
+/// captured requests are copied as text and never parsed into a tree.
+struct Stored(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Stored, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Stored;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a test receiver object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stored, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(field);
+                }
+                Ok(Stored(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl Stored {
+    /// A field's JSON text, `null` if absent.
+    fn field(&self, name: &str) -> &[u8] {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(b"null", |(_, v)| v.get().as_bytes())
+    }
+
+    /// The captured requests, newest first, each as JSON text.
+    fn requests(&self) -> Vec<Box<RawValue>> {
+        serde_json::from_slice(self.field("requests")).unwrap_or_default()
+    }
+
+    fn set_requests(&mut self, requests: &[Box<RawValue>]) -> Result<(), serde_json::Error> {
+        let text = RawValue::from_string(
+            String::from_utf8_lossy(&json_array(requests.iter().map(|r| r.get().as_bytes())))
+                .into_owned(),
+        )?;
+        match self.0.iter_mut().find(|(k, _)| k == "requests") {
+            Some((_, value)) => *value = text,
+            None => self.0.push(("requests".into(), text)),
+        }
+        Ok(())
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        let mut w = ObjectWriter::new(self.0.iter().map(|(_, v)| v.get().len() + 16).sum());
+        for (name, value) in &self.0 {
+            w.raw(name, value.get().as_bytes());
+        }
+        w.finish()
+    }
+}
+
+fn load(shared: &Shared, id: &str) -> Result<Option<Stored>, redis::RedisError> {
     let raw: Option<String> = shared
         .redis
         .with(|conn| conn.get(keys::test_receiver(id)))?;
-    Ok(raw.and_then(|text| match serde_json::from_str(&text) {
-        Ok(Value::Object(map)) => Some(map),
-        _ => None,
-    }))
+    Ok(raw.and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 /// `POST /test-receivers` → 201, or 429 at the limit.
-pub fn create(shared: &Shared) -> Reply {
+pub(crate) fn create(shared: &Shared) -> Reply {
     let ids_now: Vec<String> = match shared
         .redis
         .with(|conn| conn.smembers(keys::TEST_RECEIVERS))
@@ -106,7 +166,7 @@ pub fn create(shared: &Shared) -> Reply {
 }
 
 /// `GET /test-receivers`.
-pub fn list(shared: &Shared) -> Reply {
+pub(crate) fn list(shared: &Shared) -> Reply {
     let ids: Vec<String> = match shared
         .redis
         .with(|conn| conn.smembers(keys::TEST_RECEIVERS))
@@ -114,67 +174,65 @@ pub fn list(shared: &Shared) -> Reply {
         Ok(ids) => ids,
         Err(e) => return failed("list test receivers", &e),
     };
-    let mut data = Vec::new();
+    let mut items = Vec::new();
     for id in ids {
         match load(shared, &id) {
-            Ok(Some(r)) => data.push(json!({
-                "id": r.get("id"),
-                "url": r.get("url"),
-                "created_at": r.get("created_at"),
-                "expires_at": r.get("expires_at"),
-                "request_count": r.get("requests").and_then(Value::as_array).map(Vec::len).unwrap_or(0),
-            })),
+            Ok(Some(r)) => {
+                let mut w = ObjectWriter::new(256);
+                w.raw("id", r.field("id"))
+                    .raw("url", r.field("url"))
+                    .raw("created_at", r.field("created_at"))
+                    .raw("expires_at", r.field("expires_at"))
+                    .u64("request_count", r.requests().len() as u64);
+                items.push(w.finish());
+            }
             Ok(None) => {
-                let _ = shared.redis.with(|conn| conn.srem::<_, _, ()>(keys::TEST_RECEIVERS, &id));
+                let _ = shared
+                    .redis
+                    .with(|conn| conn.srem::<_, _, ()>(keys::TEST_RECEIVERS, &id));
             }
             Err(e) => return failed("read a test receiver", &e),
         }
     }
-    let total = data.len();
-    Reply::data_with(
-        200,
-        Value::from(data),
-        &[
-            ("total", Value::from(total)),
-            ("max_receivers", Value::from(MAX_RECEIVERS)),
-        ],
-    )
+    let mut body = ObjectWriter::new(items.iter().map(Vec::len).sum::<usize>() + 64);
+    body.bool("success", true)
+        .raw("data", &json_array(items.iter().map(Vec::as_slice)))
+        .u64("total", items.len() as u64)
+        .u64("max_receivers", MAX_RECEIVERS as u64);
+    Reply::raw(200, JSON, body.finish())
 }
 
 /// `GET /test-receivers/:id/requests?limit=N` (default 50).
-pub fn requests(shared: &Shared, call: &Call) -> Reply {
-    let limit = match limit(call, 50, REQUESTS_KEPT) {
+pub(crate) fn requests(shared: &Shared, id: &str, query: &Query) -> Reply {
+    let limit = match limit(query, 50, REQUESTS_KEPT) {
         Ok(n) => n,
         Err(reply) => return reply,
     };
-    let receiver = match load(shared, call.param(0)) {
+    let receiver = match load(shared, id) {
         Ok(Some(r)) => r,
         Ok(None) => return not_found(),
         Err(e) => return failed("read a test receiver", &e),
     };
-    let all = receiver
-        .get("requests")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let returned: Vec<Value> = all.iter().take(limit).cloned().collect();
-    Reply::data(
-        200,
-        json!({
-            "receiver_id": receiver.get("id"),
-            "receiver_url": receiver.get("url"),
-            "created_at": receiver.get("created_at"),
-            "expires_at": receiver.get("expires_at"),
-            "total_requests": all.len(),
-            "returned_count": returned.len(),
-            "requests": returned,
-        }),
-    )
+    let all = receiver.requests();
+    let returned = &all[..all.len().min(limit)];
+    let mut data = ObjectWriter::new(returned.iter().map(|r| r.get().len()).sum::<usize>() + 512);
+    data.raw("receiver_id", receiver.field("id"))
+        .raw("receiver_url", receiver.field("url"))
+        .raw("created_at", receiver.field("created_at"))
+        .raw("expires_at", receiver.field("expires_at"))
+        .u64("total_requests", all.len() as u64)
+        .u64("returned_count", returned.len() as u64)
+        .raw(
+            "requests",
+            &json_array(returned.iter().map(|r| r.get().as_bytes())),
+        );
+    let mut body = ObjectWriter::new(0);
+    body.bool("success", true).raw("data", &data.finish());
+    Reply::raw(200, JSON, body.finish())
 }
 
 /// `DELETE /test-receivers/:id/requests`.
-pub fn clear(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
+pub(crate) fn clear(shared: &Shared, id: &str) -> Reply {
     match modify(shared, id, |requests| {
         let n = requests.len();
         requests.clear();
@@ -189,14 +247,28 @@ pub fn clear(shared: &Shared, call: &Call) -> Reply {
     }
 }
 
-/// `ANY /test-receivers/:id/webhook`: captures the request.
-pub fn capture(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
-    let request_id = request_id();
-    let record = captured_request(call, &request_id);
+/// `ANY /test-receivers/:id/webhook`: captures the request. A receiver keeps its newest 100
+/// requests, and at most a hundredth of `WEBHOOK_CAPTURE_MAX_BYTES` of them (so that all
+/// receivers together stay within it); beyond that its oldest go.
+pub(crate) fn capture(shared: &Shared, id: &str, request: &Request) -> Reply {
+    let capture = Capture::new(request);
+    let request_id = capture.id.clone();
+    let record =
+        match RawValue::from_string(String::from_utf8_lossy(&capture.to_json()).into_owned()) {
+            Ok(record) => record,
+            Err(e) => {
+                error!("test receiver {id}: a capture is not JSON: {e}");
+                return Reply::internal("could not capture the request");
+            }
+        };
+    let budget = shared.config.capture_max_bytes / MAX_RECEIVERS;
     match modify(shared, id, |requests| {
         requests.insert(0, record.clone());
         requests.truncate(REQUESTS_KEPT);
+        let mut bytes: usize = requests.iter().map(|r| r.get().len()).sum();
+        while bytes > budget && requests.len() > 1 {
+            bytes -= requests.pop().map_or(0, |r| r.get().len());
+        }
     }) {
         Ok(Some(())) => Reply::envelope(
             200,
@@ -221,7 +293,7 @@ pub fn capture(shared: &Shared, call: &Call) -> Reply {
 fn modify<T>(
     shared: &Shared,
     id: &str,
-    change: impl Fn(&mut Vec<Value>) -> T,
+    change: impl Fn(&mut Vec<Box<RawValue>>) -> T,
 ) -> Result<Option<T>, redis::RedisError> {
     let key = keys::test_receiver(id);
     for _ in 0..MAX_TRIES {
@@ -230,19 +302,26 @@ fn modify<T>(
             .with(|conn| -> redis::RedisResult<Option<Option<T>>> {
                 redis::cmd("WATCH").arg(&key).exec(conn)?;
                 let raw: Option<String> = conn.get(&key)?;
-                let Some(mut receiver) = raw.and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                let Some(mut receiver) = raw.and_then(|t| serde_json::from_str::<Stored>(&t).ok())
                 else {
                     redis::cmd("UNWATCH").exec(conn)?;
                     return Ok(Some(None));
                 };
-                let mut requests = receiver["requests"].as_array().cloned().unwrap_or_default();
+                let mut requests = receiver.requests();
                 let out = change(&mut requests);
-                receiver["requests"] = Value::from(requests);
+                if let Err(e) = receiver.set_requests(&requests) {
+                    redis::cmd("UNWATCH").exec(conn)?;
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "captured requests are not JSON",
+                        e.to_string(),
+                    )));
+                }
                 let committed: Option<()> = redis::pipe()
                     .atomic()
                     .cmd("SET")
                     .arg(&key)
-                    .arg(receiver.to_string())
+                    .arg(receiver.to_json())
                     .arg("KEEPTTL")
                     .ignore()
                     .query(conn)?;

@@ -1,62 +1,21 @@
 //! Monitor sessions (`/webhook-monitor/:sessionId`, reference section 6): an in-memory capture
-//! used by the monitor UI's "Create Test" webhooks. Newest 100 requests per session; sessions
-//! idle for an hour are forgotten; at most 1000 sessions (the capture URL needs no token).
+//! used by the monitor UI's "Create Test" webhooks, kept in [`crate::api::captures::Sessions`]
+//! under the capture budget.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use serde_json::json;
 
-use serde_json::{Value, json};
-
+use super::super::captures::{Capture, REQUESTS_KEPT};
 use super::super::reply::Reply;
-use super::super::server::Call;
-use super::{captured_request, limit, request_id};
-use crate::app::Shared;
-
-const REQUESTS_KEPT: usize = 100;
-const MAX_SESSIONS: usize = 1000;
-const IDLE: Duration = Duration::from_secs(3600);
-
-/// Captured requests per session.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    sessions: HashMap<String, (Instant, VecDeque<Value>)>,
-}
-
-impl Sessions {
-    fn purge(&mut self) {
-        self.sessions.retain(|_, (last, _)| last.elapsed() < IDLE);
-        while self.sessions.len() >= MAX_SESSIONS {
-            let oldest = self
-                .sessions
-                .iter()
-                .min_by_key(|(_, (last, _))| *last)
-                .map(|(id, _)| id.clone());
-            match oldest {
-                Some(id) => self.sessions.remove(&id),
-                None => break,
-            };
-        }
-    }
-}
+use super::super::request::{Query, Request};
+use super::super::state::Shared;
+use super::{json_array, limit};
+use crate::event::json::ObjectWriter;
 
 /// `ANY /webhook-monitor/:sessionId`.
-pub fn capture(shared: &Shared, call: &Call) -> Reply {
-    let session = call.param(0).to_string();
-    let request_id = request_id();
-    let record = captured_request(call, &request_id);
-    {
-        let mut sessions = shared.sessions.lock();
-        if !sessions.sessions.contains_key(&session) {
-            sessions.purge();
-        }
-        let entry = sessions
-            .sessions
-            .entry(session.clone())
-            .or_insert_with(|| (Instant::now(), VecDeque::new()));
-        entry.0 = Instant::now();
-        entry.1.push_front(record);
-        entry.1.truncate(REQUESTS_KEPT);
-    }
+pub(crate) fn capture(shared: &Shared, session: &str, request: &Request) -> Reply {
+    let capture = Capture::new(request);
+    let request_id = capture.id.clone();
+    shared.sessions.record(session, capture);
     Reply::envelope(
         200,
         json!({
@@ -70,40 +29,27 @@ pub fn capture(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `GET /webhook-monitor/:sessionId/requests?limit=N` (an unknown session has none).
-pub fn requests(shared: &Shared, call: &Call) -> Reply {
-    let limit = match limit(call, 50, REQUESTS_KEPT) {
+pub(crate) fn requests(shared: &Shared, session: &str, query: &Query) -> Reply {
+    let limit = match limit(query, 50, REQUESTS_KEPT) {
         Ok(n) => n,
         Err(reply) => return reply,
     };
-    let session = call.param(0);
-    let sessions = shared.sessions.lock();
-    let all: Vec<Value> = sessions
-        .sessions
-        .get(session)
-        .map(|(_, r)| r.iter().cloned().collect())
-        .unwrap_or_default();
-    drop(sessions);
-    let returned: Vec<Value> = all.iter().take(limit).cloned().collect();
-    Reply::data(
-        200,
-        json!({
-            "session_id": session,
-            "requests": returned,
-            "total_requests": all.len(),
-            "returned_count": returned.len(),
-        }),
-    )
+    let (total, newest) = shared.sessions.list(session, limit);
+    // Written from the kept bytes: no JSON tree of the captures is ever built.
+    let records: Vec<Vec<u8>> = newest.iter().map(|c| c.to_json()).collect();
+    let mut data = ObjectWriter::new(records.iter().map(Vec::len).sum::<usize>() + 128);
+    data.str("session_id", session)
+        .raw("requests", &json_array(records.iter().map(Vec::as_slice)))
+        .u64("total_requests", total as u64)
+        .u64("returned_count", records.len() as u64);
+    let mut body = ObjectWriter::new(0);
+    body.bool("success", true).raw("data", &data.finish());
+    Reply::raw(200, "application/json; charset=utf-8", body.finish())
 }
 
 /// `DELETE /webhook-monitor/:sessionId/requests`.
-pub fn clear(shared: &Shared, call: &Call) -> Reply {
-    let cleared = shared
-        .sessions
-        .lock()
-        .sessions
-        .remove(call.param(0))
-        .map(|(_, r)| r.len())
-        .unwrap_or(0);
+pub(crate) fn clear(shared: &Shared, session: &str) -> Reply {
+    let cleared = shared.sessions.clear(session);
     Reply::envelope(
         200,
         json!({"success": true, "message": format!("Cleared {cleared} requests"), "cleared_count": cleared}),

@@ -5,9 +5,9 @@ use redis::Commands;
 use serde_json::{Value, json};
 
 use super::super::reply::Reply;
-use super::super::server::Call;
+use super::super::request::Query;
+use super::super::state::Shared;
 use super::limit;
-use crate::app::Shared;
 use crate::keys;
 use crate::monitor::{get, history};
 
@@ -29,8 +29,7 @@ fn redis_failed(what: &str, e: &redis::RedisError) -> Reply {
 }
 
 /// `GET /webhooks/:id/stats` (404 for an unknown id, unlike the original, B10).
-pub fn webhook_stats(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
+pub(crate) fn webhook_stats(shared: &Shared, id: &str) -> Reply {
     if let Err(reply) = exists(shared, id) {
         return reply;
     }
@@ -46,9 +45,8 @@ pub fn webhook_stats(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `GET /webhooks/:id/deliveries?limit=N` (default 50, at most 100).
-pub fn webhook_deliveries(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
-    let limit = match limit(call, 50, keys::ATTEMPTS_KEPT as usize) {
+pub(crate) fn webhook_deliveries(shared: &Shared, id: &str, query: &Query) -> Reply {
+    let limit = match limit(query, 50, keys::ATTEMPTS_KEPT as usize) {
         Ok(n) => n,
         Err(reply) => return reply,
     };
@@ -68,8 +66,8 @@ pub fn webhook_deliveries(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `GET /deliveries/recent?limit=N` (default 100, at most 1000).
-pub fn recent(shared: &Shared, call: &Call) -> Reply {
-    let limit = match limit(call, 100, keys::LOG_KEPT as usize) {
+pub(crate) fn recent(shared: &Shared, query: &Query) -> Reply {
+    let limit = match limit(query, 100, keys::LOG_KEPT as usize) {
         Ok(n) => n,
         Err(reply) => return reply,
     };
@@ -82,7 +80,7 @@ pub fn recent(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `GET /stats/summary`: real totals over every webhook (the original's were hard-coded 0, B15).
-pub fn summary(shared: &Shared) -> Reply {
+pub(crate) fn summary(shared: &Shared) -> Reply {
     let ids: Vec<String> = match shared.redis.with(|conn| conn.hkeys(keys::REGISTRY)) {
         Ok(ids) => ids,
         Err(e) => return redis_failed("list webhooks", &e),

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::super::reply::Reply;
-use super::super::server::Call;
+use super::super::state::Shared;
 use super::webhooks::{invalid, store_failed};
-use crate::app::Shared;
 use crate::delivery::Delivery;
 use crate::event::{EventKind, json as js};
 use crate::time::now_ms;
@@ -18,8 +17,7 @@ use crate::webhook::model::{EventNames, Subscription, Webhook};
 use crate::webhook::store;
 
 /// `POST /webhooks/:id/test`.
-pub fn test(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
+pub(crate) fn test(shared: &Shared, id: &str) -> Reply {
     let stored = match store::get(&shared.redis, id) {
         Ok(Some(w)) => w,
         Ok(None) => return Reply::webhook_not_found(),

@@ -10,8 +10,8 @@ use log::{error, info};
 use serde_json::{Map, Value, json};
 
 use super::super::reply::Reply;
-use super::super::server::Call;
-use crate::app::Shared;
+use super::super::request::{Body, Query};
+use super::super::state::Shared;
 use crate::time::now_ms;
 use crate::webhook::ids;
 use crate::webhook::model::{EventNames, RetryPolicy, ValidationError, Webhook};
@@ -53,8 +53,8 @@ const MIN_SECRET: usize = 8;
 const MAX_GRACE_MS: u64 = 7 * 86_400_000;
 
 /// `POST /webhooks`.
-pub fn create(shared: &Shared, call: &Call) -> Reply {
-    let input = match object_body(call) {
+pub(crate) fn create(shared: &Shared, body: &Body) -> Reply {
+    let input = match object_body(body) {
         Ok(input) => input,
         Err(reply) => return reply,
     };
@@ -128,7 +128,7 @@ pub fn create(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `GET /webhooks`.
-pub fn list(shared: &Shared) -> Reply {
+pub(crate) fn list(shared: &Shared) -> Reply {
     match store::list(&shared.redis) {
         Ok(webhooks) => {
             let count = webhooks.len();
@@ -140,8 +140,8 @@ pub fn list(shared: &Shared) -> Reply {
 }
 
 /// `GET /webhooks/:id`.
-pub fn get(shared: &Shared, call: &Call) -> Reply {
-    match store::get(&shared.redis, call.param(0)) {
+pub(crate) fn get(shared: &Shared, id: &str) -> Reply {
+    match store::get(&shared.redis, id) {
         Ok(Some(webhook)) => Reply::data(200, view(webhook)),
         Ok(None) => Reply::webhook_not_found(),
         Err(e) => store_failed("read a webhook", &e),
@@ -149,12 +149,12 @@ pub fn get(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `PUT /webhooks/:id`: the fields given replace the stored ones; the result must validate.
-pub fn update(shared: &Shared, call: &Call) -> Reply {
-    let input = match object_body(call) {
+pub(crate) fn update(shared: &Shared, id: &str, body: &Body) -> Reply {
+    let input = match object_body(body) {
         Ok(input) => input,
         Err(reply) => return reply,
     };
-    let id = call.param(0).to_string();
+    let id = id.to_string();
     let now = now_ms();
     let result = store::update(
         &shared.redis,
@@ -205,7 +205,7 @@ pub fn update(shared: &Shared, call: &Call) -> Reply {
         Ok(Ok(_)) => {
             shared.registry.reload_after_write(&shared.redis, &id);
             info!("webhook {id} updated");
-            get(shared, call)
+            get(shared, &id)
         }
         Ok(Err(e)) => invalid(&e),
         Err(e) => store_failed("update a webhook", &e),
@@ -213,8 +213,7 @@ pub fn update(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `DELETE /webhooks/:id`.
-pub fn delete(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0);
+pub(crate) fn delete(shared: &Shared, id: &str) -> Reply {
     match store::delete(&shared.redis, id) {
         Ok(true) => {
             shared.registry.reload_after_write(&shared.redis, id);
@@ -227,8 +226,8 @@ pub fn delete(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `POST /webhooks/:id/reconnect`: clears `disconnected` and the failure count.
-pub fn reconnect(shared: &Shared, call: &Call) -> Reply {
-    let id = call.param(0).to_string();
+pub(crate) fn reconnect(shared: &Shared, id: &str) -> Reply {
+    let id = id.to_string();
     let result = store::update(&shared.redis, &id, |w| {
         w.insert("disconnected".into(), Value::Bool(false));
         w.insert("consecutive_failures".into(), Value::from(0));
@@ -247,8 +246,8 @@ pub fn reconnect(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `GET /webhooks/:id/secret`: the whole secret, and the previous one while it still signs.
-pub fn secret(shared: &Shared, call: &Call) -> Reply {
-    let webhook = match store::get(&shared.redis, call.param(0)) {
+pub(crate) fn secret(shared: &Shared, id: &str) -> Reply {
+    let webhook = match store::get(&shared.redis, id) {
         Ok(Some(w)) => w,
         Ok(None) => return Reply::webhook_not_found(),
         Err(e) => return store_failed("read a webhook", &e),
@@ -269,9 +268,9 @@ pub fn secret(shared: &Shared, call: &Call) -> Reply {
 }
 
 /// `POST /webhooks/:id/secret/rotate` (JSON body or query: `secret?`, `grace_period_ms?`).
-pub fn rotate(shared: &Shared, call: &Call) -> Reply {
-    let body = match call.json() {
-        Ok(Value::Null) if call.body_is_empty() => Map::new(),
+pub(crate) fn rotate(shared: &Shared, id: &str, query: &Query, body: &Body) -> Reply {
+    let body = match body.json() {
+        Ok(Value::Null) if body.is_empty() => Map::new(),
         Ok(Value::Object(map)) => map,
         Ok(_) => return Reply::error(400, "request body must be a JSON object"),
         Err(reply) => return reply,
@@ -284,7 +283,7 @@ pub fn rotate(shared: &Shared, call: &Call) -> Reply {
     let new_secret = match body
         .get("secret")
         .cloned()
-        .or_else(|| call.query("secret").map(Value::from))
+        .or_else(|| query.get("secret").map(Value::from))
     {
         None => match ids::secret() {
             Ok(s) => s,
@@ -299,7 +298,8 @@ pub fn rotate(shared: &Shared, call: &Call) -> Reply {
         },
     };
     let grace = match body.get("grace_period_ms").cloned().or_else(|| {
-        call.query("grace_period_ms")
+        query
+            .get("grace_period_ms")
             .map(|q| q.parse::<u64>().map(Value::from).unwrap_or(Value::from(q)))
     }) {
         None => 86_400_000,
@@ -315,7 +315,7 @@ pub fn rotate(shared: &Shared, call: &Call) -> Reply {
     };
     let now = now_ms();
     let expires_at = now + grace;
-    let id = call.param(0).to_string();
+    let id = id.to_string();
     let result = store::update(&shared.redis, &id, |w| {
         let old = w
             .get("secret")
@@ -361,8 +361,8 @@ pub fn view(mut webhook: Map<String, Value>) -> Value {
 }
 
 /// The body as an object with only known fields (400 otherwise).
-fn object_body(call: &Call) -> Result<Map<String, Value>, Reply> {
-    let input = match call.json()? {
+fn object_body(body: &Body) -> Result<Map<String, Value>, Reply> {
+    let input = match body.json()? {
         Value::Object(map) => map,
         _ => return Err(Reply::error(400, "request body must be a JSON object")),
     };

@@ -1,9 +1,12 @@
-//! `GET /openapi.json`: the OpenAPI 3 description of every route in [`super::router::ROUTES`].
-//! A test checks that each served route and method is described here.
+//! `GET /openapi.json`: the OpenAPI 3 description of every operation of the route table
+//! ([`super::router::Operation`]): the paths and methods come from the table, the text of each
+//! operation from an exhaustive `match` here.
 
 use serde_json::{Map, Value, json};
 
-use super::router::ROUTES;
+use super::router::{Method, Operation};
+
+mod schemas;
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
@@ -59,11 +62,12 @@ type Described = (
     Vec<(&'static str, Value)>,
 );
 
-fn operation(pattern: &str, method: &str) -> Value {
+/// The OpenAPI operation of `op` served with `method`.
+fn operation(op: Operation, method: Method) -> Value {
     let webhook = json!({"$ref": "#/components/schemas/Webhook"});
     let any = json!({});
-    let (summary, params, body, responses): Described = match (pattern, method) {
-        ("/", _) | ("/dashboard", _) => (
+    let (summary, params, body, responses): Described = match op {
+        Operation::Root | Operation::Dashboard => (
             "The dashboard (one HTML page; it calls this API from the browser)",
             vec![],
             None,
@@ -72,7 +76,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 json!({"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}),
             )],
         ),
-        ("/health", _) => (
+        Operation::Health => (
             "Service health",
             vec![],
             None,
@@ -81,13 +85,13 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ok("Healthy", json!({"$ref": "#/components/schemas/Health"})),
             )],
         ),
-        ("/openapi.json", _) => (
+        Operation::OpenApi => (
             "This document",
             vec![],
             None,
             vec![("200", ok("OpenAPI 3 document", json!({"type": "object"})))],
         ),
-        ("/webhooks", "GET") => (
+        Operation::ListWebhooks => (
             "List webhooks (secrets masked)",
             vec![],
             None,
@@ -99,25 +103,25 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks", "POST") => (
+        Operation::CreateWebhook => (
             "Create a webhook (the only response with the whole secret)",
             vec![],
             Some(json!({"$ref": "#/components/schemas/WebhookCreate"})),
             vec![("201", ok("Created", data_envelope(webhook.clone())))],
         ),
-        ("/webhooks/{id}", "GET") => (
+        Operation::GetWebhook => (
             "Get a webhook",
             vec![id_param("id")],
             None,
             vec![("200", ok("The webhook", data_envelope(webhook.clone())))],
         ),
-        ("/webhooks/{id}", "PUT") => (
+        Operation::UpdateWebhook => (
             "Update a webhook",
             vec![id_param("id")],
             Some(json!({"$ref": "#/components/schemas/WebhookInput"})),
             vec![("200", ok("Updated", data_envelope(webhook.clone())))],
         ),
-        ("/webhooks/{id}", "DELETE") => (
+        Operation::DeleteWebhook => (
             "Delete a webhook",
             vec![id_param("id")],
             None,
@@ -126,7 +130,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ok("Deleted", json!({"$ref": "#/components/schemas/Message"})),
             )],
         ),
-        ("/webhooks/{id}/test", _) => (
+        Operation::TestWebhook => (
             "Send signed test deliveries now and report their outcome",
             vec![id_param("id")],
             None,
@@ -138,7 +142,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks/{id}/reconnect", _) => (
+        Operation::ReconnectWebhook => (
             "Clear disconnection and failure count",
             vec![id_param("id")],
             None,
@@ -150,7 +154,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks/{id}/stats", _) => (
+        Operation::WebhookStats => (
             "Per-attempt and per-event statistics",
             vec![id_param("id")],
             None,
@@ -162,7 +166,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks/{id}/deliveries", _) => (
+        Operation::WebhookDeliveries => (
             "Newest attempts",
             vec![id_param("id"), limit_param(100)],
             None,
@@ -174,7 +178,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks/{id}/secret", _) => (
+        Operation::WebhookSecret => (
             "The whole secret (and the previous one during a rotation)",
             vec![id_param("id")],
             None,
@@ -188,7 +192,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks/{id}/secret/rotate", _) => (
+        Operation::RotateSecret => (
             "Rotate the secret; the old one keeps signing during the grace period",
             vec![id_param("id")],
             Some(
@@ -204,7 +208,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhooks/{id}/recover", _) => (
+        Operation::RecoverWebhook => (
             "Redeliver every dead letter of the webhook that failed since a time",
             vec![
                 id_param("id"),
@@ -221,7 +225,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/dead-letters", _) => (
+        Operation::DeadLetters => (
             "Dead letters, newest first",
             vec![
                 json!({"name": "webhook_id", "in": "query", "required": false, "schema": {"type": "string"}}),
@@ -236,7 +240,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/dead-letters/{id}/redeliver", _) => (
+        Operation::RedeliverDeadLetter => (
             "Redeliver a dead letter (same event_id, same body)",
             vec![id_param("id")],
             None,
@@ -248,7 +252,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/metrics", _) => (
+        Operation::Metrics => (
             "Prometheus metrics (text exposition 0.0.4)",
             vec![],
             None,
@@ -257,7 +261,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 json!({"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
             )],
         ),
-        ("/stats/summary", _) => (
+        Operation::StatsSummary => (
             "Totals over every webhook",
             vec![],
             None,
@@ -271,7 +275,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/deliveries/recent", _) => (
+        Operation::RecentDeliveries => (
             "Newest delivery log entries",
             vec![limit_param(1000)],
             None,
@@ -283,7 +287,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/test-receivers", "GET") => (
+        Operation::ListReceivers => (
             "List test receivers",
             vec![],
             None,
@@ -295,7 +299,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/test-receivers", _) => (
+        Operation::CreateReceiver => (
             "Create a test receiver",
             vec![],
             None,
@@ -312,7 +316,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ("429", error_response("Too many receivers")),
             ],
         ),
-        ("/test-receivers/{id}/requests", "GET") => (
+        Operation::ReceiverRequests => (
             "Captured requests, newest first",
             vec![id_param("id"), limit_param(100)],
             None,
@@ -326,7 +330,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/test-receivers/{id}/requests", _) => (
+        Operation::ClearReceiver => (
             "Clear captured requests",
             vec![id_param("id")],
             None,
@@ -338,7 +342,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/test-receivers/{id}/webhook", _) => (
+        Operation::CaptureForReceiver => (
             "Capture URL of a test receiver (no token needed)",
             vec![id_param("id")],
             Some(any.clone()),
@@ -350,7 +354,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhook-monitor/{sessionId}", _) => (
+        Operation::CaptureForSession => (
             "Capture URL of a monitor session (no token needed)",
             vec![id_param("sessionId")],
             Some(any),
@@ -362,7 +366,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhook-monitor/{sessionId}/requests", "GET") => (
+        Operation::SessionRequests => (
             "Requests captured for a session",
             vec![id_param("sessionId"), limit_param(100)],
             None,
@@ -376,7 +380,7 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        ("/webhook-monitor/{sessionId}/requests", _) => (
+        Operation::ClearSession => (
             "Clear a session's requests",
             vec![id_param("sessionId")],
             None,
@@ -388,18 +392,14 @@ fn operation(pattern: &str, method: &str) -> Value {
                 ),
             )],
         ),
-        _ => ("", vec![], None, vec![]),
     };
-    let public = ROUTES
-        .iter()
-        .find(|r| r.pattern == pattern)
-        .is_some_and(|r| r.public);
+    let (pattern, public) = (op.pattern(), op.public());
     let mut all = Map::new();
     for (code, response) in responses {
         all.insert(code.to_string(), response);
     }
     common(&mut all, public);
-    if pattern == "/health" {
+    if op == Operation::Health {
         all.insert(
             "503".into(),
             ok(
@@ -408,56 +408,60 @@ fn operation(pattern: &str, method: &str) -> Value {
             ),
         );
     }
-    let mut op = Map::new();
-    op.insert("summary".into(), Value::from(summary));
-    op.insert(
+    let mut item = Map::new();
+    item.insert("summary".into(), Value::from(summary));
+    item.insert(
         "operationId".into(),
         Value::from(format!(
             "{}{}",
-            method.to_lowercase(),
+            method.as_str().to_lowercase(),
             pattern.replace(['/', '{', '}', '.', '-'], "_")
         )),
     );
     if !params.is_empty() {
-        op.insert("parameters".into(), Value::from(params));
+        item.insert("parameters".into(), Value::from(params));
     }
     if let Some(schema) = body {
-        let required = matches!(
-            (pattern, method),
-            ("/webhooks", "POST") | ("/webhooks/{id}", "PUT")
-        );
-        op.insert(
+        let required = matches!(op, Operation::CreateWebhook | Operation::UpdateWebhook);
+        item.insert(
             "requestBody".into(),
             json!({"required": required, "content": {"application/json": {"schema": schema}}}),
         );
     }
-    op.insert("responses".into(), Value::Object(all));
+    item.insert("responses".into(), Value::Object(all));
     if public {
-        op.insert("security".into(), json!([]));
+        item.insert("security".into(), json!([]));
     }
-    Value::Object(op)
+    Value::Object(item)
 }
 
-/// The methods of a route the document describes: HEAD answers as GET does and OPTIONS is the
-/// CORS preflight.
-pub fn described_methods(route: &super::router::RouteDef) -> Vec<&'static str> {
-    route
-        .methods
-        .iter()
-        .copied()
-        .filter(|m| *m != "HEAD" && *m != "OPTIONS")
-        .collect()
+/// The methods the document describes for `op`: a capture URL serves every method, of which
+/// HEAD (answered as GET is) and OPTIONS (the CORS preflight) are left out.
+pub(crate) fn described_methods(op: Operation) -> Vec<Method> {
+    match op.method() {
+        Some(method) => vec![method],
+        None => vec![
+            Method::Get,
+            Method::Post,
+            Method::Put,
+            Method::Patch,
+            Method::Delete,
+        ],
+    }
 }
 
-/// The document.
+/// The document: its `paths` are the route table's patterns and methods.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
-        let mut item = Map::new();
-        for method in described_methods(route) {
-            item.insert(method.to_lowercase(), operation(route.pattern, method));
+    for op in Operation::ALL {
+        let item = paths
+            .entry(op.pattern().to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(item) = item {
+            for method in described_methods(*op) {
+                item.insert(method.as_str().to_lowercase(), operation(*op, method));
+            }
         }
-        paths.insert(route.pattern.to_string(), Value::Object(item));
     }
     json!({
         "openapi": "3.0.3",
@@ -470,183 +474,7 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
-        },
-    })
-}
-
-/// Every accepted entry of `events`.
-fn event_names() -> Vec<String> {
-    let mut names = vec!["*".to_string()];
-    for kind in crate::event::EventKind::ALL {
-        names.push(kind.name().to_string());
-        if let Some(legacy) = kind.legacy_name() {
-            names.push(legacy.to_string());
-        }
-    }
-    for prefix in ["job", "worker", "machine", "workflow"] {
-        names.push(format!("{prefix}.*"));
-    }
-    names
-}
-
-fn secret_schema() -> Value {
-    json!({"type": "string", "minLength": 8, "maxLength": 512})
-}
-
-fn schemas() -> Value {
-    let string_list = json!({"type": "array", "items": {"type": "string"}});
-    json!({
-        "Error": {
-            "type": "object",
-            "required": ["success", "error"],
-            "properties": {"success": {"type": "boolean", "enum": [false]}, "error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
-        },
-        "Message": {
-            "type": "object",
-            "required": ["success", "message"],
-            "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}},
-        },
-        "RetryConfig": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
-                "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 86_400_000},
-                "backoff_multiplier": {"type": "number", "minimum": 1, "maximum": 10},
-                "max_delay_ms": {"type": "integer", "minimum": 10, "maximum": 604_800_000},
-            },
-        },
-        "Filters": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "job_types": string_list,
-                "job_priorities": {"type": "array", "items": {"type": "number"}},
-                "priorities": {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]}},
-                "machine_ids": string_list,
-                "worker_ids": string_list,
-                "custom_filters": {"type": "object", "nullable": true, "description": "Stored, not applied"},
-            },
-        },
-        "WebhookInput": {
-            "type": "object",
-            "description": "Writable fields. Server-owned fields (id, created_at, counters, ...) are ignored if sent.",
-            "additionalProperties": false,
-            "properties": {
-                "id": {"description": "Ignored"},
-                "created_at": {"description": "Ignored"},
-                "updated_at": {"description": "Ignored"},
-                "consecutive_failures": {"description": "Ignored"},
-                "disconnected": {"description": "Ignored"},
-                "last_success_at": {"description": "Ignored"},
-                "last_failure_at": {"description": "Ignored"},
-                "last_delivery_at": {"description": "Ignored"},
-                "disabled_reason": {"description": "Ignored"},
-                "previous_secret": {"description": "Ignored"},
-                "previous_expires_at": {"description": "Ignored"},
-                "has_secret": {"description": "Ignored"},
-                "url": {"type": "string", "format": "uri", "description": "http or https"},
-                "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"},
-                "secret": secret_schema(),
-                "filters": {"$ref": "#/components/schemas/Filters"},
-                "headers": {
-                    "type": "object",
-                    "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
-                    "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
-                    "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": "^[^\\r\\n\\x00]*$"},
-                },
-                "retry_config": {"$ref": "#/components/schemas/RetryConfig"},
-                "active": {"type": "boolean"},
-                "static": {"type": "boolean"},
-            },
-        },
-        "WebhookCreate": {
-            "allOf": [{"$ref": "#/components/schemas/WebhookInput"}, {"type": "object", "required": ["url", "events"]}],
-        },
-        "Webhook": {
-            "type": "object",
-            "required": ["id", "url", "events"],
-            "properties": {
-                "id": {"type": "string"},
-                "url": {"type": "string"},
-                "events": {"type": "array", "items": {"type": "string"}},
-                "secret": {"type": "string", "nullable": true, "description": "Masked except on create"},
-                "filters": {"type": "object"},
-                "headers": {"type": "object"},
-                "retry_config": {"type": "object"},
-                "active": {"type": "boolean"},
-                "static": {"type": "boolean"},
-                "disconnected": {"type": "boolean"},
-                "consecutive_failures": {"type": "integer"},
-                "created_at": {"type": "integer"},
-                "updated_at": {"type": "integer"},
-            },
-        },
-        "Stats": {
-            "type": "object",
-            "required": ["total_deliveries", "successful_deliveries", "failed_deliveries", "total_events", "successful_events", "failed_events", "average_response_time_ms", "p95_response_time_ms"],
-            "properties": {
-                "total_deliveries": {"type": "integer"},
-                "successful_deliveries": {"type": "integer"},
-                "failed_deliveries": {"type": "integer"},
-                "total_events": {"type": "integer"},
-                "successful_events": {"type": "integer"},
-                "failed_events": {"type": "integer"},
-                "average_response_time_ms": {"type": "number"},
-                "p95_response_time_ms": {"type": "number"},
-                "retry_queue_size": {"type": "integer"},
-                "pending_deliveries": {"type": "integer"},
-                "last_delivery_at": {"type": "integer"},
-                "last_success_at": {"type": "integer"},
-                "last_failure_at": {"type": "integer"},
-            },
-        },
-        "LogEntry": {
-            "type": "object",
-            "required": ["webhook_id", "event_id", "event_type", "success", "timestamp", "attempt_number"],
-            "properties": {
-                "webhook_id": {"type": "string"},
-                "event_id": {"type": "string"},
-                "event_type": {"type": "string"},
-                "success": {"type": "boolean"},
-                "timestamp": {"type": "integer"},
-                "attempt_number": {"type": "integer"},
-                "response_status": {"type": "integer", "nullable": true},
-                "response_time_ms": {"type": "number", "nullable": true},
-                "error_message": {"type": "string", "nullable": true},
-                "response_body": {"type": "string"},
-                "url": {"type": "string"},
-                "payload": {},
-            },
-        },
-                "DeadLetter": {
-            "type": "object",
-            "required": ["id", "webhook_id", "event_id", "event_type", "failed_at", "attempts", "last_status", "last_error"],
-            "properties": {
-                "id": {"type": "string"},
-                "webhook_id": {"type": "string"},
-                "event_id": {"type": "string"},
-                "event_type": {"type": "string"},
-                "failed_at": {"type": "integer"},
-                "attempts": {"type": "integer"},
-                "last_status": {"type": "integer", "nullable": true},
-                "last_error": {"type": "string"},
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status", "service", "timestamp", "version", "redis", "processor", "uptime_s", "queue"],
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "degraded"]},
-                "service": {"type": "string"},
-                "timestamp": {"type": "string"},
-                "version": {"type": "string"},
-                "uptime_s": {"type": "integer"},
-                "redis": {"type": "object", "required": ["connected", "status"]},
-                "processor": {"type": "object"},
-                "queue": {"type": "object", "required": ["depth", "retry_backlog", "oldest_pending_age_ms"]},
-            },
+            "schemas": schemas::schemas(),
         },
     })
 }
@@ -654,42 +482,46 @@ fn schemas() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::router::ROUTES;
 
     #[test]
-    fn every_served_route_and_method_is_described() {
+    fn every_operation_is_described_with_its_path_values() {
         let doc = document();
-        for route in ROUTES {
-            let methods = described_methods(route);
-            assert!(
-                !methods.is_empty(),
-                "{} has no described method",
-                route.pattern
-            );
-            for method in methods {
+        let mut described = 0;
+        for op in Operation::ALL {
+            for method in described_methods(*op) {
                 assert!(
-                    route.methods.contains(&method),
-                    "{method} {} is described but not served",
-                    route.pattern
+                    op.serves(method),
+                    "{method:?} {} is described but not served",
+                    op.pattern()
                 );
-                let op = &doc["paths"][route.pattern][method.to_lowercase()];
+                let item = &doc["paths"][op.pattern()][method.as_str().to_lowercase()];
                 assert!(
-                    op.is_object(),
-                    "{method} {} is not in the document",
-                    route.pattern
+                    item.is_object(),
+                    "{method:?} {} is not in the document",
+                    op.pattern()
                 );
-                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
-                let params = op["parameters"].as_array().cloned().unwrap_or_default();
-                let declared = route.pattern.matches('{').count();
+                assert!(item["summary"].as_str().is_some_and(|s| !s.is_empty()));
+                assert!(item["responses"].as_object().is_some_and(|r| !r.is_empty()));
+                let params = item["parameters"].as_array().cloned().unwrap_or_default();
+                let declared = op.pattern().matches('{').count();
                 let path_params = params.iter().filter(|p| p["in"] == "path").count();
-                assert_eq!(path_params, declared, "{method} {}", route.pattern);
+                assert_eq!(path_params, declared, "{method:?} {}", op.pattern());
+                assert_eq!(item["security"] == serde_json::json!([]), op.public());
+                described += 1;
             }
         }
-        let described = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
+        let in_doc: usize = doc["paths"]
+            .as_object()
+            .map(|p| {
+                p.values()
+                    .filter_map(Value::as_object)
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
         assert_eq!(
-            described,
-            ROUTES.len(),
-            "the document describes a route that is not served"
+            in_doc, described,
+            "the document describes an operation that is not served"
         );
     }
 }

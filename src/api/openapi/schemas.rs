@@ -1,0 +1,179 @@
+//! The document's `components.schemas`: the shapes of webhooks, envelopes and figures.
+
+use serde_json::{Value, json};
+
+/// Every accepted entry of `events`.
+fn event_names() -> Vec<String> {
+    let mut names = vec!["*".to_string()];
+    for kind in crate::event::EventKind::ALL {
+        names.push(kind.name().to_string());
+        if let Some(legacy) = kind.legacy_name() {
+            names.push(legacy.to_string());
+        }
+    }
+    for prefix in ["job", "worker", "machine", "workflow"] {
+        names.push(format!("{prefix}.*"));
+    }
+    names
+}
+
+fn secret_schema() -> Value {
+    json!({"type": "string", "minLength": 8, "maxLength": 512})
+}
+
+pub(super) fn schemas() -> Value {
+    let string_list = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["success", "error"],
+            "properties": {"success": {"type": "boolean", "enum": [false]}, "error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+        },
+        "Message": {
+            "type": "object",
+            "required": ["success", "message"],
+            "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}},
+        },
+        "RetryConfig": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
+                "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 86_400_000},
+                "backoff_multiplier": {"type": "number", "minimum": 1, "maximum": 10},
+                "max_delay_ms": {"type": "integer", "minimum": 10, "maximum": 604_800_000},
+            },
+        },
+        "Filters": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "job_types": string_list,
+                "job_priorities": {"type": "array", "items": {"type": "number"}},
+                "priorities": {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]}},
+                "machine_ids": string_list,
+                "worker_ids": string_list,
+                "custom_filters": {"type": "object", "nullable": true, "description": "Stored, not applied"},
+            },
+        },
+        "WebhookInput": {
+            "type": "object",
+            "description": "Writable fields. Server-owned fields (id, created_at, counters, ...) are ignored if sent.",
+            "additionalProperties": false,
+            "properties": {
+                "id": {"description": "Ignored"},
+                "created_at": {"description": "Ignored"},
+                "updated_at": {"description": "Ignored"},
+                "consecutive_failures": {"description": "Ignored"},
+                "disconnected": {"description": "Ignored"},
+                "last_success_at": {"description": "Ignored"},
+                "last_failure_at": {"description": "Ignored"},
+                "last_delivery_at": {"description": "Ignored"},
+                "disabled_reason": {"description": "Ignored"},
+                "previous_secret": {"description": "Ignored"},
+                "previous_expires_at": {"description": "Ignored"},
+                "has_secret": {"description": "Ignored"},
+                "url": {"type": "string", "format": "uri", "description": "http or https"},
+                "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"},
+                "secret": secret_schema(),
+                "filters": {"$ref": "#/components/schemas/Filters"},
+                "headers": {
+                    "type": "object",
+                    "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
+                    "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                    "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": "^[^\\r\\n\\x00]*$"},
+                },
+                "retry_config": {"$ref": "#/components/schemas/RetryConfig"},
+                "active": {"type": "boolean"},
+                "static": {"type": "boolean"},
+            },
+        },
+        "WebhookCreate": {
+            "allOf": [{"$ref": "#/components/schemas/WebhookInput"}, {"type": "object", "required": ["url", "events"]}],
+        },
+        "Webhook": {
+            "type": "object",
+            "required": ["id", "url", "events"],
+            "properties": {
+                "id": {"type": "string"},
+                "url": {"type": "string"},
+                "events": {"type": "array", "items": {"type": "string"}},
+                "secret": {"type": "string", "nullable": true, "description": "Masked except on create"},
+                "filters": {"type": "object"},
+                "headers": {"type": "object"},
+                "retry_config": {"type": "object"},
+                "active": {"type": "boolean"},
+                "static": {"type": "boolean"},
+                "disconnected": {"type": "boolean"},
+                "consecutive_failures": {"type": "integer"},
+                "created_at": {"type": "integer"},
+                "updated_at": {"type": "integer"},
+            },
+        },
+        "Stats": {
+            "type": "object",
+            "required": ["total_deliveries", "successful_deliveries", "failed_deliveries", "total_events", "successful_events", "failed_events", "average_response_time_ms", "p95_response_time_ms"],
+            "properties": {
+                "total_deliveries": {"type": "integer"},
+                "successful_deliveries": {"type": "integer"},
+                "failed_deliveries": {"type": "integer"},
+                "total_events": {"type": "integer"},
+                "successful_events": {"type": "integer"},
+                "failed_events": {"type": "integer"},
+                "average_response_time_ms": {"type": "number"},
+                "p95_response_time_ms": {"type": "number"},
+                "retry_queue_size": {"type": "integer"},
+                "pending_deliveries": {"type": "integer"},
+                "last_delivery_at": {"type": "integer"},
+                "last_success_at": {"type": "integer"},
+                "last_failure_at": {"type": "integer"},
+            },
+        },
+        "LogEntry": {
+            "type": "object",
+            "required": ["webhook_id", "event_id", "event_type", "success", "timestamp", "attempt_number"],
+            "properties": {
+                "webhook_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "event_type": {"type": "string"},
+                "success": {"type": "boolean"},
+                "timestamp": {"type": "integer"},
+                "attempt_number": {"type": "integer"},
+                "response_status": {"type": "integer", "nullable": true},
+                "response_time_ms": {"type": "number", "nullable": true},
+                "error_message": {"type": "string", "nullable": true},
+                "response_body": {"type": "string"},
+                "url": {"type": "string"},
+                "payload": {},
+            },
+        },
+                "DeadLetter": {
+            "type": "object",
+            "required": ["id", "webhook_id", "event_id", "event_type", "failed_at", "attempts", "last_status", "last_error"],
+            "properties": {
+                "id": {"type": "string"},
+                "webhook_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "event_type": {"type": "string"},
+                "failed_at": {"type": "integer"},
+                "attempts": {"type": "integer"},
+                "last_status": {"type": "integer", "nullable": true},
+                "last_error": {"type": "string"},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "service", "timestamp", "version", "redis", "processor", "uptime_s", "queue"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "degraded"]},
+                "service": {"type": "string"},
+                "timestamp": {"type": "string"},
+                "version": {"type": "string"},
+                "uptime_s": {"type": "integer"},
+                "redis": {"type": "object", "required": ["connected", "status"]},
+                "processor": {"type": "object"},
+                "queue": {"type": "object", "required": ["depth", "retry_backlog", "oldest_pending_age_ms"]},
+            },
+        },
+    })
+}

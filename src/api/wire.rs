@@ -1,0 +1,568 @@
+//! HTTP/1.0 and HTTP/1.1 framing for the API, without I/O: request heads (parsed by `httparse`),
+//! request body framing (`Content-Length` or chunked), and response heads. The connection
+//! module feeds these functions the bytes it reads and writes what they return.
+//!
+//! Rules kept here (RFC 9112): a request with both `Transfer-Encoding` and `Content-Length`, or
+//! with differing lengths, is refused (request smuggling); only `chunked` is understood as a
+//! transfer coding (anything else: 501); HTTP/1.0 closes after the response unless the client
+//! asks `Connection: keep-alive`, HTTP/1.1 keeps the connection unless it says `close`.
+
+/// Largest request head (request line and headers) accepted: more is a 431.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines accepted: more is a 431.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line (with extensions) of a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// How the request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Exactly this many bytes follow the head (0: no body).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The method as sent.
+    pub(crate) method: String,
+    /// The path (percent-encoded, as sent; an absolute-form target is cut to its path).
+    pub(crate) path: String,
+    /// The query, without `?`.
+    pub(crate) query: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub(crate) minor: u8,
+    /// Every header, in order, names lowercased.
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body's framing.
+    pub(crate) framing: Framing,
+    /// Whether the client lets the connection stay open after the response.
+    pub(crate) keep_alive: bool,
+    /// Whether the client waits for `100 Continue` before it sends the body.
+    pub(crate) expect_continue: bool,
+}
+
+impl Head {
+    /// The first header `name` (lowercase).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        super::request::header(&self.headers, name)
+    }
+
+    /// Whether a body follows the head.
+    pub(crate) fn has_body(&self) -> bool {
+        self.framing != Framing::Length(0)
+    }
+}
+
+/// Why a head cannot be served. Each is answered with its status and the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// Over [`MAX_HEAD`] bytes or over the header count: 431.
+    TooLarge,
+    /// Not HTTP/1.x as the RFC writes it: 400, with what was wrong.
+    Malformed(String),
+    /// A transfer coding other than chunked: 501.
+    UnknownCoding(String),
+    /// An `Expect` other than `100-continue`: 417.
+    UnknownExpectation(String),
+}
+
+impl HeadError {
+    /// The status this error is answered with.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge => 431,
+            HeadError::Malformed(_) => 400,
+            HeadError::UnknownCoding(_) => 501,
+            HeadError::UnknownExpectation(_) => 417,
+        }
+    }
+}
+
+/// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete, else the head and
+/// its length in bytes (leading empty lines included).
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
+    else {
+        return Err(HeadError::Malformed("incomplete request line".into()));
+    };
+    let headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect();
+    let (path, query) = split_target(target)?;
+    let framing = framing(&headers)?;
+    let tokens = |name: &str, token: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let keep_alive = if minor == 0 {
+        tokens("connection", "keep-alive")
+    } else {
+        !tokens("connection", "close")
+    };
+    let expect = super::request::header(&headers, "expect");
+    let expect_continue = match expect {
+        None => false,
+        Some(e) if e.eq_ignore_ascii_case("100-continue") => minor == 1,
+        Some(e) => return Err(HeadError::UnknownExpectation(e.to_string())),
+    };
+    let head = Head {
+        method: method.to_string(),
+        path,
+        query,
+        minor,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    };
+    Ok(Some((head, len)))
+}
+
+/// The path and query of a request target (origin-form, or absolute-form cut to its path).
+fn split_target(target: &str) -> Result<(String, String), HeadError> {
+    let origin_form = match target.find("://") {
+        Some(scheme_end) if !target.starts_with('/') => {
+            let after = &target[scheme_end + 3..];
+            after.find('/').map_or("/", |i| &after[i..])
+        }
+        _ => target,
+    };
+    if !origin_form.starts_with('/') {
+        return Err(HeadError::Malformed(format!(
+            "the request target {origin_form:?} is not a path"
+        )));
+    }
+    let (path, query) = origin_form.split_once('?').unwrap_or((origin_form, ""));
+    Ok((path.to_string(), query.to_string()))
+}
+
+fn framing(headers: &[(String, String)]) -> Result<Framing, HeadError> {
+    let codings: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "transfer-encoding")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let lengths: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "content-length")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .collect();
+    if !codings.is_empty() {
+        if !lengths.is_empty() {
+            return Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length".into(),
+            ));
+        }
+        return match codings.as_slice() {
+            [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            _ => Err(HeadError::UnknownCoding(codings.join(", "))),
+        };
+    }
+    let Some(first) = lengths.first() else {
+        return Ok(Framing::Length(0));
+    };
+    if lengths.iter().any(|l| l != first) {
+        return Err(HeadError::Malformed(
+            "differing Content-Length values".into(),
+        ));
+    }
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HeadError::Malformed(format!(
+            "Content-Length {first:?} is not a number"
+        )));
+    }
+    // More digits than a u64 holds is more than any limit: saturate, the caller answers 413.
+    Ok(Framing::Length(first.parse().unwrap_or(u64::MAX)))
+}
+
+/// Why a chunked body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChunkError {
+    /// The decoded body exceeds the limit: 413.
+    TooLarge,
+    /// Bad framing: 400.
+    Malformed(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    /// The body is complete.
+    Done,
+}
+
+/// An incremental decoder of a chunked body: fed the bytes as they arrive, it appends the data
+/// to the body and says how much it consumed (the rest belongs to the next request).
+#[derive(Debug)]
+pub(crate) struct Chunked {
+    state: ChunkState,
+    limit: usize,
+    trailer_bytes: usize,
+}
+
+impl Chunked {
+    /// A decoder that refuses a body over `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Chunked {
+        Chunked {
+            state: ChunkState::Size,
+            limit,
+            trailer_bytes: 0,
+        }
+    }
+
+    /// Whether the last chunk and the trailers have been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes what it can of `input`, appending data to `body`; returns the bytes consumed.
+    /// Whatever it leaves is an incomplete line, to be given again with more bytes.
+    pub(crate) fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<usize, ChunkError> {
+        let mut at = 0;
+        loop {
+            let rest = &input[at..];
+            match self.state {
+                ChunkState::Done => return Ok(at),
+                ChunkState::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok(at);
+                    }
+                    let n = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    body.extend_from_slice(&rest[..n]);
+                    at += n;
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailers => {
+                    let Some(line_len) = line(rest, MAX_CHUNK_LINE)? else {
+                        return Ok(at);
+                    };
+                    let text = &rest[..line_len];
+                    at += line_len;
+                    self.on_line(trim_eol(text), body.len())?;
+                }
+            }
+        }
+    }
+
+    fn on_line(&mut self, line: &[u8], decoded: usize) -> Result<(), ChunkError> {
+        self.state = match self.state {
+            ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+            ChunkState::DataEnd => return Err(ChunkError::Malformed("chunk data overruns")),
+            ChunkState::Size => {
+                let size = line.split(|b| *b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.len() <= 16)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or(ChunkError::Malformed("bad chunk size"))?;
+                if size == 0 {
+                    ChunkState::Trailers
+                } else if size > (self.limit - decoded) as u64 {
+                    return Err(ChunkError::TooLarge);
+                } else {
+                    ChunkState::Data(size)
+                }
+            }
+            ChunkState::Trailers if line.is_empty() => ChunkState::Done,
+            ChunkState::Trailers => {
+                self.trailer_bytes += line.len();
+                if self.trailer_bytes > MAX_HEAD {
+                    return Err(ChunkError::Malformed("trailers too long"));
+                }
+                ChunkState::Trailers
+            }
+            ChunkState::Data(_) | ChunkState::Done => self.state,
+        };
+        Ok(())
+    }
+}
+
+/// The length of the first line of `bytes` with its LF, `None` if no LF has come yet.
+fn line(bytes: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
+    match bytes.iter().take(max + 2).position(|b| *b == b'\n') {
+        Some(i) => Ok(Some(i + 1)),
+        None if bytes.len() > max => Err(ChunkError::Malformed("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The reason phrase of a status the API sends.
+pub(crate) fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A response head: status line, `headers`, `Date`, framing and connection headers. `body_len`
+/// is the `Content-Length` (also for a `HEAD` request, whose body is not sent); a 204 has none.
+pub(crate) fn response_head(
+    status: u16,
+    minor: u8,
+    headers: &[(&str, String)],
+    body_len: usize,
+    keep_alive: Option<u64>,
+) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut head = String::with_capacity(256);
+    // The version we speak is 1.1 whatever the client's; a 1.0 client reads it as 1.0.
+    let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    let _ = write!(
+        head,
+        "Date: {}\r\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    );
+    if status != 204 {
+        let _ = write!(head, "Content-Length: {body_len}\r\n");
+    }
+    match keep_alive {
+        None => head.push_str("Connection: close\r\n"),
+        // An HTTP/1.0 client keeps the connection only when told so.
+        Some(idle_s) if minor == 0 => {
+            let _ = write!(
+                head,
+                "Connection: keep-alive\r\nKeep-Alive: timeout={idle_s}\r\n"
+            );
+        }
+        Some(idle_s) => {
+            let _ = write!(head, "Keep-Alive: timeout={idle_s}\r\n");
+        }
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        match parse_head(text.as_bytes()) {
+            Ok(Some((head, len))) => {
+                assert_eq!(len, text.len(), "{text}");
+                head
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    fn error(text: &[u8]) -> HeadError {
+        match parse_head(text) {
+            Err(e) => e,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(text)),
+        }
+    }
+
+    #[test]
+    fn heads_parse_with_every_header_in_order() {
+        let h = head(
+            "\r\nPOST /webhook-monitor/s?x=1&y HTTP/1.1\r\nHost: a\r\nX-Probe: p1\r\nx-probe: p2\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(
+            (h.method.as_str(), h.path.as_str()),
+            ("POST", "/webhook-monitor/s")
+        );
+        assert_eq!(h.query, "x=1&y");
+        let names: Vec<&str> = h.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["host", "x-probe", "x-probe", "content-length"]);
+        assert_eq!(h.framing, Framing::Length(3));
+        assert!(h.keep_alive && !h.expect_continue);
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn connection_persistence_follows_the_version() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nConnection: x, close\r\n\r\n").keep_alive);
+        assert!(head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        assert!(!head("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert_eq!(head("GET http://h:1/a?b HTTP/1.1\r\n\r\n").path, "/a");
+    }
+
+    #[test]
+    fn bad_heads_are_refused_with_their_status() {
+        let statuses = [
+            (
+                &b"GET /health HTTP/1.1\r\n0p1Rn7#alSdu-oe.;\r\n\r\n"[..],
+                400,
+            ),
+            (b"GET /health HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+            (b"GET /he alth HTTP/1.1\r\n\r\n", 400),
+            (b"GET /health HTTP/2.0\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (b"POST / HTTP/1.1\r\nExpect: magic\r\n\r\n", 417),
+        ];
+        for (text, status) in statuses {
+            assert_eq!(
+                error(text).status(),
+                status,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        assert_eq!(error(&big), HeadError::TooLarge);
+        let many: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
+        assert_eq!(
+            error(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            HeadError::TooLarge
+        );
+        let huge = head("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n");
+        assert_eq!(huge.framing, Framing::Length(u64::MAX));
+    }
+
+    fn decode(pieces: &[&[u8]], limit: usize) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
+        let mut decoder = Chunked::new(limit);
+        let mut body = Vec::new();
+        let mut pending = Vec::new();
+        for piece in pieces {
+            pending.extend_from_slice(piece);
+            let used = decoder.feed(&pending, &mut body)?;
+            pending.drain(..used);
+        }
+        assert!(decoder.is_done());
+        Ok((body, pending))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nGET /next";
+        for split in 0..wire.len() {
+            let (a, b) = wire.split_at(split);
+            let byte_by_byte: Vec<&[u8]> = b.chunks(1).collect();
+            let mut pieces = vec![a];
+            pieces.extend(byte_by_byte);
+            let (body, rest) = decode(&pieces, 100).unwrap_or_else(|e| panic!("{split}: {e:?}"));
+            assert_eq!(body, b"hello world");
+            assert_eq!(rest, b"GET /next");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_over_the_limit_or_malformed_are_refused() {
+        assert_eq!(
+            decode(&[b"5\r\nhello\r\n7\r\n"], 10),
+            Err(ChunkError::TooLarge)
+        );
+        assert_eq!(
+            decode(&[b"fffffffffffffffffff\r\n"], 10),
+            Err(ChunkError::Malformed("bad chunk size"))
+        );
+        assert_eq!(
+            decode(&[b"2\r\nabc\r\n"], 10),
+            Err(ChunkError::Malformed("chunk data overruns"))
+        );
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert_eq!(
+            decode(&[&long], 10),
+            Err(ChunkError::Malformed("chunk line too long"))
+        );
+    }
+
+    #[test]
+    fn response_heads_frame_and_say_when_the_connection_closes() {
+        let text = |h: Vec<u8>| String::from_utf8_lossy(&h).into_owned();
+        let ok = text(response_head(
+            200,
+            1,
+            &[("Content-Type", "a".into())],
+            7,
+            Some(10),
+        ));
+        assert!(
+            ok.starts_with("HTTP/1.1 200 OK\r\nContent-Type: a\r\nDate: "),
+            "{ok}"
+        );
+        assert!(
+            ok.ends_with("Content-Length: 7\r\nKeep-Alive: timeout=10\r\n\r\n"),
+            "{ok}"
+        );
+        let closing = text(response_head(413, 1, &[], 2, None));
+        assert!(
+            closing.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"),
+            "{closing}"
+        );
+        let old = text(response_head(200, 0, &[], 0, Some(5)));
+        assert!(old.contains("Connection: keep-alive\r\n"), "{old}");
+        assert!(!text(response_head(204, 1, &[], 0, Some(5))).contains("Content-Length"));
+    }
+}
