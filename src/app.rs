@@ -19,7 +19,7 @@ use crate::delivery::{Delivery, http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
-use crate::redis_conn::RedisPool;
+use crate::redis_conn::{RedisPool, Target};
 use crate::webhook::registry::{self, Registry};
 
 /// The process-wide stop flag. Blocking loops wake at least every half second to check it.
@@ -113,6 +113,8 @@ impl Shared {
 pub enum AppError {
     /// The Redis URL could not be used.
     Redis(redis::RedisError),
+    /// A Redis setting is wrong, or Redis refused what it names (certificate, credentials).
+    RedisSetting(crate::redis_conn::TargetError),
     /// A thread could not be started.
     Spawn(&'static str, std::io::Error),
     /// The API could not listen.
@@ -125,6 +127,7 @@ impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AppError::Redis(e) => write!(f, "redis: {e}"),
+            AppError::RedisSetting(e) => write!(f, "redis: {e}"),
             AppError::Spawn(what, e) => write!(f, "cannot start the {what} thread: {e}"),
             AppError::Listen(e) => f.write_str(e),
             AppError::Signal(e) => write!(f, "cannot handle SIGTERM/SIGINT: {e}"),
@@ -136,6 +139,7 @@ impl std::error::Error for AppError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             AppError::Redis(e) => Some(e),
+            AppError::RedisSetting(_) => None,
             AppError::Spawn(_, e) => Some(e),
             AppError::Signal(e) => Some(e),
             AppError::Listen(_) => None,
@@ -231,8 +235,21 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     if let Some(env) = &config.node_env {
         info!("NODE_ENV={env}");
     }
-    let client = redis::Client::open(config.redis_url.as_str()).map_err(AppError::Redis)?;
-    let redis = Arc::new(RedisPool::new(client));
+    let target = Target::parse(&config.redis_url, config.redis_url_variable, &config.redis)
+        .map_err(AppError::RedisSetting)?;
+    info!(
+        "redis: {} ({}, TLS {})",
+        target.describe(),
+        target.mode().name(),
+        if target.tls() { "on" } else { "off" }
+    );
+    if config.redis.tls_unsafe_skip_verify {
+        warn!(
+            "REDIS_TLS_UNSAFE_SKIP_VERIFY=true: the Redis server's certificate is NOT checked; anyone on the network path can read and change this traffic"
+        );
+    }
+    let redis = Arc::new(RedisPool::new(target));
+    redis.check().map_err(AppError::RedisSetting)?;
     let durable = Durable::new(redis.clone(), &config.instance_id);
     let counters = Arc::new(Counters::default());
     let registry = Arc::new(Registry::new(config.half_open_after.as_millis() as u64));

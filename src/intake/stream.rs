@@ -6,7 +6,8 @@
 //! an outage between reading and recording leaves it pending, to be read again. On start the
 //! thread first re-reads its own pending entries, then takes over entries a dead consumer left
 //! pending for a minute (XAUTOCLAIM, also every 30 s). A deleted group (NOGROUP) is recreated.
-//! Errors back off exponentially; one warning per outage.
+//! Errors back off exponentially; one warning per outage. After a Sentinel failover the reader
+//! moves to the new master and first re-reads its pending entries there.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,7 +19,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, Stream
 
 use super::Intake;
 use crate::app::Shutdown;
-use crate::redis_conn::{self, Backoff, RedisPool};
+use crate::redis_conn::{Backoff, RedisPool};
 use crate::webhook::registry::Registry;
 
 /// Entries read per call.
@@ -55,7 +56,7 @@ pub fn spawn(
                     true => Ok(()),
                     false => registry.reload(&redis),
                 }
-                .and_then(|()| reader.run(redis.client(), &shutdown, &mut backoff));
+                .and_then(|()| reader.run(&redis, &shutdown, &mut backoff));
                 if shutdown.is_set() {
                     break;
                 }
@@ -70,7 +71,7 @@ pub fn spawn(
                     Ok(()) => {}
                 }
                 let delay = backoff.next_delay();
-                shutdown.sleep(delay);
+                redis.sleep(&shutdown, delay);
             }
         })
 }
@@ -85,12 +86,29 @@ struct Reader {
 impl Reader {
     fn run(
         &self,
-        client: &redis::Client,
+        redis: &RedisPool,
         shutdown: &Shutdown,
         backoff: &mut Backoff,
     ) -> redis::RedisResult<()> {
-        let mut conn = redis_conn::connect(client, Duration::from_millis(BLOCK_MS as u64 + 5_000))?;
-        self.ensure_group(&mut conn)?;
+        let mut dedicated = redis.dedicated(Duration::from_millis(BLOCK_MS as u64 + 5_000))?;
+        let generation = dedicated.generation();
+        let result = self.read_all(redis, generation, &mut dedicated.conn, shutdown, backoff);
+        if let Err(e) = &result {
+            redis.failed(e, generation);
+        }
+        result
+    }
+
+    /// Reads until shutdown, an error, or a failover (then the caller reconnects).
+    fn read_all(
+        &self,
+        redis: &RedisPool,
+        generation: u64,
+        conn: &mut redis::Connection,
+        shutdown: &Shutdown,
+        backoff: &mut Backoff,
+    ) -> redis::RedisResult<()> {
+        self.ensure_group(conn)?;
         if backoff.failures() > 0 {
             info!("reading stream {} again", self.stream);
         } else {
@@ -101,21 +119,28 @@ impl Reader {
         }
         backoff.reset();
         // Our own entries read before a crash or an outage, not yet acknowledged.
-        self.read(&mut conn, "0")?;
+        self.read(conn, "0")?;
         let mut last_claim: Option<Instant> = None;
         while !shutdown.is_set() {
+            if !redis.is_current(generation) {
+                info!(
+                    "the Redis master moved; reading stream {} there",
+                    self.stream
+                );
+                return Ok(());
+            }
             if last_claim.is_none_or(|at| at.elapsed() >= CLAIM_EVERY) {
-                self.take_over(&mut conn)?;
+                self.take_over(conn)?;
                 last_claim = Some(Instant::now());
             }
-            match self.read(&mut conn, ">") {
+            match self.read(conn, ">") {
                 Ok(()) => {}
                 Err(e) if e.code() == Some("NOGROUP") => {
                     warn!(
                         "consumer group {} on {} disappeared; recreating it",
                         self.group, self.stream
                     );
-                    self.ensure_group(&mut conn)?;
+                    self.ensure_group(conn)?;
                 }
                 Err(e) => return Err(e),
             }

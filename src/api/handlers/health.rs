@@ -28,10 +28,12 @@ pub fn metrics(shared: &Shared) -> Reply {
         in_flight: shared.delivery.gate.in_flight() as u64,
         webhooks: snapshot.webhooks().len() as u64,
     };
+    let mut text = render(c, &c.durations, gauges);
+    text.push_str(&shared.redis.status().prometheus());
     Reply::raw(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
-        render(c, &c.durations, gauges).into_bytes(),
+        text.into_bytes(),
     )
 }
 
@@ -52,10 +54,7 @@ pub fn health(shared: &Shared) -> Reply {
         "timestamp": crate::time::iso8601(now),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs(),
-        "redis": {
-            "connected": connected,
-            "status": if connected { "ready" } else { "reconnecting" },
-        },
+        "redis": shared.redis.status().health_json(connected),
         "processor": {
             "active_webhooks": active,
             "total_webhooks": snapshot.webhooks().len(),
