@@ -11,6 +11,7 @@ mod hostile;
 mod intake;
 mod legacy;
 mod outcomes;
+mod redis_prod;
 mod signatures;
 
 use std::time::Duration;

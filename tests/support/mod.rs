@@ -6,6 +6,7 @@
 pub mod receiver;
 pub mod redis;
 pub mod service;
+pub mod topology;
 
 use std::time::{Duration, Instant};
 
