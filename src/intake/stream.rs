@@ -4,8 +4,11 @@
 //!
 //! An entry is acknowledged (XACK) only once its deliveries are recorded in Redis, so a crash or
 //! an outage between reading and recording leaves it pending, to be read again. On start the
-//! thread first re-reads its own pending entries, then takes over entries a dead consumer left
-//! pending for a minute (XAUTOCLAIM, also every 30 s). A deleted group (NOGROUP) is recreated.
+//! thread first re-reads its own pending entries. The consumer name is the instance id, so the
+//! entries of a consumer whose instance heartbeat has stopped are taken over as soon as that is
+//! seen (XPENDING + XCLAIM, checked every 2 s; the consumer is then deleted), and any entry left
+//! pending for a minute is taken over regardless (XAUTOCLAIM, every 30 s). A deleted group
+//! (NOGROUP) is recreated.
 //! Errors back off exponentially; one warning per outage. After a Sentinel failover the reader
 //! moves to the new master and first re-reads its pending entries there.
 
@@ -15,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use redis::Commands;
-use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamClaimReply, StreamId, StreamInfoConsumer,
+    StreamInfoConsumersReply, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+};
 
 use super::Intake;
 use crate::app::Shutdown;
@@ -30,6 +36,11 @@ const BLOCK_MS: usize = 500;
 const CLAIM_IDLE_MS: u64 = 60_000;
 /// How often to look for abandoned entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(30);
+/// How often to look for consumers whose instance has stopped.
+const DEAD_EVERY: Duration = Duration::from_secs(2);
+/// An entry another survivor claimed less than this long ago is left to it (XCLAIM min-idle),
+/// so two survivors never take the same entry.
+const DEAD_CLAIM_IDLE_MS: u64 = 1_000;
 
 /// Starts the stream reader.
 pub fn spawn(
@@ -121,6 +132,7 @@ impl Reader {
         // Our own entries read before a crash or an outage, not yet acknowledged.
         self.read(conn, "0")?;
         let mut last_claim: Option<Instant> = None;
+        let mut last_dead_check = Instant::now();
         while !shutdown.is_set() {
             if !redis.is_current(generation) {
                 info!(
@@ -132,6 +144,10 @@ impl Reader {
             if last_claim.is_none_or(|at| at.elapsed() >= CLAIM_EVERY) {
                 self.take_over(conn)?;
                 last_claim = Some(Instant::now());
+            }
+            if last_dead_check.elapsed() >= DEAD_EVERY {
+                self.take_over_dead(conn)?;
+                last_dead_check = Instant::now();
             }
             match self.read(conn, ">") {
                 Ok(()) => {}
@@ -207,6 +223,82 @@ impl Reader {
                 break;
             }
             start = reply.next_stream_id;
+        }
+        Ok(())
+    }
+
+    /// Takes over the pending entries of consumers whose instance heartbeat has stopped, and
+    /// deletes those consumers once nothing is pending for them.
+    fn take_over_dead(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let info: StreamInfoConsumersReply = conn.xinfo_consumers(&self.stream, &self.group)?;
+        let others: Vec<StreamInfoConsumer> = info
+            .consumers
+            .into_iter()
+            .filter(|c| c.name != self.consumer)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = others.iter().map(|c| c.name.clone()).collect();
+        let alive = match self.intake.dispatcher.durable.alive(&names) {
+            Ok(alive) => alive,
+            Err(e) => {
+                debug!("{e}; not looking for stopped stream consumers now");
+                return Ok(());
+            }
+        };
+        for (consumer, alive) in others.into_iter().zip(alive) {
+            if alive {
+                continue;
+            }
+            let mut taken = 0;
+            // Bounded: at most 100 rounds of COUNT entries per check.
+            for _ in 0..100 {
+                let pending: StreamPendingCountReply = conn.xpending_consumer_count(
+                    &self.stream,
+                    &self.group,
+                    "-",
+                    "+",
+                    COUNT,
+                    &consumer.name,
+                )?;
+                if pending.ids.is_empty() {
+                    break;
+                }
+                let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+                let claimed: StreamClaimReply = conn.xclaim(
+                    &self.stream,
+                    &self.group,
+                    &self.consumer,
+                    DEAD_CLAIM_IDLE_MS,
+                    &ids,
+                )?;
+                if claimed.ids.is_empty() {
+                    // Another survivor is taking them: leave the rest to it.
+                    break;
+                }
+                taken += claimed.ids.len();
+                self.handle(conn, claimed.ids)?;
+            }
+            if taken > 0 {
+                warn!(
+                    "stream consumer {} stopped (no instance heartbeat); took over {taken} entries it left pending on {}",
+                    consumer.name, self.stream
+                );
+            }
+            let left: StreamPendingCountReply = conn.xpending_consumer_count(
+                &self.stream,
+                &self.group,
+                "-",
+                "+",
+                1,
+                &consumer.name,
+            )?;
+            if left.ids.is_empty() {
+                let _: usize =
+                    conn.xgroup_delconsumer(&self.stream, &self.group, &consumer.name)?;
+                debug!("deleted stopped stream consumer {}", consumer.name);
+            }
         }
         Ok(())
     }
