@@ -1,1 +1,224 @@
-//! placeholder
+//! An ACL user made by the README's exact rule runs the whole pipeline, and Redis refuses it
+//! nothing.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::call;
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::redis::RedisServer;
+use crate::support::service::Service;
+use crate::support::wait_until;
+
+use super::{LONG, job, jobs_received, missing};
+
+const PASSWORD: &str = "s3cret-Pass_word";
+
+/// The README's `ACL SETUSER webhook-service ...` line, with our password.
+fn readme_rule() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER webhook-service "))
+        .unwrap_or_else(|| panic!("the README documents no `ACL SETUSER webhook-service` rule"));
+    line.split_whitespace()
+        .map(|word| match word {
+            ">CHANGE-ME" => format!(">{PASSWORD}"),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn api(service: &Service, method: &str, path: &str, body: Option<Value>) -> Value {
+    let answer = call(
+        service,
+        method,
+        path,
+        body.map(|b| b.to_string()).as_deref(),
+        &[],
+    );
+    assert!(
+        answer.status < 300,
+        "{method} {path}: {} {}",
+        answer.status,
+        answer.text
+    );
+    answer.body
+}
+
+#[test]
+fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
+    let redis = RedisServer::start();
+    let mut admin = redis.conn();
+    let rule = readme_rule();
+    let _: () = ::redis::cmd(&rule[0])
+        .arg(&rule[1..])
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("the README's rule: {e}"));
+    // The user really is limited.
+    let user_url = format!(
+        "redis://webhook-service:{PASSWORD}@127.0.0.1:{}",
+        redis.port
+    );
+    let mut user = ::redis::Client::open(user_url.as_str())
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("log in as the user: {e}"));
+    for refused in [
+        vec!["GET", "other:key"],
+        vec!["FLUSHALL"],
+        vec!["KEYS", "*"],
+    ] {
+        let answer: ::redis::RedisResult<::redis::Value> =
+            ::redis::cmd(refused[0]).arg(&refused[1..]).query(&mut user);
+        assert!(
+            answer.as_ref().is_err_and(|e| e.code() == Some("NOPERM")),
+            "{refused:?}: {answer:?}"
+        );
+    }
+    let _: () = ::redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("ACL LOG RESET: {e}"));
+
+    // A stream entry left pending by a consumer whose instance is gone: taken over.
+    let _: () = ::redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("events")
+        .arg("webhook-service")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("XGROUP CREATE: {e}"));
+    let add = |conn: &mut ::redis::Connection, message: String| {
+        let _: String = ::redis::cmd("XADD")
+            .arg("events")
+            .arg("*")
+            .arg("channel")
+            .arg("complete_job")
+            .arg("message")
+            .arg(message)
+            .query(conn)
+            .unwrap_or_else(|e| panic!("XADD: {e}"));
+    };
+    add(&mut admin, job("ghost", 0));
+    let _: ::redis::Value = ::redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("webhook-service")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("events")
+        .arg(">")
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("XREADGROUP: {e}"));
+
+    let service = Service::start(
+        &redis,
+        &[("REDIS_URL", &user_url), ("WEBHOOK_EVENT_STREAM", "events")],
+    );
+    // Every first attempt fails: each event is delivered on a retry.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let failed_once = Arc::new(Mutex::new(HashSet::new()));
+    let (counted, failed) = (attempts.clone(), failed_once.clone());
+    let flaky = Receiver::start(move |request, _| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        let id = request.header("x-event-id").unwrap_or_default().to_string();
+        let first = failed.lock().map(|mut f| f.insert(id)).unwrap_or(false);
+        if first {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let broken = Receiver::start(|_, _| Reply::status(500));
+    let retry = json!({"max_attempts": 5, "initial_delay_ms": 100, "backoff_multiplier": 2, "max_delay_ms": 500});
+    let created = api(
+        &service,
+        "POST",
+        "/webhooks",
+        Some(json!({"url": flaky.url("/acl"), "events": ["complete_job"], "retry_config": retry})),
+    );
+    let flaky_id = created["data"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dead = api(
+        &service,
+        "POST",
+        "/webhooks",
+        Some(
+            json!({"url": broken.url("/dead"), "events": ["job_failed"], "retry_config": {"max_attempts": 1}}),
+        ),
+    );
+    let dead_id = dead["data"]["id"].as_str().unwrap_or_default().to_string();
+    api(
+        &service,
+        "PUT",
+        &format!("/webhooks/{flaky_id}"),
+        Some(json!({"headers": {"X-Acl-Test": "1"}})),
+    );
+    wait_until(LONG, "both webhooks to load", || {
+        (service.health()["processor"]["total_webhooks"] == 2).then_some(())
+    });
+
+    let n = 5;
+    for i in 0..n {
+        redis.publish("complete_job", &job("acl-p", i));
+        add(&mut admin, job("acl-s", i));
+    }
+    redis.publish(
+        "job_failed",
+        r#"{"job_id":"acl-f","error":"x","timestamp":1}"#,
+    );
+    wait_until(LONG, "every event, each after a failed attempt", || {
+        let (seen, _) = jobs_received(&flaky);
+        (missing(&seen, "acl-p", n).is_empty()
+            && missing(&seen, "acl-s", n).is_empty()
+            && seen.contains("job-ghost-0"))
+        .then_some(())
+    });
+    let letters = wait_until(LONG, "a dead letter", || {
+        let list = api(
+            &service,
+            "GET",
+            &format!("/dead-letters?webhook_id={dead_id}"),
+            None,
+        );
+        (list["count"] == 1).then(|| list["data"][0]["id"].as_str().map(str::to_string))
+    });
+    let letter = letters.unwrap_or_else(|| panic!("the dead letter has no id"));
+    api(
+        &service,
+        "POST",
+        &format!("/dead-letters/{letter}/redeliver"),
+        None,
+    );
+    broken.wait_for(2, LONG);
+    api(&service, "POST", "/test-receivers", Some(json!({})));
+    api(
+        &service,
+        "GET",
+        &format!("/webhooks/{flaky_id}/stats"),
+        None,
+    );
+    api(&service, "GET", "/stats/summary", None);
+    api(&service, "GET", "/deliveries/recent", None);
+
+    // Redis refused this user nothing, and the service met no refusal.
+    let log: Vec<::redis::Value> = ::redis::cmd("ACL")
+        .arg("LOG")
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("ACL LOG: {e}"));
+    assert!(log.is_empty(), "Redis refused the service: {log:?}");
+    assert!(
+        !service.log_text().contains("NOPERM"),
+        "{}",
+        service.log_text()
+    );
+    assert!(attempts.load(Ordering::Relaxed) >= 2 * (2 * n + 1));
+}
