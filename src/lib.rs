@@ -23,8 +23,8 @@
 //! | name | owns | wakes on |
 //! |---|---|---|
 //! | `intake-pubsub` | the subscriber connection; parse, dedupe, dispatch | a message, or 500 ms |
-//! | `intake-stream` | the stream consumer (when configured) | entries, or 500 ms |
-//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing | prepared events |
+//! | `intake-stream` | the stream consumer (when configured); taking over stopped consumers' entries | entries, or 500 ms |
+//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | first attempts | the first-attempt channel |
 //! | `retry-N` | retries and deliveries taken back from Redis | the retry channel |
@@ -35,6 +35,11 @@
 //! | `monitor-recorder` | delivery history and stats in Redis, in batches | attempt records (gathered for 5 ms) |
 //! | `api-accept`, `api-conn` | accepting, bounding and relaying API connections | connections |
 //! | `api-N` | API requests | a request, or 500 ms |
+//!
+//! Every Redis connection is made by [`redis_conn::RedisPool`] (TLS, ACL users, Sentinel): after a
+//! failover every thread's next connection goes to the new master, and dedicated connections
+//! (subscriber, stream reader) see theirs go stale. With several instances, each pub/sub event
+//! has an owner among the live instances ([`intake::share`]), which claims it first.
 //!
 //! # Invariants
 //!

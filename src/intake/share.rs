@@ -10,7 +10,7 @@
 //! event after the grace, so the share only decides who goes first: the claim still decides who
 //! delivers, exactly once.
 //!
-//! The live instances are the heartbeats in Redis, re-read every [`REFRESH`].
+//! The live instances are the heartbeats in Redis, re-read every second.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +55,7 @@ impl Share {
         state.claims = claims;
     }
 
-    /// Re-reads the live instances when [`REFRESH`] has passed (keeps the last list if Redis is
+    /// Re-reads the live instances when a second has passed (keeps the last list if Redis is
     /// away: a stale list only changes who claims first).
     pub fn refresh(&self, durable: &Durable) {
         {

@@ -264,3 +264,92 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
     let elsewhere = other.record(&claim, 60_000, &deliveries);
     assert!(matches!(elsewhere, Ok(false)), "{elsewhere:?}");
 }
+
+/// The connections to `server` other than its replication links, the sentinels' and ours.
+fn service_connections(server: &crate::support::redis::RedisServer) -> Vec<String> {
+    let list: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.conn())
+        .unwrap_or_default();
+    list.lines()
+        .filter(|l| !l.contains("cmd=client|list") && !l.contains("name=sentinel-"))
+        .filter(|l| {
+            let flags = l
+                .split(' ')
+                .find_map(|f| f.strip_prefix("flags="))
+                .unwrap_or("");
+            !flags.contains('S') && !flags.contains('M')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// A failover where the old master stays up and becomes a replica (`SENTINEL FAILOVER`): no
+/// connection of the service may stay on it (writes there would fail with READONLY), and events
+/// keep flowing through the new master.
+#[test]
+fn after_a_graceful_failover_no_connection_stays_on_the_old_master() {
+    let set = SentinelSet::start();
+    let (old_port, new_port) = (set.master.port, set.replica.port);
+    let service = Service::start(
+        &set.master,
+        &[
+            ("REDIS_URL", &set.url()),
+            ("WEBHOOK_EVENT_STREAM", "events"),
+        ],
+    );
+    let receiver = Receiver::ok();
+    register(
+        &set.master,
+        &service,
+        "wh_1_graceful",
+        webhook(&receiver.url("/graceful"), &["complete_job"]),
+    );
+    let mut producer = Producer {
+        sentinel_ports: set.sentinels.iter().map(|s| s.port).collect(),
+        conn: None,
+    };
+    producer.add(&job("first", 0));
+    receiver.wait_for(1, LONG);
+    assert!(!service_connections(&set.master).is_empty());
+    let _: () = ::redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg(crate::support::topology::MASTER)
+        .query(&mut set.sentinels[0].conn())
+        .unwrap_or_else(|e| panic!("SENTINEL FAILOVER: {e}"));
+    wait_until(LONG, "the sentinels to name the replica", || {
+        (set.master_port() == Some(new_port)).then_some(())
+    });
+    wait_until(LONG, "/health to show the new master", || {
+        let health = service.try_health()?;
+        (health["redis"]["node"] == format!("127.0.0.1:{new_port}")).then_some(())
+    });
+    // Every thread left the old master (which answers, as a replica).
+    let left = try_wait_until(LONG, || {
+        service_connections(&set.master).is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "connections still on the old master {old_port}: {:#?}",
+        service_connections(&set.master)
+    );
+    producer.conn = None;
+    let n = 20;
+    for i in 0..n {
+        producer.add(&job("moved", i));
+    }
+    wait_until(LONG, "the stream on the new master", || {
+        missing(&jobs_received(&receiver).0, "moved", n)
+            .is_empty()
+            .then_some(())
+    });
+    wait_until(LONG, "the subscriber on the new master", || {
+        (producer.publish(&job("moved-p", 0)) > 0).then_some(())
+    });
+    wait_until(LONG, "a pub/sub event through the new master", || {
+        jobs_received(&receiver)
+            .0
+            .contains("job-moved-p-0")
+            .then_some(())
+    });
+}
