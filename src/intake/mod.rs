@@ -115,6 +115,10 @@ impl Intake {
             let dispatched = self.dispatcher.dispatch(&event, replayable);
             deliveries += dispatched.count;
             recorded &= dispatched.recorded;
+            if replayable && !dispatched.recorded {
+                // Left pending, it is read again: then it is no duplicate.
+                self.state.lock().dedupe.forget(&event.identity);
+            }
         }
         if deliveries > 0 {
             bump(&self.counters.events_processed);

@@ -310,12 +310,12 @@ impl Reader {
         entries: Vec<StreamId>,
     ) -> redis::RedisResult<()> {
         let mut done = Vec::with_capacity(entries.len());
+        let mut unrecorded = None;
         let source = format!("stream:{}", self.stream);
         for entry in &entries {
             let channel: Option<String> = entry.get("channel");
             let message: Option<Vec<u8>> = entry.get("message");
             let safe = match (channel, message) {
-                // Not acknowledged unless recorded: the entry is read again, so it is never lost.
                 (Some(channel), Some(message)) => {
                     self.intake.process(&source, &channel, &message, true)
                 }
@@ -324,13 +324,25 @@ impl Reader {
                     true
                 }
             };
-            if safe {
-                done.push(entry.id.as_str());
+            if !safe {
+                // Not acknowledged: it stays pending, and so do the entries after it (each would
+                // wait out the same failed recording, and a job's events keep their order).
+                unrecorded = Some(entry.id.as_str());
+                break;
             }
+            done.push(entry.id.as_str());
         }
         if !done.is_empty() {
             conn.xack::<_, _, _, ()>(&self.stream, &self.group, &done)?;
         }
-        Ok(())
+        match unrecorded {
+            // Reconnecting (after the backoff) reads the pending entries again first.
+            Some(id) => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "deliveries could not be recorded; the entry and those after it stay pending",
+                format!("entry {id} of {}", self.stream),
+            ))),
+            None => Ok(()),
+        }
     }
 }

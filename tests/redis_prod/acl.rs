@@ -222,3 +222,72 @@ fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
     );
     assert!(attempts.load(Ordering::Relaxed) >= 2 * (2 * n + 1));
 }
+
+/// A stream entry read while its deliveries cannot be recorded stays pending; read again (after
+/// a reconnect, as after a failover), it must be delivered, not taken for a duplicate of itself.
+/// Redis refusing the record script to this user is the fault here.
+#[test]
+fn a_stream_entry_whose_record_failed_is_delivered_when_read_again() {
+    let redis = RedisServer::start();
+    let mut admin = redis.conn();
+    let rule = readme_rule();
+    let _: () = ::redis::cmd(&rule[0])
+        .arg(&rule[1..])
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("the README's rule: {e}"));
+    let user_url = format!(
+        "redis://webhook-service:{PASSWORD}@127.0.0.1:{}",
+        redis.port
+    );
+    let service = Service::start(
+        &redis,
+        &[("REDIS_URL", &user_url), ("WEBHOOK_EVENT_STREAM", "events")],
+    );
+    let receiver = Receiver::ok();
+    crate::register(
+        &redis,
+        &service,
+        "wh_1_replay",
+        crate::webhook(&receiver.url("/replay"), &["complete_job"]),
+    );
+    let acl = |admin: &mut ::redis::Connection, change: &str| {
+        let _: () = ::redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("webhook-service")
+            .arg(change)
+            .query(admin)
+            .unwrap_or_else(|e| panic!("ACL SETUSER {change}: {e}"));
+    };
+    acl(&mut admin, "-evalsha");
+    let _: String = ::redis::cmd("XADD")
+        .arg("events")
+        .arg("*")
+        .arg("channel")
+        .arg("complete_job")
+        .arg("message")
+        .arg(job("replayed", 0))
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("XADD: {e}"));
+    wait_until(LONG, "the record to fail", || {
+        (service.health()["events"]["unrecorded"].as_u64() >= Some(1)).then_some(())
+    });
+    acl(&mut admin, "+evalsha");
+    // Every connection of the service dropped: the reader reconnects and reads its pending entry.
+    let _: ::redis::Value = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg("webhook-service")
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("CLIENT KILL: {e}"));
+    let delivered = crate::support::try_wait_until(LONG, || {
+        jobs_received(&receiver)
+            .0
+            .contains("job-replayed-0")
+            .then_some(())
+    });
+    assert!(
+        delivered.is_some(),
+        "the entry was dropped on its second reading: {}",
+        service.health()["events"]
+    );
+}
