@@ -173,3 +173,45 @@ fn mutual_tls_presents_the_client_certificate() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(jobs_received(&receiver).1, 0, "no event twice");
 }
+
+/// Once running, a server certificate that stops being trusted (rotated to another CA) is an
+/// outage like any other: `/health` degraded and reconnects with backoff, back to normal once
+/// Redis shows a trusted certificate again.
+#[test]
+fn a_certificate_rotated_to_an_untrusted_ca_while_running_degrades_health_until_fixed() {
+    let certs = Certs::generate();
+    let tls_port = crate::support::free_port();
+    let tls = TlsRedis::start_on(&certs, false, "server", tls_port);
+    let url = tls.url();
+    let ca = certs.path("ca.pem");
+    let service = Service::start(
+        &tls.server,
+        &[
+            ("REDIS_URL", &url),
+            ("REDIS_TLS_CA_FILE", &ca),
+            ("WEBHOOK_EVENT_STREAM", "events"),
+        ],
+    );
+    drop(tls);
+    let rotated = TlsRedis::start_on(&certs, false, "rotated", tls_port);
+    wait_until(LONG, "/health to report degraded", || {
+        let health = service.try_health()?;
+        (health["status"] == "degraded" && health["redis"]["connected"] == false).then_some(())
+    });
+    wait_until(LONG, "the refused certificate in the log", || {
+        service.log_text().contains("UnknownIssuer").then_some(())
+    });
+    drop(rotated);
+    let fixed = TlsRedis::start_on(&certs, false, "server", tls_port);
+    wait_until(LONG, "/health to recover", || {
+        (service.try_health()?["status"] == "ok").then_some(())
+    });
+    let receiver = Receiver::ok();
+    register(
+        &fixed.server,
+        &service,
+        "wh_1_rotated",
+        webhook(&receiver.url("/rotated"), &["complete_job"]),
+    );
+    events_arrive(&fixed, &receiver, "fixed", 5);
+}

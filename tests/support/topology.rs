@@ -24,14 +24,18 @@ impl Certs {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cert dir: {e}"));
         let certs = Certs { dir };
-        certs.self_signed("ca", "webhook-service test CA");
-        certs.self_signed("other-ca", "some other CA");
+        let server = "subjectAltName=IP:127.0.0.1,DNS:localhost";
+        certs.self_signed("ca", "webhook-service-test-ca");
+        certs.self_signed("other-ca", "some-other-ca");
+        certs.signed("server", "ca", "localhost", server);
         certs.signed(
-            "server",
-            "localhost",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "client",
+            "ca",
+            "webhook-service",
+            "extendedKeyUsage=clientAuth",
         );
-        certs.signed("client", "webhook-service", "extendedKeyUsage=clientAuth");
+        // The same names, signed by the other CA: a certificate rotated to a CA we do not trust.
+        certs.signed("rotated", "other-ca", "localhost", server);
         certs
     }
 
@@ -40,9 +44,11 @@ impl Certs {
         self.dir.join(file).display().to_string()
     }
 
-    fn openssl(&self, args: &[&str]) {
+    /// Runs `openssl` with `args` (split on spaces) in the directory.
+    fn openssl(&self, args: &str) {
+        let args: Vec<&str> = args.split_whitespace().collect();
         let out = Command::new("openssl")
-            .args(args)
+            .args(&args)
             .current_dir(&self.dir)
             .output()
             .unwrap_or_else(|e| panic!("cannot run openssl (is it installed?): {e}"));
@@ -53,67 +59,29 @@ impl Certs {
         );
     }
 
+    /// `<name>.pem` and `<name>.key`: a P-256 CA certificate valid for two days.
     fn self_signed(&self, name: &str, cn: &str) {
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
+        self.openssl(&format!(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout {name}.key -out {name}.pem -days 2 -subj /CN={cn}"
+        ));
     }
 
-    fn signed(&self, name: &str, cn: &str, extension: &str) {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(self.dir.join(&ext), format!("{extension}\n"))
-            .unwrap_or_else(|e| panic!("{ext}: {e}"));
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
+    /// `<name>.pem` and `<name>.key`: a certificate `ca` signed, with one X.509 v3 extension.
+    fn signed(&self, name: &str, ca: &str, cn: &str, extension: &str) {
+        std::fs::write(
+            self.dir.join(format!("{name}.ext")),
+            format!("{extension}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{name}.ext: {e}"));
+        self.openssl(&format!(
+            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout {name}.key -out {name}.csr -subj /CN={cn}"
+        ));
+        self.openssl(&format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial \
+             -out {name}.pem -days 2 -extfile {name}.ext"
+        ));
     }
 }
 
@@ -133,14 +101,18 @@ impl TlsRedis {
     /// TLS with the server certificate of `certs`; `client_certs` makes it require a client
     /// certificate signed by the CA.
     pub fn start(certs: &Certs, client_certs: bool) -> TlsRedis {
-        let tls_port = free_port();
+        TlsRedis::start_on(certs, client_certs, "server", free_port())
+    }
+
+    /// The same on `tls_port`, showing the certificate `<server>.pem`.
+    pub fn start_on(certs: &Certs, client_certs: bool, server: &str, tls_port: u16) -> TlsRedis {
         let args: Vec<String> = [
             "--tls-port",
             &tls_port.to_string(),
             "--tls-cert-file",
-            &certs.path("server.pem"),
+            &certs.path(&format!("{server}.pem")),
             "--tls-key-file",
-            &certs.path("server.key"),
+            &certs.path(&format!("{server}.key")),
             "--tls-ca-cert-file",
             &certs.path("ca.pem"),
             "--tls-auth-clients",
