@@ -297,6 +297,9 @@ fn refusal(error: &redis::RedisError, target: &Target) -> Option<TargetError> {
     use rustls::{AlertDescription, CertificateError};
     let url = target.url_variable();
     let fault = |variable: &'static str, rule: String| Some(TargetError { variable, rule });
+    if error.to_string().contains(sentinel::SENTINEL_REFUSED) {
+        return fault("REDIS_SENTINEL_PASSWORD", error.to_string());
+    }
     if error.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
     {

@@ -65,11 +65,12 @@ pub(crate) fn find_master(
 
 /// One sentinel's answer, checked on the master it names.
 fn ask(target: &Target, master_name: &str, sentinel: &redis::Client) -> redis::RedisResult<Found> {
-    let mut conn = super::connect(sentinel, REPLY_TIMEOUT)?;
+    let mut conn = super::connect(sentinel, REPLY_TIMEOUT).map_err(from_sentinel)?;
     let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
         .arg("GET-MASTER-ADDR-BY-NAME")
         .arg(master_name)
-        .query(&mut conn)?;
+        .query(&mut conn)
+        .map_err(from_sentinel)?;
     drop(conn);
     let Some((host, port)) = addr else {
         return Err(redis::RedisError::from((
@@ -94,3 +95,21 @@ fn ask(target: &Target, master_name: &str, sentinel: &redis::Client) -> redis::R
     }
     Ok(Found { node, client, conn })
 }
+
+/// A sentinel's refusal of our credentials or of the command, told apart from the master's (the
+/// sentinels have settings of their own).
+fn from_sentinel(error: redis::RedisError) -> redis::RedisError {
+    let refused = error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+    if !refused {
+        return error;
+    }
+    redis::RedisError::from((
+        redis::ErrorKind::AuthenticationFailed,
+        SENTINEL_REFUSED,
+        error.to_string(),
+    ))
+}
+
+/// The description of a sentinel's refusal.
+pub(crate) const SENTINEL_REFUSED: &str = "a sentinel refused REDIS_SENTINEL_USERNAME/REDIS_SENTINEL_PASSWORD or SENTINEL GET-MASTER-ADDR-BY-NAME";

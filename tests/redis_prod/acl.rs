@@ -291,3 +291,57 @@ fn a_stream_entry_whose_record_failed_is_delivered_when_read_again() {
         service.health()["events"]
     );
 }
+
+/// Credentials Redis or a sentinel refuses stop start-up, naming the setting to fix.
+#[test]
+fn refused_credentials_stop_start_up_naming_the_setting() {
+    let redis = RedisServer::start();
+    let rule = readme_rule();
+    let _: () = ::redis::cmd(&rule[0])
+        .arg(&rule[1..])
+        .query(&mut redis.conn())
+        .unwrap_or_else(|e| panic!("the README's rule: {e}"));
+    let wrong = format!("redis://webhook-service:wrong@127.0.0.1:{}", redis.port);
+    let (code, stderr) = super::start_and_expect_exit(&[("REDIS_URL", &wrong)]);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");
+    assert!(
+        stderr.contains("REDIS_URL") && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is not printed: {stderr}"
+    );
+
+    // A sentinel with a password of its own (it need not see a master to refuse us).
+    let dir = std::env::temp_dir().join(format!("webhook-service-sentinel-auth-{}", redis.port));
+    let _ = std::fs::create_dir_all(&dir);
+    let config = dir.join("sentinel.conf");
+    let _ = std::fs::write(
+        &config,
+        format!("sentinel monitor mymaster 127.0.0.1 {} 1\n", redis.port),
+    );
+    let sentinel = RedisServer::start_on(
+        crate::support::free_port(),
+        Some(config),
+        &[
+            "--dir".into(),
+            dir.display().to_string(),
+            "--sentinel".into(),
+        ],
+    );
+    let _: () = ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("resetpass")
+        .arg(">sentinel-pass")
+        .query(&mut sentinel.conn())
+        .unwrap_or_else(|e| panic!("a password for the sentinel: {e}"));
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
+    let (code, stderr) =
+        super::start_and_expect_exit(&[("REDIS_URL", &url), ("REDIS_SENTINEL_PASSWORD", "not-it")]);
+    drop(sentinel);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");
+    assert!(stderr.contains("REDIS_SENTINEL_PASSWORD"), "{stderr}");
+}
