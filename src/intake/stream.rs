@@ -248,57 +248,64 @@ impl Reader {
             }
         };
         for (consumer, alive) in others.into_iter().zip(alive) {
-            if alive {
-                continue;
+            if !alive {
+                self.take_over_consumer(conn, &consumer.name)?;
             }
-            let mut taken = 0;
-            // Bounded: at most 100 rounds of COUNT entries per check.
-            for _ in 0..100 {
-                let pending: StreamPendingCountReply = conn.xpending_consumer_count(
-                    &self.stream,
-                    &self.group,
-                    "-",
-                    "+",
-                    COUNT,
-                    &consumer.name,
-                )?;
-                if pending.ids.is_empty() {
-                    break;
-                }
-                let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
-                let claimed: StreamClaimReply = conn.xclaim(
-                    &self.stream,
-                    &self.group,
-                    &self.consumer,
-                    DEAD_CLAIM_IDLE_MS,
-                    &ids,
-                )?;
-                if claimed.ids.is_empty() {
-                    // Another survivor is taking them: leave the rest to it.
-                    break;
-                }
-                taken += claimed.ids.len();
-                self.handle(conn, claimed.ids)?;
-            }
-            if taken > 0 {
-                warn!(
-                    "stream consumer {} stopped (no instance heartbeat); took over {taken} entries it left pending on {}",
-                    consumer.name, self.stream
-                );
-            }
-            let left: StreamPendingCountReply = conn.xpending_consumer_count(
+        }
+        Ok(())
+    }
+
+    /// Claims and handles what the stopped `consumer` left pending, then deletes it once nothing
+    /// is pending for it.
+    fn take_over_consumer(
+        &self,
+        conn: &mut redis::Connection,
+        consumer: &str,
+    ) -> redis::RedisResult<()> {
+        let pending = |conn: &mut redis::Connection, count: usize| {
+            conn.xpending_consumer_count::<_, _, _, _, _, _, StreamPendingCountReply>(
                 &self.stream,
                 &self.group,
                 "-",
                 "+",
-                1,
-                &consumer.name,
-            )?;
-            if left.ids.is_empty() {
-                let _: usize =
-                    conn.xgroup_delconsumer(&self.stream, &self.group, &consumer.name)?;
-                debug!("deleted stopped stream consumer {}", consumer.name);
+                count,
+                consumer,
+            )
+        };
+        let mut taken = 0;
+        // Bounded: at most 100 rounds of COUNT entries per check.
+        for _ in 0..100 {
+            let ids: Vec<String> = pending(conn, COUNT)?
+                .ids
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            if ids.is_empty() {
+                break;
             }
+            let claimed: StreamClaimReply = conn.xclaim(
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                DEAD_CLAIM_IDLE_MS,
+                &ids,
+            )?;
+            if claimed.ids.is_empty() {
+                // Another survivor is taking them: leave the rest to it.
+                break;
+            }
+            taken += claimed.ids.len();
+            self.handle(conn, claimed.ids)?;
+        }
+        if taken > 0 {
+            warn!(
+                "stream consumer {consumer} stopped (no instance heartbeat); took over {taken} entries it left pending on {}",
+                self.stream
+            );
+        }
+        if pending(conn, 1)?.ids.is_empty() {
+            let _: usize = conn.xgroup_delconsumer(&self.stream, &self.group, consumer)?;
+            debug!("deleted stopped stream consumer {consumer}");
         }
         Ok(())
     }

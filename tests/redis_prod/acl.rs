@@ -49,21 +49,35 @@ fn api(service: &Service, method: &str, path: &str, body: Option<Value>) -> Valu
     answer.body
 }
 
-#[test]
-fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
-    let redis = RedisServer::start();
-    let mut admin = redis.conn();
+/// Makes the README's user on `redis`; returns its URL.
+fn make_user(redis: &RedisServer) -> String {
     let rule = readme_rule();
     let _: () = ::redis::cmd(&rule[0])
         .arg(&rule[1..])
-        .query(&mut admin)
+        .query(&mut redis.conn())
         .unwrap_or_else(|e| panic!("the README's rule: {e}"));
-    // The user really is limited.
-    let user_url = format!(
+    format!(
         "redis://webhook-service:{PASSWORD}@127.0.0.1:{}",
         redis.port
-    );
-    let mut user = ::redis::Client::open(user_url.as_str())
+    )
+}
+
+/// Adds a `complete_job` entry to the stream `events`.
+fn add(conn: &mut ::redis::Connection, message: String) {
+    let _: String = ::redis::cmd("XADD")
+        .arg("events")
+        .arg("*")
+        .arg("channel")
+        .arg("complete_job")
+        .arg("message")
+        .arg(message)
+        .query(conn)
+        .unwrap_or_else(|e| panic!("XADD: {e}"));
+}
+
+/// Checks the user at `url` is refused what the service never needs.
+fn assert_limited(url: &str) {
+    let mut user = ::redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .unwrap_or_else(|e| panic!("log in as the user: {e}"));
     for refused in [
@@ -78,33 +92,19 @@ fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
             "{refused:?}: {answer:?}"
         );
     }
-    let _: () = ::redis::cmd("ACL")
-        .arg("LOG")
-        .arg("RESET")
-        .query(&mut admin)
-        .unwrap_or_else(|e| panic!("ACL LOG RESET: {e}"));
+}
 
-    // A stream entry left pending by a consumer whose instance is gone: taken over.
+/// A stream entry (`job-ghost-0`) left pending by a consumer whose instance is gone.
+fn leave_a_ghost_entry(admin: &mut ::redis::Connection) {
     let _: () = ::redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("events")
         .arg("webhook-service")
         .arg("$")
         .arg("MKSTREAM")
-        .query(&mut admin)
+        .query(admin)
         .unwrap_or_else(|e| panic!("XGROUP CREATE: {e}"));
-    let add = |conn: &mut ::redis::Connection, message: String| {
-        let _: String = ::redis::cmd("XADD")
-            .arg("events")
-            .arg("*")
-            .arg("channel")
-            .arg("complete_job")
-            .arg("message")
-            .arg(message)
-            .query(conn)
-            .unwrap_or_else(|e| panic!("XADD: {e}"));
-    };
-    add(&mut admin, job("ghost", 0));
+    add(admin, job("ghost", 0));
     let _: ::redis::Value = ::redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("webhook-service")
@@ -114,53 +114,78 @@ fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
         .arg("STREAMS")
         .arg("events")
         .arg(">")
-        .query(&mut admin)
+        .query(admin)
         .unwrap_or_else(|e| panic!("XREADGROUP: {e}"));
+}
 
-    let service = Service::start(
-        &redis,
-        &[("REDIS_URL", &user_url), ("WEBHOOK_EVENT_STREAM", "events")],
-    );
-    // Every first attempt fails: each event is delivered on a retry.
+/// A receiver that fails the first attempt of every event (each is delivered on a retry), and
+/// the count of requests it had.
+fn fails_each_event_once() -> (Receiver, Arc<AtomicUsize>) {
     let attempts = Arc::new(AtomicUsize::new(0));
     let failed_once = Arc::new(Mutex::new(HashSet::new()));
-    let (counted, failed) = (attempts.clone(), failed_once.clone());
-    let flaky = Receiver::start(move |request, _| {
+    let counted = attempts.clone();
+    let receiver = Receiver::start(move |request, _| {
         counted.fetch_add(1, Ordering::Relaxed);
         let id = request.header("x-event-id").unwrap_or_default().to_string();
-        let first = failed.lock().map(|mut f| f.insert(id)).unwrap_or(false);
+        let first = failed_once
+            .lock()
+            .map(|mut f| f.insert(id))
+            .unwrap_or(false);
         if first {
             Reply::status(500)
         } else {
             Reply::ok()
         }
     });
-    let broken = Receiver::start(|_, _| Reply::status(500));
-    let retry = json!({"max_attempts": 5, "initial_delay_ms": 100, "backoff_multiplier": 2, "max_delay_ms": 500});
+    (receiver, attempts)
+}
+
+/// Creates (and edits) a webhook through the API; returns its id.
+fn create(service: &Service, url: &str, events: &[&str], retry: Value) -> String {
     let created = api(
-        &service,
+        service,
         "POST",
         "/webhooks",
-        Some(json!({"url": flaky.url("/acl"), "events": ["complete_job"], "retry_config": retry})),
+        Some(json!({"url": url, "events": events, "retry_config": retry})),
     );
-    let flaky_id = created["data"]["id"]
+    let id = created["data"]["id"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let dead = api(
-        &service,
-        "POST",
-        "/webhooks",
-        Some(
-            json!({"url": broken.url("/dead"), "events": ["job_failed"], "retry_config": {"max_attempts": 1}}),
-        ),
-    );
-    let dead_id = dead["data"]["id"].as_str().unwrap_or_default().to_string();
     api(
-        &service,
+        service,
         "PUT",
-        &format!("/webhooks/{flaky_id}"),
+        &format!("/webhooks/{id}"),
         Some(json!({"headers": {"X-Acl-Test": "1"}})),
+    );
+    id
+}
+
+#[test]
+fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
+    let redis = RedisServer::start();
+    let mut admin = redis.conn();
+    let user_url = make_user(&redis);
+    assert_limited(&user_url);
+    let _: () = ::redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .query(&mut admin)
+        .unwrap_or_else(|e| panic!("ACL LOG RESET: {e}"));
+    leave_a_ghost_entry(&mut admin);
+    let service = Service::start(
+        &redis,
+        &[("REDIS_URL", &user_url), ("WEBHOOK_EVENT_STREAM", "events")],
+    );
+    let (flaky, attempts) = fails_each_event_once();
+    let broken = Receiver::start(|_, _| Reply::status(500));
+    let retry = json!({"max_attempts": 5, "initial_delay_ms": 100, "backoff_multiplier": 2, "max_delay_ms": 500});
+    let flaky_id = create(&service, &flaky.url("/acl"), &["complete_job"], retry);
+    let dead_id = create(
+        &service,
+        &broken.url("/dead"),
+        &["job_failed"],
+        json!({"max_attempts": 1}),
     );
     wait_until(LONG, "both webhooks to load", || {
         (service.health()["processor"]["total_webhooks"] == 2).then_some(())
@@ -182,7 +207,7 @@ fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
             && seen.contains("job-ghost-0"))
         .then_some(())
     });
-    let letters = wait_until(LONG, "a dead letter", || {
+    let letter = wait_until(LONG, "a dead letter", || {
         let list = api(
             &service,
             "GET",
@@ -190,8 +215,8 @@ fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
             None,
         );
         (list["count"] == 1).then(|| list["data"][0]["id"].as_str().map(str::to_string))
-    });
-    let letter = letters.unwrap_or_else(|| panic!("the dead letter has no id"));
+    })
+    .unwrap_or_else(|| panic!("the dead letter has no id"));
     api(
         &service,
         "POST",
@@ -230,15 +255,7 @@ fn a_user_limited_to_the_documented_rule_runs_the_whole_pipeline() {
 fn a_stream_entry_whose_record_failed_is_delivered_when_read_again() {
     let redis = RedisServer::start();
     let mut admin = redis.conn();
-    let rule = readme_rule();
-    let _: () = ::redis::cmd(&rule[0])
-        .arg(&rule[1..])
-        .query(&mut admin)
-        .unwrap_or_else(|e| panic!("the README's rule: {e}"));
-    let user_url = format!(
-        "redis://webhook-service:{PASSWORD}@127.0.0.1:{}",
-        redis.port
-    );
+    let user_url = make_user(&redis);
     let service = Service::start(
         &redis,
         &[("REDIS_URL", &user_url), ("WEBHOOK_EVENT_STREAM", "events")],
@@ -259,15 +276,7 @@ fn a_stream_entry_whose_record_failed_is_delivered_when_read_again() {
             .unwrap_or_else(|e| panic!("ACL SETUSER {change}: {e}"));
     };
     acl(&mut admin, "-evalsha");
-    let _: String = ::redis::cmd("XADD")
-        .arg("events")
-        .arg("*")
-        .arg("channel")
-        .arg("complete_job")
-        .arg("message")
-        .arg(job("replayed", 0))
-        .query(&mut admin)
-        .unwrap_or_else(|e| panic!("XADD: {e}"));
+    add(&mut admin, job("replayed", 0));
     wait_until(LONG, "the record to fail", || {
         (service.health()["events"]["unrecorded"].as_u64() >= Some(1)).then_some(())
     });
@@ -296,11 +305,7 @@ fn a_stream_entry_whose_record_failed_is_delivered_when_read_again() {
 #[test]
 fn refused_credentials_stop_start_up_naming_the_setting() {
     let redis = RedisServer::start();
-    let rule = readme_rule();
-    let _: () = ::redis::cmd(&rule[0])
-        .arg(&rule[1..])
-        .query(&mut redis.conn())
-        .unwrap_or_else(|e| panic!("the README's rule: {e}"));
+    make_user(&redis);
     let wrong = format!("redis://webhook-service:wrong@127.0.0.1:{}", redis.port);
     let (code, stderr) = super::start_and_expect_exit(&[("REDIS_URL", &wrong)]);
     assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");

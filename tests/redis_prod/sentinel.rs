@@ -105,6 +105,30 @@ impl Producer {
     }
 }
 
+/// A thread adding stream entries `job-stream-0..n` (10 ms apart) and, until `stop`, publishing
+/// `job-before-<i>` beside each, counting those a subscriber got.
+fn produce(
+    sentinel_ports: &[u16],
+    n: usize,
+    stop: &Arc<AtomicBool>,
+    published: &Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    let (ports, stop, published) = (sentinel_ports.to_vec(), stop.clone(), published.clone());
+    std::thread::spawn(move || {
+        let mut producer = Producer {
+            sentinel_ports: ports,
+            conn: None,
+        };
+        for i in 0..n {
+            producer.add(&job("stream", i));
+            if !stop.load(Ordering::Relaxed) && producer.publish(&job("before", i)) > 0 {
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
 #[test]
 fn a_sentinel_failover_loses_no_stream_event_and_pubsub_resumes() {
     let mut set = SentinelSet::start();
@@ -130,26 +154,7 @@ fn a_sentinel_failover_loses_no_stream_event_and_pubsub_resumes() {
     let sentinel_ports: Vec<u16> = set.sentinels.iter().map(|s| s.port).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let published_before = Arc::new(AtomicUsize::new(0));
-    let producer = {
-        let (ports, stop, published) = (
-            sentinel_ports.clone(),
-            stop.clone(),
-            published_before.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut producer = Producer {
-                sentinel_ports: ports,
-                conn: None,
-            };
-            for i in 0..n {
-                producer.add(&job("stream", i));
-                if !stop.load(Ordering::Relaxed) && producer.publish(&job("before", i)) > 0 {
-                    published.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let producer = produce(&sentinel_ports, n, &stop, &published_before);
     wait_until(LONG, "a quarter of the stream delivered", || {
         (jobs_received(&receiver).0.len() >= n / 4).then_some(())
     });
