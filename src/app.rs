@@ -111,8 +111,6 @@ impl Shared {
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum AppError {
-    /// The Redis URL could not be used.
-    Redis(redis::RedisError),
     /// A Redis setting is wrong, or Redis refused what it names (certificate, credentials).
     RedisSetting(crate::redis_conn::TargetError),
     /// A thread could not be started.
@@ -126,7 +124,6 @@ pub enum AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Redis(e) => write!(f, "redis: {e}"),
             AppError::RedisSetting(e) => write!(f, "redis: {e}"),
             AppError::Spawn(what, e) => write!(f, "cannot start the {what} thread: {e}"),
             AppError::Listen(e) => f.write_str(e),
@@ -138,7 +135,6 @@ impl fmt::Display for AppError {
 impl std::error::Error for AppError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AppError::Redis(e) => Some(e),
             AppError::RedisSetting(_) => None,
             AppError::Spawn(_, e) => Some(e),
             AppError::Signal(e) => Some(e),
