@@ -7,7 +7,7 @@
 //! | `webhooks:due` | sorted set | ids waiting for a thread, scored by the time they are due (ms) |
 //! | `webhooks:leased:<instance>` | set | ids an instance holds in memory (queued, parked or in flight) |
 //! | `webhooks:instances` | set | instance ids; `webhooks:instance:<id>` is each one's heartbeat |
-//! | `webhooks:claim:<identity>` | string | the first instance to see an event claims it (its process's claim token) |
+//! | `webhooks:claim:<identity>` | string | the first instance to see a pub/sub event claims it |
 //! | `webhooks:dead_letters` | hash | delivery id → the record with its last error |
 //! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids by failure time |
 //!
@@ -61,13 +61,14 @@ pub fn claim(identity: &[u8; 32]) -> String {
 }
 
 /// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set,
-/// then one claim key per event. ARGV: this process's claim token, then per event the claim's
-/// TTL in ms ('0': no claim), the number of deliveries n, then n (id, record) pairs. Returns 1
-/// per event recorded here, 0 per event another instance had claimed. A claim that already holds
-/// our token is ours: the script ran before and its reply was lost (a failover), so running it
-/// again records the same deliveries again instead of leaving them leased and never queued.
-/// Fields and ids are written in chunks, many per command (Lua's `unpack` takes at most a few
-/// thousand values).
+/// then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no claim), the
+/// number of deliveries n (at least 1), then n (id, record) pairs. Returns 1 per event recorded
+/// here, 0 per event another instance had claimed. An event found claimed whose first delivery
+/// this instance still leases was recorded here by an earlier try whose answer was lost with
+/// the connection (Redis went away just after running the script): it is recorded again, the
+/// same ids and records, rather than counted as claimed elsewhere and left leased and never
+/// queued. Fields and ids are written in chunks, many per command (Lua's `unpack` takes at
+/// most a few thousand values).
 const RECORD: &str = r#"
 local claimed, fields, ids = {}, {}, {}
 local function flush()
@@ -77,12 +78,12 @@ local function flush()
     fields, ids = {}, {}
   end
 end
-local token, a = ARGV[1], 2
+local a = 1
 for k = 3, #KEYS do
   local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
-  if ttl == '0' or redis.call('SET', KEYS[k], token, 'NX', 'PX', ttl)
-      or redis.call('GET', KEYS[k]) == token then
+  if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
+      or redis.call('SISMEMBER', KEYS[2], ARGV[a]) == 1 then
     for _ = 1, n do
       fields[#fields + 1] = ARGV[a]
       fields[#fields + 1] = ARGV[a + 1]
@@ -166,19 +167,14 @@ pub struct Durable {
     redis: Arc<RedisPool>,
     instance: Arc<str>,
     leased: Arc<str>,
-    /// Written into this process's event claims: the instance id and a number drawn at start, so
-    /// a restart under the same id does not take the previous run's claims for its own.
-    claim_token: Arc<str>,
 }
 
 impl Durable {
     /// The store of `instance`.
     pub fn new(redis: Arc<RedisPool>, instance: &str) -> Durable {
-        let nonce = getrandom::u64().unwrap_or_else(|_| crate::time::now_ms());
         Durable {
             leased: Arc::from(leased(instance)),
             instance: Arc::from(instance),
-            claim_token: Arc::from(format!("{instance}:{nonce:016x}")),
             redis,
         }
     }
@@ -215,10 +211,7 @@ impl Durable {
         }
         let script = redis::Script::new(RECORD);
         let mut invocation = script.prepare_invoke();
-        invocation
-            .key(DELIVERIES)
-            .key(&*self.leased)
-            .arg(&*self.claim_token);
+        invocation.key(DELIVERIES).key(&*self.leased);
         for (claim_key, ttl, deliveries) in events {
             invocation.key(claim_key).arg(*ttl).arg(deliveries.len());
             for d in deliveries.iter() {
