@@ -22,7 +22,7 @@ use crate::delivery::{Delivery, http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
-use crate::redis_conn::RedisPool;
+use crate::redis_conn::{RedisPool, Target};
 use crate::webhook::registry::{self, Registry};
 
 /// The process-wide stop flag. Blocking loops wake at least every half second to check it.
@@ -56,8 +56,8 @@ impl Shutdown {
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum AppError {
-    /// The Redis URL could not be used.
-    Redis(redis::RedisError),
+    /// A Redis setting is wrong, or Redis refused what it names (certificate, credentials).
+    RedisSetting(crate::redis_conn::TargetError),
     /// A thread could not be started.
     Spawn(&'static str, std::io::Error),
     /// The API could not listen.
@@ -69,7 +69,7 @@ pub enum AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Redis(e) => write!(f, "redis: {e}"),
+            AppError::RedisSetting(e) => write!(f, "redis: {e}"),
             AppError::Spawn(what, e) => write!(f, "cannot start the {what} thread: {e}"),
             AppError::Listen(e) => f.write_str(e),
             AppError::Signal(e) => write!(f, "cannot handle SIGTERM/SIGINT: {e}"),
@@ -80,7 +80,7 @@ impl fmt::Display for AppError {
 impl std::error::Error for AppError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AppError::Redis(e) => Some(e),
+            AppError::RedisSetting(_) => None,
             AppError::Spawn(_, e) => Some(e),
             AppError::Signal(e) => Some(e),
             AppError::Listen(_) => None,
@@ -239,8 +239,21 @@ pub fn start(config: Config) -> Result<Service, AppError> {
     if let Some(env) = &config.node_env {
         info!("NODE_ENV={env}");
     }
-    let client = redis::Client::open(config.redis_url.as_str()).map_err(AppError::Redis)?;
-    let redis = Arc::new(RedisPool::new(client));
+    let target = Target::parse(&config.redis_url, config.redis_url_variable, &config.redis)
+        .map_err(AppError::RedisSetting)?;
+    info!(
+        "redis: {} ({}, TLS {})",
+        target.describe(),
+        target.mode().name(),
+        if target.tls() { "on" } else { "off" }
+    );
+    if config.redis.tls_unsafe_skip_verify {
+        warn!(
+            "REDIS_TLS_UNSAFE_SKIP_VERIFY=true: the Redis server's certificate is NOT checked; anyone on the network path can read and change this traffic"
+        );
+    }
+    let redis = Arc::new(RedisPool::new(target));
+    redis.check().map_err(AppError::RedisSetting)?;
     let base = Base {
         durable: Durable::new(redis.clone(), &config.instance_id),
         redis,

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::delivery::ssrf::Cidr;
+use crate::redis_conn::{RedisOptions, Target};
 
 /// One environment variable.
 #[derive(Debug)]
@@ -36,12 +37,42 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "REDIS_URL",
         default: "redis://localhost:6379",
-        doc: "Redis to read events from and keep state in.",
+        doc: "Redis to read events from and keep state in: `redis://[user:password@]host:port[/db]`, `rediss://…` over TLS, or the master of a Sentinel set, `redis+sentinel://[user:password@]host1:26379,host2:26379/<master>[/db]` (`rediss+sentinel://…` over TLS).",
     },
     Setting {
         name: "HUB_REDIS_URL",
         default: "",
         doc: "Read when `REDIS_URL` is unset (the original's name).",
+    },
+    Setting {
+        name: "REDIS_TLS_CA_FILE",
+        default: "",
+        doc: "PEM file of the CA certificates that signed the Redis server's certificate, trusted instead of the built-in Mozilla roots (TLS URLs only).",
+    },
+    Setting {
+        name: "REDIS_TLS_CERT_FILE",
+        default: "",
+        doc: "PEM client certificate (chain) shown to Redis for mutual TLS, with `REDIS_TLS_KEY_FILE`.",
+    },
+    Setting {
+        name: "REDIS_TLS_KEY_FILE",
+        default: "",
+        doc: "PEM private key of `REDIS_TLS_CERT_FILE`.",
+    },
+    Setting {
+        name: "REDIS_TLS_UNSAFE_SKIP_VERIFY",
+        default: "false",
+        doc: "UNSAFE, for test setups only: `true` accepts any certificate from Redis, unchecked, so anyone on the network path can read and change the traffic.",
+    },
+    Setting {
+        name: "REDIS_SENTINEL_USERNAME",
+        default: "",
+        doc: "User for the sentinels of a Sentinel URL, when they have ACL users of their own (the URL's user is the master's).",
+    },
+    Setting {
+        name: "REDIS_SENTINEL_PASSWORD",
+        default: "",
+        doc: "Password for the sentinels of a Sentinel URL (their `requirepass`, or the password of `REDIS_SENTINEL_USERNAME`).",
     },
     Setting {
         name: "CORS_ORIGINS",
@@ -214,6 +245,10 @@ pub struct Config {
     pub host: IpAddr,
     /// Redis URL.
     pub redis_url: String,
+    /// The variable the Redis URL came from (`REDIS_URL` or `HUB_REDIS_URL`).
+    pub redis_url_variable: &'static str,
+    /// TLS and Sentinel settings.
+    pub redis: RedisOptions,
     /// Allowed CORS origins; `["*"]` allows any.
     pub cors_origins: Vec<String>,
     /// `NODE_ENV`, if set.
@@ -286,6 +321,7 @@ impl fmt::Debug for Config {
             .field("port", &self.port)
             .field("host", &self.host)
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis", &self.redis)
             .field("cors_origins", &self.cors_origins)
             .field("delivery_threads", &self.delivery_threads)
             .field("retry_threads", &self.retry_threads)
@@ -333,6 +369,33 @@ fn default_instance_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_string());
     format!("{host}-{}", std::process::id())
+}
+
+/// The Redis settings other than the URL (checked with it by [`Target::parse`]).
+fn redis_options<F: Fn(&str) -> Option<String>>(
+    r: &Reader<F>,
+) -> Result<RedisOptions, ConfigError> {
+    let optional = |name: &'static str| Some(r.raw(name)).filter(|v| !v.is_empty());
+    let skip = r.raw("REDIS_TLS_UNSAFE_SKIP_VERIFY");
+    let tls_unsafe_skip_verify = match skip.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(ConfigError {
+                variable: "REDIS_TLS_UNSAFE_SKIP_VERIFY",
+                value: skip,
+                rule: "must be `true` or `false`".into(),
+            });
+        }
+    };
+    Ok(RedisOptions {
+        tls_ca_file: optional("REDIS_TLS_CA_FILE"),
+        tls_cert_file: optional("REDIS_TLS_CERT_FILE"),
+        tls_key_file: optional("REDIS_TLS_KEY_FILE"),
+        tls_unsafe_skip_verify,
+        sentinel_username: optional("REDIS_SENTINEL_USERNAME"),
+        sentinel_password: optional("REDIS_SENTINEL_PASSWORD"),
+    })
 }
 
 /// Hides the password of a `redis://user:password@host` URL.
@@ -402,11 +465,17 @@ impl Config {
                 None => ("REDIS_URL", r.raw("REDIS_URL")),
             },
         };
-        if redis::Client::open(redis_url.1.as_str()).is_err() {
+        let redis = redis_options(&r)?;
+        if let Err(e) = Target::parse(&redis_url.1, redis_url.0, &redis) {
+            let value = match e.variable {
+                v if v == redis_url.0 => redact_url(&redis_url.1),
+                v if v.contains("PASSWORD") => "<redacted>".into(),
+                v => r.raw(v),
+            };
             return Err(ConfigError {
-                variable: redis_url.0,
-                value: redact_url(&redis_url.1),
-                rule: "must be a redis:// or rediss:// URL".into(),
+                variable: e.variable,
+                value,
+                rule: e.rule,
             });
         }
         let cors_origins: Vec<String> = r
@@ -473,6 +542,8 @@ impl Config {
             port,
             host,
             redis_url: redis_url.1,
+            redis_url_variable: redis_url.0,
+            redis,
             cors_origins,
             node_env: (r.lookup)("NODE_ENV"),
             delivery_threads,
@@ -580,6 +651,10 @@ mod tests {
             ("WEBHOOK_MAX_BODY_BYTES", "10"),
             ("WEBHOOK_CAPTURE_MAX_BYTES", "1000"),
             ("WEBHOOK_API_HEAD_TIMEOUT_MS", "0"),
+            ("REDIS_TLS_UNSAFE_SKIP_VERIFY", "yes"),
+            // TLS files without a TLS URL.
+            ("REDIS_TLS_CA_FILE", "/etc/hostname"),
+            ("REDIS_URL", "redis+sentinel://s1:26379"),
         ];
         for (name, value) in cases {
             match config(&[(name, value)]) {
@@ -603,6 +678,18 @@ mod tests {
             };
             let row = format!("| `{}` |{} | {} |", setting.name, default, setting.doc);
             assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn tls_and_sentinel_urls_are_accepted() {
+        for url in [
+            "rediss://u:p@redis.example.com:6380/1",
+            "redis+sentinel://s1:26379,s2:26379/mymaster",
+            "rediss+sentinel://u:p@s1,s2/mymaster/2",
+        ] {
+            let c = config(&[("REDIS_URL", url)]).map(|c| c.redis_url);
+            assert_eq!(c, Ok(url.to_string()));
         }
     }
 

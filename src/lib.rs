@@ -33,8 +33,8 @@
 //! | name | owns | wakes on |
 //! |---|---|---|
 //! | `intake-pubsub` | the subscriber connection; parse, dedupe, dispatch | a message, or 500 ms |
-//! | `intake-stream` | the stream consumer (when configured) | entries, or 500 ms |
-//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing | prepared events |
+//! | `intake-stream` | the stream consumer (when configured); taking over stopped consumers' entries | entries, or 500 ms |
+//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | first attempts | the first-attempt channel |
 //! | `retry-N` | retries, deliveries taken back from Redis, test attempts (`POST /webhooks/:id/test`) | the retry channel, the job channel |
@@ -47,6 +47,11 @@
 //! | `api-conn` (one per connection) | reading each request whole under deadlines, writing its reply | the client's bytes |
 //! | `api-N` | API handlers | a complete request, or 500 ms |
 //! | `api-slow-N` | handlers that wait on something outside (test deliveries) | a complete request, or 500 ms |
+//!
+//! Every Redis connection is made by [`redis_conn::RedisPool`] (TLS, ACL users, Sentinel): after a
+//! failover every thread's next connection goes to the new master, and dedicated connections
+//! (subscriber, stream reader) see theirs go stale. With several instances, each pub/sub event
+//! has an owner among the live instances ([`intake::share`]), which claims it first.
 //!
 //! # Invariants
 //!

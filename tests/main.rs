@@ -14,6 +14,7 @@ mod hostile;
 mod intake;
 mod legacy;
 mod outcomes;
+mod redis_prod;
 mod signatures;
 mod writes;
 

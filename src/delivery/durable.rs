@@ -436,30 +436,52 @@ impl Durable {
 
     /// Instances whose heartbeat has stopped, other than this one.
     pub fn dead_instances(&self) -> Result<Vec<String>, DurableError> {
+        Ok(self
+            .other_instances()?
+            .into_iter()
+            .filter(|(_, alive)| !alive)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Every other instance, with whether its heartbeat is alive.
+    pub fn other_instances(&self) -> Result<Vec<(String, bool)>, DurableError> {
         let all: Vec<String> = self
             .redis
             .with(|conn| conn.smembers(INSTANCES))
             .map_err(err("list instances"))?;
-        let others: Vec<&String> = all.iter().filter(|i| **i != *self.instance).collect();
+        let others: Vec<String> = all.into_iter().filter(|i| **i != *self.instance).collect();
         if others.is_empty() {
             return Ok(Vec::new());
         }
-        let alive: Vec<bool> = self
-            .redis
+        let alive = self.alive(&others)?;
+        Ok(others.into_iter().zip(alive).collect())
+    }
+
+    /// Whether each claim key is taken (one pipelined round trip).
+    pub fn claimed(&self, keys: &[String]) -> Result<Vec<bool>, DurableError> {
+        self.exist(keys, "read event claims")
+    }
+
+    /// Whether each instance's heartbeat is alive (one pipelined round trip).
+    pub fn alive(&self, instances: &[String]) -> Result<Vec<bool>, DurableError> {
+        let keys: Vec<String> = instances.iter().map(|i| heartbeat(i)).collect();
+        self.exist(&keys, "read heartbeats")
+    }
+
+    fn exist(&self, keys: &[String], op: &'static str) -> Result<Vec<bool>, DurableError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.redis
             .with(|conn| {
                 let mut pipe = redis::pipe();
-                for id in &others {
-                    pipe.exists(heartbeat(id));
+                for key in keys {
+                    pipe.exists(key);
                 }
                 pipe.query(conn)
             })
-            .map_err(err("read heartbeats"))?;
-        Ok(others
-            .into_iter()
-            .zip(alive)
-            .filter(|(_, alive)| !alive)
-            .map(|(id, _)| id.clone())
-            .collect())
+            .map_err(err(op))
     }
 
     /// Forgets a dead instance (after its leases were released).

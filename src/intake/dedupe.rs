@@ -50,6 +50,16 @@ impl Dedupe {
         self.order.push_back((now, key));
         true
     }
+
+    /// Forgets `identity`: an event whose deliveries could not be recorded will be read again
+    /// (a stream entry left pending) and must not be taken for a duplicate of itself then. Its
+    /// old place in the arrival order stays, so it may expire early: the Redis claim still
+    /// catches a duplicate from another instance.
+    pub fn forget(&mut self, identity: &[u8; 32]) {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&identity[..16]);
+        self.seen.remove(&u128::from_le_bytes(key));
+    }
 }
 
 /// Identities are SHA-256 prefixes, already uniform: their low 64 bits are the hash (SipHash
@@ -86,6 +96,13 @@ mod tests {
         assert!(!d.first_time(&a, t0 + Duration::from_secs(5)));
         assert!(d.first_time(&[2u8; 32], t0 + Duration::from_secs(5)));
         assert!(d.first_time(&a, t0 + Duration::from_secs(11)));
+        let b = [3u8; 32];
+        assert!(d.first_time(&b, t0));
+        d.forget(&b);
+        assert!(
+            d.first_time(&b, t0),
+            "forgotten: seen for the first time again"
+        );
         let mut off = Dedupe::new(Duration::ZERO);
         assert!(off.first_time(&a, t0) && off.first_time(&a, t0));
     }

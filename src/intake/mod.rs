@@ -7,6 +7,7 @@
 pub mod dedupe;
 pub mod jobs;
 pub mod pubsub;
+pub mod share;
 pub mod stage;
 pub mod stream;
 
@@ -94,7 +95,17 @@ impl Intake {
         for event in events {
             self.counters.event(event.kind.name(), source);
             if let (false, Some(stage)) = (replayable, &self.stage) {
-                // Pub/sub: built here, recorded and queued by the record stage, in batches.
+                // Pub/sub: another instance's event waits for its owner in the record stage,
+                // unbuilt (it is built there only if the owner does not claim it in time).
+                if !stage.owns(&event) {
+                    if self.matches_any(&event) {
+                        // Counted as processed here, like the events this instance builds.
+                        deliveries += 1;
+                        stage.defer(event);
+                    }
+                    continue;
+                }
+                // Ours: built here, recorded and queued by the record stage, in batches.
                 if let Some(prepared) = self.dispatcher.prepare(&event) {
                     deliveries += prepared.len();
                     stage.send(event, prepared);
@@ -104,6 +115,10 @@ impl Intake {
             let dispatched = self.dispatcher.dispatch(&event, replayable);
             deliveries += dispatched.count;
             recorded &= dispatched.recorded;
+            if replayable && !dispatched.recorded {
+                // Left pending, it is read again: then it is no duplicate.
+                self.state.lock().dedupe.forget(&event.identity);
+            }
         }
         if deliveries > 0 {
             bump(&self.counters.events_processed);
@@ -111,6 +126,13 @@ impl Intake {
             bump(&self.counters.events_skipped);
         }
         recorded
+    }
+
+    /// Whether any webhook takes `event` (matching only, no bodies built).
+    fn matches_any(&self, event: &Event) -> bool {
+        let snapshot = self.dispatcher.registry.snapshot();
+        let now_ms = crate::time::now_ms();
+        snapshot.matches(event, now_ms).next().is_some()
     }
 
     /// Counts a stream entry without `channel` and `message`.

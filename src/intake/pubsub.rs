@@ -1,6 +1,7 @@
 //! The `intake-pubsub` thread: SUBSCRIBE to the event channels and `webhooks:changed`,
 //! PSUBSCRIBE to the patterns (handling `pmessage`, which the original ignored, reference B1),
-//! and reconnect with backoff whenever Redis goes away, without a busy loop or a log storm.
+//! and reconnect with backoff whenever Redis goes away, without a busy loop or a log storm. After
+//! a Sentinel failover the subscription moves to the new master and subscribes again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use crate::app::Shutdown;
 use crate::event::parse::{CHANNELS, PATTERNS};
 use crate::keys;
 use crate::monitor::Counters;
-use crate::redis_conn::{self, Backoff, RedisPool};
+use crate::redis_conn::{Backoff, RedisPool};
 use crate::webhook::registry::Registry;
 
 /// How long one read waits before checking for shutdown.
@@ -45,7 +46,7 @@ pub fn spawn(
                 }
                 .and_then(|()| {
                     subscribe_and_read(
-                        redis.client(),
+                        &redis,
                         &intake,
                         &registry_notify,
                         &counters,
@@ -73,65 +74,76 @@ pub fn spawn(
                     Ok(()) => {}
                 }
                 was_connected = true;
-                shutdown.sleep(delay);
+                redis.sleep(&shutdown, delay);
             }
         })
 }
 
 fn subscribe_and_read(
-    client: &redis::Client,
+    redis: &RedisPool,
     intake: &Intake,
     registry_notify: &Sender<()>,
     counters: &Counters,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
 ) -> redis::RedisResult<()> {
-    let mut conn = redis_conn::connect(client, READ_TIMEOUT)?;
-    let mut pubsub = conn.as_pubsub();
-    pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
-    for channel in CHANNELS.iter().chain([&keys::CHANGED_CHANNEL]) {
-        pubsub.subscribe(*channel)?;
-    }
-    for pattern in PATTERNS {
-        pubsub.psubscribe(pattern)?;
-    }
-    if backoff.failures() > 0 {
-        info!("subscribed to Redis again");
-    } else {
-        info!(
-            "subscribed to {} channels and {} patterns",
-            CHANNELS.len(),
-            PATTERNS.len()
-        );
-    }
-    backoff.reset();
-    counters.redis_connected.store(true, Ordering::Relaxed);
-    // The registry may have changed while we were away.
-    let _ = registry_notify.try_send(());
-    let mut last_traffic = Instant::now();
-    while !shutdown.is_set() {
-        match pubsub.get_message() {
-            Ok(msg) => {
-                last_traffic = Instant::now();
-                let channel = msg.get_channel_name();
-                if channel == keys::CHANGED_CHANNEL {
-                    let _ = registry_notify.try_send(());
-                    continue;
-                }
-                let pattern: Option<String> = msg.get_pattern().ok().flatten();
-                let source = pattern.as_deref().unwrap_or(channel);
-                // Pub/sub has nothing to acknowledge: what could not be recorded was still queued.
-                let _ = intake.process(source, channel, msg.get_payload_bytes(), false);
-            }
-            Err(e) if e.is_timeout() => {
-                if last_traffic.elapsed() >= PING_AFTER {
-                    // A half-open TCP connection looks like silence: ask.
-                    pubsub.ping::<redis::Value>()?;
-                    last_traffic = Instant::now();
-                }
-            }
-            Err(e) => return Err(e),
+    let mut dedicated = redis.dedicated(READ_TIMEOUT)?;
+    let generation = dedicated.generation();
+    let result = (|| {
+        let mut pubsub = dedicated.conn.as_pubsub();
+        pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+        for channel in CHANNELS.iter().chain([&keys::CHANGED_CHANNEL]) {
+            pubsub.subscribe(*channel)?;
         }
+        for pattern in PATTERNS {
+            pubsub.psubscribe(pattern)?;
+        }
+        if backoff.failures() > 0 {
+            info!("subscribed to Redis again");
+        } else {
+            info!(
+                "subscribed to {} channels and {} patterns",
+                CHANNELS.len(),
+                PATTERNS.len()
+            );
+        }
+        backoff.reset();
+        counters.redis_connected.store(true, Ordering::Relaxed);
+        // The registry may have changed while we were away.
+        let _ = registry_notify.try_send(());
+        let mut last_traffic = Instant::now();
+        while !shutdown.is_set() {
+            if !redis.is_current(generation) {
+                info!("the Redis master moved; subscribing on the new one");
+                return Ok(());
+            }
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    last_traffic = Instant::now();
+                    let channel = msg.get_channel_name();
+                    if channel == keys::CHANGED_CHANNEL {
+                        let _ = registry_notify.try_send(());
+                        continue;
+                    }
+                    let pattern: Option<String> = msg.get_pattern().ok().flatten();
+                    let source = pattern.as_deref().unwrap_or(channel);
+                    // Pub/sub has nothing to acknowledge: what could not be recorded was still queued.
+                    let _ = intake.process(source, channel, msg.get_payload_bytes(), false);
+                }
+                Err(e) if e.is_timeout() => {
+                    if last_traffic.elapsed() >= PING_AFTER {
+                        // A half-open TCP connection looks like silence: ask.
+                        pubsub.ping::<redis::Value>()?;
+                        last_traffic = Instant::now();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = &result {
+        redis.failed(e, generation);
     }
-    Ok(())
+    result
 }

@@ -10,18 +10,26 @@
 //! webhooks is many bodies. Past [`MAX_WAITING_DELIVERIES`] the subscriber waits, and the
 //! burst waits as raw messages in Redis' output buffer for this client, far smaller than the
 //! deliveries they become.
+//!
+//! With several instances on one Redis, an event another instance owns (see [`super::share`])
+//! is handed over unbuilt and waits here for [`GRACE`]; then, unless its owner has claimed it
+//! meanwhile (one `EXISTS` per event, pipelined), it is built and recorded here after all.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use log::error;
+use log::{debug, error};
 
+use super::share::{GRACE, Share};
 use crate::app::Shutdown;
 use crate::delivery::dispatcher::{Dispatcher, Prepared};
+use crate::delivery::durable;
 use crate::event::Event;
+use crate::monitor::bump;
 
 /// Events waiting for the stage before the subscriber waits.
 const CAPACITY: usize = 1024;
@@ -33,15 +41,35 @@ const BATCH: usize = 256;
 const BATCH_DELIVERIES: usize = 2048;
 /// Longest the subscriber waits for room before handing an event over regardless.
 const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Events of other instances held for their grace; past this the oldest are taken on early
+/// (bounded memory in a burst beyond what the owners keep up with).
+const MAX_DEFERRED: usize = 20_000;
+
+/// What the subscriber hands over.
+#[derive(Debug)]
+pub enum Staged {
+    /// An event this instance owns, with its deliveries built.
+    Ready(Event, Prepared),
+    /// An event another instance owns: built and recorded here only if its owner has not
+    /// claimed it within the grace.
+    Deferred(Event),
+}
 
 /// The subscriber's end.
 #[derive(Debug, Clone)]
 pub struct StageSender {
-    tx: Sender<(Event, Prepared)>,
+    tx: Sender<Staged>,
     waiting: Waiting,
+    share: Arc<Share>,
 }
 
 impl StageSender {
+    /// Whether this instance claims `event` first (else hand it over with [`StageSender::defer`],
+    /// unbuilt).
+    pub fn owns(&self, event: &Event) -> bool {
+        self.share.owns(event)
+    }
+
     /// Hands an event over (waits while the stage is full: backpressure on the subscriber).
     pub fn send(&self, event: Event, prepared: Prepared) {
         let started = Instant::now();
@@ -50,10 +78,19 @@ impl StageSender {
         {
             std::thread::sleep(Duration::from_micros(500));
         }
-        let n = prepared.len();
+        self.hand_over(Staged::Ready(event, prepared));
+    }
+
+    /// Hands over an event another instance owns.
+    pub fn defer(&self, event: Event) {
+        self.hand_over(Staged::Deferred(event));
+    }
+
+    fn hand_over(&self, item: Staged) {
+        let n = item.deliveries();
         self.waiting.events.fetch_add(1, Ordering::AcqRel);
         self.waiting.deliveries.fetch_add(n, Ordering::AcqRel);
-        if self.tx.send((event, prepared)).is_err() {
+        if self.tx.send(item).is_err() {
             self.waiting.events.fetch_sub(1, Ordering::AcqRel);
             self.waiting.deliveries.fetch_sub(n, Ordering::AcqRel);
             error!("the record stage has stopped; a pub/sub event is dropped");
@@ -73,23 +110,36 @@ impl StageSender {
     }
 }
 
+impl Staged {
+    /// Deliveries built (and counted as waiting).
+    fn deliveries(&self) -> usize {
+        match self {
+            Staged::Ready(_, prepared) => prepared.len(),
+            Staged::Deferred(_) => 0,
+        }
+    }
+}
+
 /// What waits for the stage, shared by the subscriber's end and the stage.
 #[derive(Debug, Clone, Default)]
 pub struct Waiting {
-    /// Events handed over and not yet queued for delivery.
+    /// Events handed over and not yet queued for delivery (or found claimed elsewhere).
     events: Arc<AtomicUsize>,
-    /// Their deliveries.
+    /// Their deliveries built so far.
     deliveries: Arc<AtomicUsize>,
+    /// Which events this instance claims first (shared with the subscriber's end).
+    share: Arc<Share>,
 }
 
 /// The stage's channel.
-pub fn channel() -> (StageSender, Receiver<(Event, Prepared)>, Waiting) {
+pub fn channel() -> (StageSender, Receiver<Staged>, Waiting) {
     let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
     let waiting = Waiting::default();
     (
         StageSender {
             tx,
             waiting: waiting.clone(),
+            share: waiting.share.clone(),
         },
         rx,
         waiting,
@@ -98,33 +148,120 @@ pub fn channel() -> (StageSender, Receiver<(Event, Prepared)>, Waiting) {
 
 /// Starts `intake-record`.
 pub fn spawn(
-    rx: Receiver<(Event, Prepared)>,
+    rx: Receiver<Staged>,
     waiting: Waiting,
     dispatcher: Arc<Dispatcher>,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
+    // Without claims (no dedupe window) every instance delivers every event: nothing to share.
+    let claims = dispatcher.claim_ttl_ms > 0;
+    waiting.share.start(dispatcher.durable.instance(), claims);
     std::thread::Builder::new()
         .name("intake-record".into())
         .spawn(move || {
+            let mut stage = Stage {
+                deferred: VecDeque::new(),
+            };
             loop {
-                let first = match rx.recv_timeout(Duration::from_millis(500)) {
-                    Ok(item) => item,
-                    Err(RecvTimeoutError::Timeout) if shutdown.is_set() => return,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                };
-                let mut deliveries = first.1.len();
-                let mut batch = Vec::with_capacity(BATCH);
-                batch.push(first);
-                while batch.len() < BATCH && deliveries < BATCH_DELIVERIES {
-                    let Ok(item) = rx.try_recv() else { break };
-                    deliveries += item.1.len();
-                    batch.push(item);
+                if claims {
+                    waiting.share.refresh(&dispatcher.durable);
                 }
-                let n = batch.len();
-                dispatcher.dispatch_batch(batch);
-                waiting.deliveries.fetch_sub(deliveries, Ordering::AcqRel);
-                waiting.events.fetch_sub(n, Ordering::AcqRel);
+                let mut batch = Batch::default();
+                match rx.recv_timeout(stage.wait()) {
+                    Ok(item) => stage.take(item, &mut batch),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                while batch.items.len() < BATCH && batch.deliveries < BATCH_DELIVERIES {
+                    let Ok(item) = rx.try_recv() else { break };
+                    stage.take(item, &mut batch);
+                }
+                // Stopping: nothing waits for its grace any more.
+                let stopping = shutdown.is_set();
+                stage.release_due(&dispatcher, &mut batch, stopping);
+                if batch.events > 0 {
+                    let counted = batch.deliveries;
+                    let events = batch.events;
+                    if !batch.items.is_empty() {
+                        dispatcher.dispatch_batch(batch.items);
+                    }
+                    waiting.deliveries.fetch_sub(counted, Ordering::AcqRel);
+                    waiting.events.fetch_sub(events, Ordering::AcqRel);
+                } else if stopping && stage.deferred.is_empty() {
+                    return;
+                }
             }
         })
+}
+
+/// Events to record in one round trip.
+#[derive(Default)]
+struct Batch {
+    items: Vec<(Event, Prepared)>,
+    /// Events handed over that this batch settles (recorded, or found claimed elsewhere).
+    events: usize,
+    /// Deliveries of these that were counted as waiting.
+    deliveries: usize,
+}
+
+/// The stage thread's state.
+struct Stage {
+    /// Events another instance owns, until their grace has passed (in arrival order).
+    deferred: VecDeque<(Instant, Event)>,
+}
+
+impl Stage {
+    /// How long to wait for the next event: until the first deferred one is due, at most 500 ms.
+    fn wait(&self) -> Duration {
+        let most = Duration::from_millis(500);
+        self.deferred.front().map_or(most, |(due, _)| {
+            due.saturating_duration_since(Instant::now()).min(most)
+        })
+    }
+
+    fn take(&mut self, item: Staged, batch: &mut Batch) {
+        match item {
+            Staged::Ready(event, prepared) => {
+                batch.deliveries += prepared.len();
+                batch.events += 1;
+                batch.items.push((event, prepared));
+            }
+            Staged::Deferred(event) => self.deferred.push_back((Instant::now() + GRACE, event)),
+        }
+    }
+
+    /// Takes on the deferred events whose grace has passed (all of them when `stopping`, the
+    /// oldest beyond [`MAX_DEFERRED`]) that their owners have not claimed: built and added to
+    /// `batch`, whose record script claims them (or finds them claimed after all).
+    fn release_due(&mut self, dispatcher: &Dispatcher, batch: &mut Batch, stopping: bool) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while due.len() < BATCH
+            && self
+                .deferred
+                .front()
+                .is_some_and(|(at, _)| *at <= now || stopping || self.deferred.len() > MAX_DEFERRED)
+        {
+            if let Some((_, event)) = self.deferred.pop_front() {
+                due.push(event);
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        batch.events += due.len();
+        let keys: Vec<String> = due.iter().map(|e| durable::claim(&e.identity)).collect();
+        // Redis away: build them all; recording decides (or they go on from memory).
+        let claimed = dispatcher.durable.claimed(&keys).unwrap_or_else(|e| {
+            debug!("{e}; taking on other instances' events unchecked");
+            vec![false; keys.len()]
+        });
+        for (event, claimed) in due.into_iter().zip(claimed) {
+            if claimed {
+                bump(&dispatcher.counters.events_claimed_elsewhere);
+            } else if let Some(prepared) = dispatcher.prepare(&event) {
+                batch.items.push((event, prepared));
+            }
+        }
+    }
 }

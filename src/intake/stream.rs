@@ -4,9 +4,13 @@
 //!
 //! An entry is acknowledged (XACK) only once its deliveries are recorded in Redis, so a crash or
 //! an outage between reading and recording leaves it pending, to be read again. On start the
-//! thread first re-reads its own pending entries, then takes over entries a dead consumer left
-//! pending for a minute (XAUTOCLAIM, also every 30 s). A deleted group (NOGROUP) is recreated.
-//! Errors back off exponentially; one warning per outage.
+//! thread first re-reads its own pending entries. The consumer name is the instance id, so the
+//! entries of a consumer whose instance heartbeat has stopped are taken over as soon as that is
+//! seen (XPENDING + XCLAIM, checked every 2 s; the consumer is then deleted), and any entry left
+//! pending for a minute is taken over regardless (XAUTOCLAIM, every 30 s). A deleted group
+//! (NOGROUP) is recreated.
+//! Errors back off exponentially; one warning per outage. After a Sentinel failover the reader
+//! moves to the new master and first re-reads its pending entries there.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,11 +18,14 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use redis::Commands;
-use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamClaimReply, StreamId, StreamInfoConsumer,
+    StreamInfoConsumersReply, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+};
 
 use super::Intake;
 use crate::app::Shutdown;
-use crate::redis_conn::{self, Backoff, RedisPool};
+use crate::redis_conn::{Backoff, RedisPool};
 use crate::webhook::registry::Registry;
 
 /// Entries read per call.
@@ -29,6 +36,11 @@ const BLOCK_MS: usize = 500;
 const CLAIM_IDLE_MS: u64 = 60_000;
 /// How often to look for abandoned entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(30);
+/// How often to look for consumers whose instance has stopped.
+const DEAD_EVERY: Duration = Duration::from_secs(2);
+/// An entry another survivor claimed less than this long ago is left to it (XCLAIM min-idle),
+/// so two survivors never take the same entry.
+const DEAD_CLAIM_IDLE_MS: u64 = 1_000;
 
 /// Starts the stream reader.
 pub fn spawn(
@@ -55,7 +67,7 @@ pub fn spawn(
                     true => Ok(()),
                     false => registry.reload(&redis),
                 }
-                .and_then(|()| reader.run(redis.client(), &shutdown, &mut backoff));
+                .and_then(|()| reader.run(&redis, &shutdown, &mut backoff));
                 if shutdown.is_set() {
                     break;
                 }
@@ -70,7 +82,7 @@ pub fn spawn(
                     Ok(()) => {}
                 }
                 let delay = backoff.next_delay();
-                shutdown.sleep(delay);
+                redis.sleep(&shutdown, delay);
             }
         })
 }
@@ -85,12 +97,29 @@ struct Reader {
 impl Reader {
     fn run(
         &self,
-        client: &redis::Client,
+        redis: &RedisPool,
         shutdown: &Shutdown,
         backoff: &mut Backoff,
     ) -> redis::RedisResult<()> {
-        let mut conn = redis_conn::connect(client, Duration::from_millis(BLOCK_MS as u64 + 5_000))?;
-        self.ensure_group(&mut conn)?;
+        let mut dedicated = redis.dedicated(Duration::from_millis(BLOCK_MS as u64 + 5_000))?;
+        let generation = dedicated.generation();
+        let result = self.read_all(redis, generation, &mut dedicated.conn, shutdown, backoff);
+        if let Err(e) = &result {
+            redis.failed(e, generation);
+        }
+        result
+    }
+
+    /// Reads until shutdown, an error, or a failover (then the caller reconnects).
+    fn read_all(
+        &self,
+        redis: &RedisPool,
+        generation: u64,
+        conn: &mut redis::Connection,
+        shutdown: &Shutdown,
+        backoff: &mut Backoff,
+    ) -> redis::RedisResult<()> {
+        self.ensure_group(conn)?;
         if backoff.failures() > 0 {
             info!("reading stream {} again", self.stream);
         } else {
@@ -101,21 +130,33 @@ impl Reader {
         }
         backoff.reset();
         // Our own entries read before a crash or an outage, not yet acknowledged.
-        self.read(&mut conn, "0")?;
+        self.read(conn, "0")?;
         let mut last_claim: Option<Instant> = None;
+        let mut last_dead_check = Instant::now();
         while !shutdown.is_set() {
+            if !redis.is_current(generation) {
+                info!(
+                    "the Redis master moved; reading stream {} there",
+                    self.stream
+                );
+                return Ok(());
+            }
             if last_claim.is_none_or(|at| at.elapsed() >= CLAIM_EVERY) {
-                self.take_over(&mut conn)?;
+                self.take_over(conn)?;
                 last_claim = Some(Instant::now());
             }
-            match self.read(&mut conn, ">") {
+            if last_dead_check.elapsed() >= DEAD_EVERY {
+                self.take_over_dead(conn)?;
+                last_dead_check = Instant::now();
+            }
+            match self.read(conn, ">") {
                 Ok(()) => {}
                 Err(e) if e.code() == Some("NOGROUP") => {
                     warn!(
                         "consumer group {} on {} disappeared; recreating it",
                         self.group, self.stream
                     );
-                    self.ensure_group(&mut conn)?;
+                    self.ensure_group(conn)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -186,6 +227,89 @@ impl Reader {
         Ok(())
     }
 
+    /// Takes over the pending entries of consumers whose instance heartbeat has stopped, and
+    /// deletes those consumers once nothing is pending for them.
+    fn take_over_dead(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let info: StreamInfoConsumersReply = conn.xinfo_consumers(&self.stream, &self.group)?;
+        let others: Vec<StreamInfoConsumer> = info
+            .consumers
+            .into_iter()
+            .filter(|c| c.name != self.consumer)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = others.iter().map(|c| c.name.clone()).collect();
+        let alive = match self.intake.dispatcher.durable.alive(&names) {
+            Ok(alive) => alive,
+            Err(e) => {
+                debug!("{e}; not looking for stopped stream consumers now");
+                return Ok(());
+            }
+        };
+        for (consumer, alive) in others.into_iter().zip(alive) {
+            if !alive {
+                self.take_over_consumer(conn, &consumer.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims and handles what the stopped `consumer` left pending, then deletes it once nothing
+    /// is pending for it.
+    fn take_over_consumer(
+        &self,
+        conn: &mut redis::Connection,
+        consumer: &str,
+    ) -> redis::RedisResult<()> {
+        let pending = |conn: &mut redis::Connection, count: usize| {
+            conn.xpending_consumer_count::<_, _, _, _, _, _, StreamPendingCountReply>(
+                &self.stream,
+                &self.group,
+                "-",
+                "+",
+                count,
+                consumer,
+            )
+        };
+        let mut taken = 0;
+        // Bounded: at most 100 rounds of COUNT entries per check.
+        for _ in 0..100 {
+            let ids: Vec<String> = pending(conn, COUNT)?
+                .ids
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            let claimed: StreamClaimReply = conn.xclaim(
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                DEAD_CLAIM_IDLE_MS,
+                &ids,
+            )?;
+            if claimed.ids.is_empty() {
+                // Another survivor is taking them: leave the rest to it.
+                break;
+            }
+            taken += claimed.ids.len();
+            self.handle(conn, claimed.ids)?;
+        }
+        if taken > 0 {
+            warn!(
+                "stream consumer {consumer} stopped (no instance heartbeat); took over {taken} entries it left pending on {}",
+                self.stream
+            );
+        }
+        if pending(conn, 1)?.ids.is_empty() {
+            let _: usize = conn.xgroup_delconsumer(&self.stream, &self.group, consumer)?;
+            debug!("deleted stopped stream consumer {consumer}");
+        }
+        Ok(())
+    }
+
     /// Processes entries and acknowledges those whose deliveries are safely recorded.
     fn handle(
         &self,
@@ -193,12 +317,12 @@ impl Reader {
         entries: Vec<StreamId>,
     ) -> redis::RedisResult<()> {
         let mut done = Vec::with_capacity(entries.len());
+        let mut unrecorded = None;
         let source = format!("stream:{}", self.stream);
         for entry in &entries {
             let channel: Option<String> = entry.get("channel");
             let message: Option<Vec<u8>> = entry.get("message");
             let safe = match (channel, message) {
-                // Not acknowledged unless recorded: the entry is read again, so it is never lost.
                 (Some(channel), Some(message)) => {
                     self.intake.process(&source, &channel, &message, true)
                 }
@@ -207,13 +331,25 @@ impl Reader {
                     true
                 }
             };
-            if safe {
-                done.push(entry.id.as_str());
+            if !safe {
+                // Not acknowledged: it stays pending, and so do the entries after it (each would
+                // wait out the same failed recording, and a job's events keep their order).
+                unrecorded = Some(entry.id.as_str());
+                break;
             }
+            done.push(entry.id.as_str());
         }
         if !done.is_empty() {
             conn.xack::<_, _, _, ()>(&self.stream, &self.group, &done)?;
         }
-        Ok(())
+        match unrecorded {
+            // Reconnecting (after the backoff) reads the pending entries again first.
+            Some(id) => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "deliveries could not be recorded; the entry and those after it stay pending",
+                format!("entry {id} of {}", self.stream),
+            ))),
+            None => Ok(()),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod fds;
 pub mod receiver;
 pub mod redis;
 pub mod service;
+pub mod topology;
 
 use std::time::{Duration, Instant};
 

@@ -11,15 +11,36 @@ pub struct RedisServer {
     child: Option<Child>,
     /// With persistence: the data directory (append-only file, fsync on every write).
     dir: Option<std::path::PathBuf>,
+    /// Arguments after ours (TLS ports, ACL users, `--replicaof`, ...).
+    extra: Vec<String>,
+    /// A config file given first (a sentinel needs one it can rewrite).
+    config: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts one and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts one with `extra` arguments after ours.
+    pub fn start_with(extra: &[String]) -> RedisServer {
+        RedisServer::start_on(free_port(), None, extra)
+    }
+
+    /// Starts one on `port`, with `config` as its config file and `extra` arguments after ours
+    /// (a sentinel: a config file it may rewrite, then `--sentinel`).
+    pub fn start_on(
+        port: u16,
+        config: Option<std::path::PathBuf>,
+        extra: &[String],
+    ) -> RedisServer {
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             child: None,
             dir: None,
+            extra: extra.to_vec(),
+            config,
         };
         server.spawn();
         server
@@ -35,25 +56,30 @@ impl RedisServer {
             port,
             child: None,
             dir: Some(dir),
+            extra: Vec::new(),
+            config: None,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let mut args: Vec<String> = [
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let config = self.config.iter().map(|c| c.display().to_string());
+        let mut args: Vec<String> = config.collect();
+        args.extend(
+            [
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         match &self.dir {
             Some(dir) => args.extend(
                 ["--appendonly", "yes", "--appendfsync", "always", "--dir"]
@@ -61,8 +87,10 @@ impl RedisServer {
                     .map(|s| s.to_string())
                     .chain([dir.display().to_string()]),
             ),
+            None if self.config.is_some() => {}
             None => args.extend(["--appendonly".to_string(), "no".to_string()]),
         }
+        args.extend(self.extra.iter().cloned());
         let child = Command::new("redis-server")
             .args(&args)
             .stdout(Stdio::null())

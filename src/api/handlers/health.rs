@@ -28,10 +28,12 @@ fn gauges(shared: &Shared) -> Gauges {
 /// `GET /metrics`: Prometheus text exposition.
 pub(crate) fn metrics(shared: &Shared) -> Reply {
     let c = &shared.counters;
+    let mut text = render(c, &c.durations, &gauges(shared));
+    text.push_str(&shared.redis.status().prometheus());
     Reply::raw(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
-        render(c, &c.durations, &gauges(shared)).into_bytes(),
+        text.into_bytes(),
     )
 }
 
@@ -74,10 +76,7 @@ pub(crate) fn health(shared: &Shared) -> Reply {
         "timestamp": crate::time::iso8601(now),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs(),
-        "redis": {
-            "connected": connected,
-            "status": if connected { "ready" } else { "reconnecting" },
-        },
+        "redis": shared.redis.status().health_json(connected),
         // The original's fields, with its names.
         "processor": {
             "active_webhooks": active,
