@@ -9,94 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::raw::{self, Response, closes, read_response};
 use crate::support::service::Service;
 use crate::{call, setup};
 
 fn connect(service: &Service) -> TcpStream {
-    let stream =
-        TcpStream::connect(("127.0.0.1", service.port)).unwrap_or_else(|e| panic!("connect: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    stream
-}
-
-/// One response read off a connection.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// Reads one response (framed by Content-Length; no body for `HEAD` or a 204 or 1xx).
-fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Response {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        assert!(Instant::now() < deadline, "no response head: {buf:?}");
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) => panic!(
-                "closed before a response head: {}",
-                String::from_utf8_lossy(buf)
-            ),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    buf.drain(..end);
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut response = Response {
-        status,
-        head,
-        body: Vec::new(),
-    };
-    let length: usize = response
-        .header("content-length")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let length = if head_request || status < 200 || status == 204 {
-        0
-    } else {
-        length
-    };
-    while buf.len() < length {
-        assert!(Instant::now() < deadline, "body cut short");
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) => panic!("closed inside a body"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    response.body = buf.drain(..length).collect();
-    response
-}
-
-/// Whether the server closes the connection (reads end) within a few seconds.
-fn closes(stream: &mut TcpStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).is_ok() && rest.is_empty()
+    raw::connect(service.port)
 }
 
 #[test]

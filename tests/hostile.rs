@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::fds;
+use crate::support::raw;
 use crate::support::receiver::Receiver;
 use crate::support::redis::RedisServer;
 use crate::support::service::Service;
@@ -159,6 +160,9 @@ fn connections_over_the_limit_evict_idle_ones_and_get_503_only_when_all_are_busy
         .as_str()
         .unwrap_or("")
         .to_string();
+    // The tests' own client (a kept-alive connection) was answered moments ago, so it keeps its
+    // slot over a brand-new connection for a while: let that pass, so that it is the one evicted.
+    std::thread::sleep(Duration::from_millis(400));
     let busy: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut stream = connect(&service);
@@ -336,6 +340,126 @@ fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
         (!receiver.requests().is_empty()).then_some(())
     });
     assert!(delivered.is_some(), "{what}: no delivery during the attack");
+}
+
+/// Regular API clients: each keeps one connection alive and makes requests back to back with a
+/// short pause (a `GET /health` and a small capture `POST` in turn), as a busy integration does,
+/// until stopped. Every request must be answered on its connection.
+struct Regulars {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<usize, String>>>,
+}
+
+impl Regulars {
+    fn start(port: u16, clients: usize) -> Regulars {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|n| {
+                let stop = stop.clone();
+                std::thread::spawn(move || Regulars::run(port, n, &stop))
+            })
+            .collect();
+        // Every client has been answered once before anything else happens.
+        std::thread::sleep(Duration::from_millis(500));
+        Regulars { stop, threads }
+    }
+
+    /// One client: the number of answers, or the first request that got none.
+    fn run(port: u16, n: usize, stop: &AtomicBool) -> Result<usize, String> {
+        let mut stream = raw::connect(port);
+        let mut buf = Vec::new();
+        let started = Instant::now();
+        let mut answered = 0;
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+            let request = if answered % 2 == 0 {
+                "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_string()
+            } else {
+                format!(
+                    "POST /webhook-monitor/regular_{n} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{{\"n\":1}}"
+                )
+            };
+            let answer = stream
+                .write_all(request.as_bytes())
+                .map_err(|e| format!("{e} sending"))
+                .and_then(|()| raw::try_read_response(&mut stream, &mut buf, false));
+            match answer {
+                Ok(r) if r.status == 200 && r.header("connection").is_none() => answered += 1,
+                Ok(r) => return Err(format!("request {answered}: {}", r.head)),
+                Err(e) => return Err(format!("request {answered}: {e}")),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(answered)
+    }
+
+    /// Stops the clients; the answers they had, or the failures.
+    fn stop(self) -> Result<usize, Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        for (n, thread) in self.threads.into_iter().enumerate() {
+            match thread.join() {
+                Ok(Ok(a)) => answered += a,
+                Ok(Err(e)) => failures.push(format!("client {n}: {e}")),
+                Err(_) => failures.push(format!("client {n} panicked")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(answered)
+        } else {
+            Err(failures)
+        }
+    }
+}
+
+/// Waits until the service is back to `threads` threads, after an attack; panics if not within
+/// a few seconds (a connection thread that outlives its connection is a leak).
+fn threads_back_to(service: &Service, threads: u64, what: &str) {
+    let back = try_wait_until(SOON, || (service.threads()? <= threads).then_some(()));
+    assert!(
+        back.is_some(),
+        "{what}: {:?} threads remain, {threads} before",
+        service.threads()
+    );
+}
+
+#[test]
+fn regular_keep_alive_clients_are_never_evicted_for_slow_ones() {
+    let _alone = attack_alone();
+    fds::ensure(2048);
+    let (_redis, service) = setup(&[]);
+    let baseline = service.threads().unwrap_or(0);
+    let attacks: [(&str, &'static [u8], u8); 2] = [
+        (
+            "slowloris",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+            b'a',
+        ),
+        (
+            "slow bodies",
+            b"POST /webhook-monitor/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+            b' ',
+        ),
+    ];
+    for (what, start, drip) in attacks {
+        // 50 regular clients and 300 attackers: over the 256 connections allowed, so every new
+        // attacker connection takes someone's slot. It must never be a regular client's.
+        let regulars = Regulars::start(service.port, 50);
+        let attack = Attack::drip(service.port, 300, start, drip);
+        std::thread::sleep(Duration::from_secs(4));
+        let opened = attack.opened.load(Ordering::Relaxed);
+        drop(attack);
+        let answered = regulars.stop();
+        assert!(opened > 300, "{what}: the attack opened only {opened}");
+        match answered {
+            Ok(n) => assert!(n >= 500, "{what}: only {n} answers"),
+            Err(failures) => panic!(
+                "{what}: {} of 50 regular clients lost a request: {failures:#?}",
+                failures.len()
+            ),
+        }
+    }
+    threads_back_to(&service, baseline, "after the attacks");
 }
 
 #[test]

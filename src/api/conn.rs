@@ -141,6 +141,7 @@ impl Connection<'_> {
             if !self.exchange(head)? {
                 return Ok(());
             }
+            self.slot.answered();
         }
     }
 

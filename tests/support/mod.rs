@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fds;
+pub mod raw;
 pub mod receiver;
 pub mod redis;
 pub mod service;
