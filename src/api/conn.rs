@@ -290,7 +290,7 @@ impl Connection<'_> {
     ) -> Result<(), End> {
         self.enter(Phase::Writing)?;
         let rendered = server::render(reply, origin);
-        let idle_s = self.server.limits.idle.as_secs().max(1);
+        let idle_s = self.server.limits.idle.as_secs();
         let minor = head.map_or(1, |h| h.minor);
         let mut bytes = wire::response_head(
             rendered.status,

@@ -27,7 +27,7 @@ use super::front;
 use super::handlers;
 use super::reply::Reply;
 use super::request::Request;
-use super::router::{self, Lane, Miss, Route};
+use super::router::{self, Lane, Method, Miss, Route};
 use super::state::Shared;
 use super::wire::{Framing, Head};
 use crate::app::Shutdown;
@@ -84,6 +84,13 @@ impl Server {
     /// Decides what to do with `head`: the preflight, the route, auth and the declared size are
     /// known before the body, so a refused request never costs a handler thread or body reads.
     pub(crate) fn admit(&self, head: &Head) -> Admission {
+        if head.path == "*" {
+            // `OPTIONS *`: what the server as a whole allows.
+            let allow: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+            return Admission::Answer(
+                Reply::envelope(204, Value::Null).with_header("Allow", allow.join(", ")),
+            );
+        }
         let preflight =
             head.method == "OPTIONS" && head.header("access-control-request-method").is_some();
         if preflight {
