@@ -302,6 +302,97 @@ fn the_keep_alive_hint_never_promises_more_than_the_idle_timeout() {
     }
 }
 
+/// How a one-request connection (`Connection: close`) fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum OneShot {
+    /// A whole response.
+    Answered(u16),
+    /// The connection was refused: the server had stopped listening.
+    Refused,
+    /// Accepted, the request sent, then closed or reset with no response: a request lost.
+    Lost,
+}
+
+fn one_shot(port: u16) -> OneShot {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return OneShot::Refused;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let sent = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = Vec::new();
+    match (sent, raw::try_read_response(&mut stream, &mut buf, false)) {
+        (Ok(()), Ok(answer)) => OneShot::Answered(answer.status),
+        _ => OneShot::Lost,
+    }
+}
+
+#[test]
+fn sigterm_answers_every_request_it_read_and_exits_promptly() {
+    let (_redis, mut service) = setup(&[]);
+    let port = service.port;
+    // Idle kept-alive connections, a slowloris, and a client that pipelines large responses
+    // and reads none: none of them may hold the exit up.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let mut stream = connect(&service);
+        let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut stream, &mut buf, false).status, 200);
+        idle.push(stream);
+    }
+    let mut slowloris = connect(&service);
+    let _ = slowloris.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    let mut no_reader = connect(&service);
+    let _ = no_reader.set_nonblocking(true);
+    for _ in 0..300 {
+        let _ = no_reader.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    // Clients making one request per connection, as probes and curl do, before, during and
+    // after the stop: each is refused or answered, never accepted and dropped.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut seen = std::collections::BTreeMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(20)
+                {
+                    *seen.entry(one_shot(port)).or_insert(0usize) += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let stopped = service.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::BTreeMap::new();
+    for client in clients {
+        for (outcome, n) in client.join().unwrap_or_default() {
+            *seen.entry(outcome).or_insert(0) += n;
+        }
+    }
+    let Some((code, took)) = stopped else {
+        panic!("the service did not exit within 10 s of SIGTERM; clients saw {seen:?}");
+    };
+    eprintln!("exit {took:?} after SIGTERM; one-request clients: {seen:?}");
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(
+        seen.get(&OneShot::Answered(200)).copied().unwrap_or(0) > 50,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get(&OneShot::Lost),
+        None,
+        "requests lost in the stop: {seen:?}"
+    );
+}
+
 #[test]
 fn heads_and_bodies_must_arrive_whole_before_their_deadlines() {
     let (_redis, service) = setup(&[

@@ -25,7 +25,6 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 
 use super::front::{Phase, Slot};
@@ -46,7 +45,6 @@ const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Serves the slot's connection until it closes, fails, times out or is evicted.
 pub(crate) fn serve(peer: SocketAddr, slot: &Slot, server: &Server) {
-    let (reply_to, replies) = crossbeam_channel::bounded(1);
     let mut conn = Connection {
         stream: slot.socket(),
         input: Vec::new(),
@@ -55,8 +53,6 @@ pub(crate) fn serve(peer: SocketAddr, slot: &Slot, server: &Server) {
         peer_ip: peer.ip().to_string(),
         slot,
         server,
-        reply_to,
-        replies,
     };
     if let Err(end) = conn.run() {
         debug!("API connection from {peer} closed: {end}");
@@ -102,9 +98,6 @@ struct Connection<'a> {
     peer_ip: String,
     slot: &'a Slot,
     server: &'a Server,
-    /// This connection's channel for its handler replies (one request at a time).
-    reply_to: Sender<Reply>,
-    replies: Receiver<Reply>,
 }
 
 impl Connection<'_> {
@@ -172,9 +165,7 @@ impl Connection<'_> {
                             body: Body(body),
                             client_ip: self.peer_ip.clone(),
                         };
-                        let reply = self
-                            .server
-                            .run(route, request, &self.reply_to, &self.replies);
+                        let reply = self.server.run(route, request);
                         (reply, head.keep_alive)
                     }
                     Err(BodyError::Refused(reply)) => (reply, false),

@@ -20,15 +20,21 @@
 //! its way, so it goes last. A new connection is refused (503) only when every slot has a
 //! request in a handler. An evicted connection's socket is shut down, which ends its thread's
 //! blocked read or write at once.
+//!
+//! At the stop the acceptor closes the listener (new connections are refused, not left in the
+//! backlog), then, until every connection has ended: shuts down the reading side of those
+//! between requests (their thread still reads a request already received, answers it with
+//! `Connection: close`, and ends; with nothing received it ends at once), evicts those reading
+//! or writing for over a second, and waits for those with a request in a handler.
 
 use std::io::{self, Write};
-use std::net::{Shutdown as NetShutdown, TcpListener, TcpStream};
+use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::server::Server;
@@ -203,6 +209,42 @@ impl Slots {
         Ok(slot)
     }
 
+    /// At the stop, until every connection has ended (see the module docs): ends the idle
+    /// ones, evicts the slow ones, waits for the others.
+    fn close_all(&self) {
+        let slow = SLOW.as_millis() as u64;
+        let fresh = FRESH.as_millis() as u64;
+        loop {
+            let mut open = self.open.lock();
+            if open.is_empty() {
+                return;
+            }
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let mut i = 0;
+            while i < open.len() {
+                let slot = &open[i];
+                let (phase, in_phase) = slot.state(now);
+                let answered = slot.answered.load(Ordering::Acquire);
+                match phase {
+                    // A client just connected is given a moment to send its request.
+                    Phase::Idle if answered || slot.age(now) >= fresh => {
+                        let _ = slot.socket.shutdown(NetShutdown::Read);
+                    }
+                    Phase::Head | Phase::Body | Phase::Writing
+                        if in_phase >= slow && slot.evict(phase) =>
+                    {
+                        open.swap_remove(i);
+                        continue;
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            drop(open);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Forgets a closed connection's slot (an evicted one is already gone).
     fn release(&self, slot: &Arc<Slot>) {
         let mut open = self.open.lock();
@@ -250,17 +292,25 @@ pub(crate) fn spawn(
     });
     std::thread::Builder::new()
         .name("api-accept".into())
-        .spawn(move || accept_loop(&listener, &server, &slots))
+        .spawn(move || {
+            accept_loop(&listener, &server, &slots);
+            drop(listener);
+            let open = slots.open.lock().len();
+            info!(
+                "API stopped listening; closing {open} connections once their requests are answered"
+            );
+            slots.close_all();
+        })
 }
 
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>) {
     let mut warned_full = false;
     let mut warned_accept = false;
     while !server.shutdown.is_set() {
-        let (client, peer) = match listener.accept() {
-            Ok(accepted) => {
+        match listener.accept() {
+            Ok((client, peer)) => {
                 warned_accept = false;
-                accepted
+                open(client, peer, server, slots, &mut warned_full);
             }
             Err(e) => {
                 // Out of file descriptors or memory: wait for connections to close.
@@ -269,43 +319,62 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
                     warned_accept = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
-                continue;
             }
-        };
-        if server.shutdown.is_set() {
-            break;
         }
-        let slot = match slots.admit(client) {
-            Ok(slot) => slot,
-            Err(client) => {
-                if !warned_full {
-                    warn!(
-                        "API has {} connections all waiting on handlers; refusing more with 503",
-                        slots.max
-                    );
-                    warned_full = true;
-                }
-                refuse(client);
-                continue;
-            }
-        };
-        warned_full = false;
-        let (server, slots) = (server.clone(), slots.clone());
-        let spawned = std::thread::Builder::new()
-            .name("api-conn".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || {
-                super::conn::serve(peer, &slot, &server);
-                slots.release(&slot);
-            });
-        if let Err(e) = spawned {
-            warn!("cannot start an API connection thread: {e}");
+    }
+    // Connections already in the backlog would be reset when the listener closes, their
+    // requests perhaps sent: serve them like the others (a bounded number).
+    if listener.set_nonblocking(true).is_ok() {
+        for _ in 0..slots.max {
+            let Ok((client, peer)) = listener.accept() else {
+                break;
+            };
+            open(client, peer, server, slots, &mut warned_full);
         }
     }
 }
 
-/// Answers 503 to a connection over the limit and closes it.
-fn refuse(mut client: TcpStream) {
+/// Gives `client` a slot and its connection thread, or answers 503 when every slot is busy.
+fn open(
+    client: TcpStream,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    slots: &Arc<Slots>,
+    warned_full: &mut bool,
+) {
+    let slot = match slots.admit(client) {
+        Ok(slot) => slot,
+        Err(client) => {
+            if !*warned_full {
+                warn!(
+                    "API has {} connections all waiting on handlers; refusing more with 503",
+                    slots.max
+                );
+                *warned_full = true;
+            }
+            refuse(&client);
+            return;
+        }
+    };
+    *warned_full = false;
+    let (server, thread_slots, thread_slot) = (server.clone(), slots.clone(), slot.clone());
+    let spawned = std::thread::Builder::new()
+        .name("api-conn".into())
+        .stack_size(CONN_STACK)
+        .spawn(move || {
+            super::conn::serve(peer, &thread_slot, &server);
+            thread_slots.release(&thread_slot);
+        });
+    if let Err(e) = spawned {
+        // Without a thread the slot would stay taken and the client unanswered.
+        warn!("cannot start an API connection thread for {peer}: {e}");
+        refuse(slot.socket());
+        slots.release(&slot);
+    }
+}
+
+/// Answers 503 to a connection that cannot be served and closes it.
+fn refuse(mut client: &TcpStream) {
     let body =
         br#"{"success":false,"error":"Service unavailable","message":"too many connections"}"#;
     let head = format!(

@@ -10,6 +10,11 @@
 //! - `api-N` handler threads run the handlers of ordinary routes, `api-slow-N` those that wait
 //!   on something outside (test deliveries), so that those never hold the threads `/health`
 //!   needs. They take complete requests from bounded channels, each under `catch_unwind`.
+//!
+//! The stop: the first handler thread wakes `api-accept`, which stops listening, closes the
+//! connections between requests, and waits for those with a request in hand, whose answers say
+//! `Connection: close`. Handler threads end only when every connection has ended (the last
+//! sender of their channel gone), so no request read is left unanswered.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,8 +43,9 @@ const QUICK_THREADS: usize = 4;
 const SLOW_THREADS: usize = 2;
 /// Requests of the slow lane waiting for a thread; more are refused with 503.
 const SLOW_QUEUE: usize = 16;
-/// How long a handler thread waits for a request before checking for shutdown.
-const POLL: Duration = Duration::from_millis(500);
+/// How long the handler thread that wakes the acceptor waits for a request before it looks
+/// whether the stop has begun.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Deadlines and sizes of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -141,20 +147,15 @@ impl Server {
         head.header("origin").filter(|o| self.shared.cors.allows(o))
     }
 
-    /// Runs `route`'s handler on a handler thread and waits for its reply. `reply_to` and
-    /// `replies` are the calling connection's own channel (it has one request at a time).
-    pub(crate) fn run(
-        &self,
-        route: Route,
-        request: Request,
-        reply_to: &Sender<Reply>,
-        replies: &Receiver<Reply>,
-    ) -> Reply {
+    /// Runs `route`'s handler on a handler thread and waits for its reply. Handler threads run
+    /// until every connection has ended, so a request handed over is always answered.
+    pub(crate) fn run(&self, route: Route, request: Request) -> Reply {
         let lane = route.operation().lane();
+        let (reply_to, reply) = crossbeam_channel::bounded(1);
         let job = Job {
             route,
             request,
-            reply_to: reply_to.clone(),
+            reply_to,
         };
         let sent = match lane {
             Lane::Quick => self.quick.try_send(job),
@@ -175,14 +176,8 @@ impl Server {
             }
             Err(TrySendError::Disconnected(_)) => return stopping(),
         }
-        // Handler threads stop at the shutdown; a request still queued then gets a 503.
-        loop {
-            match replies.recv_timeout(POLL) {
-                Ok(reply) => return reply,
-                Err(RecvTimeoutError::Timeout) if !self.shutdown.is_set() => {}
-                Err(_) => return stopping(),
-            }
-        }
+        // The job is dropped unanswered only if its handler thread is gone.
+        reply.recv().unwrap_or_else(|_| stopping())
     }
 }
 
@@ -301,26 +296,36 @@ pub(crate) fn spawn(
     Ok(handles)
 }
 
-/// A handler thread: runs jobs until the stop.
+/// A handler thread: runs jobs until every connection, and the acceptor, has ended (their
+/// senders dropped), so that every request read before or during the stop is answered. The one
+/// given `wake` also wakes the acceptor, blocked in `accept`, once the stop begins.
 fn work(rx: &Receiver<Job>, shared: &Shared, shutdown: &Shutdown, wake: Option<SocketAddr>) {
-    while !shutdown.is_set() {
-        match rx.recv_timeout(POLL) {
-            Ok(job) => {
-                let reply = handle(shared, job.route, &job.request);
-                // The connection waits for exactly this reply; it is gone only if it died.
-                let _ = job.reply_to.send(reply);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+    let mut wake = wake;
+    loop {
+        if let Some(addr) = wake.filter(|_| shutdown.is_set()) {
+            wake = None;
+            let ip = match addr.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), POLL);
         }
-    }
-    if let Some(addr) = wake {
-        let ip = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
+        let job = if wake.is_some() {
+            match rx.recv_timeout(POLL) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
         };
-        let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), POLL);
+        let reply = handle(shared, job.route, &job.request);
+        // The connection waits for exactly this reply; it is gone only if it died.
+        let _ = job.reply_to.send(reply);
     }
 }
 
