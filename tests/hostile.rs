@@ -519,6 +519,74 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     still_serving(&mut service);
 }
 
+#[test]
+fn unauthenticated_uploads_hold_no_more_than_a_capture_each() {
+    let _alone = attack_alone();
+    const CLIENTS: usize = 200;
+    let (_redis, mut service) = setup(&[("WEBHOOK_API_TOKEN", "0123456789abcdef0123")]);
+    let before = service.rss_bytes().unwrap_or(0);
+    // Public routes only: capture URLs, and /health with a body it has no use for. Each client
+    // sends all of a 1 MiB body but its last byte, so that every body is in the server at once.
+    let body = numbers(1024 * 1024 - 64);
+    let mut uploads: Vec<TcpStream> = (0..CLIENTS)
+        .map(|n| {
+            let mut stream = connect(&service);
+            let path = if n % 4 == 0 {
+                "/health".to_string()
+            } else {
+                format!("/webhook-monitor/upload_{n}")
+            };
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[..body.len() - 1]);
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = service.rss_bytes().unwrap_or(0).saturating_sub(before);
+    // Then each completes and is answered: 405 for /health, 200 for the captures.
+    let mut statuses = std::collections::BTreeMap::new();
+    for stream in &mut uploads {
+        let _ = stream.write_all(&body[body.len() - 1..]);
+        let mut buf = Vec::new();
+        let status = raw::try_read_response(stream, &mut buf, false).map(|r| r.status);
+        *statuses.entry(format!("{status:?}")).or_insert(0) += 1;
+    }
+    eprintln!("{CLIENTS} uploads of 1 MiB held {held} bytes of RSS; answers {statuses:?}");
+    assert_eq!(
+        statuses.get("Ok(200)"),
+        Some(&(CLIENTS * 3 / 4)),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.get("Ok(405)"),
+        Some(&(CLIENTS / 4)),
+        "{statuses:?}"
+    );
+    assert!(
+        held < 48 << 20,
+        "{CLIENTS} unauthenticated uploads of 1 MiB made RSS grow by {held} bytes"
+    );
+    let listed = call(
+        &service,
+        "GET",
+        "/webhook-monitor/upload_1/requests",
+        None,
+        &[("Authorization", "Bearer 0123456789abcdef0123")],
+    );
+    let capture = &listed.body["data"]["requests"][0];
+    assert_eq!(capture["body_truncated"], true, "{}", listed.text);
+    assert_eq!(capture["body"].as_str().map(str::len), Some(16 * 1024));
+    assert_eq!(
+        capture["headers"]["content-length"],
+        body.len().to_string().as_str()
+    );
+    still_serving(&mut service);
+}
+
 /// A JSON array of small numbers, `bytes` long.
 fn numbers(bytes: usize) -> Vec<u8> {
     let mut body = b"[1".to_vec();

@@ -52,7 +52,7 @@ impl Capture {
     pub(crate) fn new(request: &Request) -> Capture {
         let body = request.body.bytes();
         let kept = &body[..body.len().min(BODY_KEPT)];
-        let truncated = body.len() > BODY_KEPT;
+        let truncated = request.body_len.max(body.len()) > BODY_KEPT;
         // A cut body is text, even where its start happens to be JSON (a long number).
         let body_is_json =
             !truncated && serde_json::from_slice::<serde::de::IgnoredAny>(kept).is_ok();
@@ -304,6 +304,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             body: Body(body.to_vec()),
+            body_len: body.len(),
             client_ip: "127.0.0.1".into(),
         }
     }

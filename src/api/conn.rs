@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
+use super::captures::BODY_KEPT;
 use super::front::{Phase, Slot};
 use super::reply::Reply;
 use super::request::{Body, Query, Request};
-use super::router;
+use super::router::{self, BodyUse};
 use super::server::{self, Admission, Server};
 use super::wire::{self, ChunkError, Chunked, Framing, Head, HeadError};
 
@@ -153,8 +154,13 @@ impl Connection<'_> {
                     self.write_by(b"HTTP/1.1 100 Continue\r\n\r\n", deadline)?;
                 }
                 self.enter(Phase::Body)?;
-                match self.read_body(&head) {
-                    Ok(body) => {
+                let kept = match route.operation().body_use() {
+                    BodyUse::Ignored => 0,
+                    BodyUse::Captured => BODY_KEPT,
+                    BodyUse::Whole => self.server.limits.max_body,
+                };
+                match self.read_body(&head, kept) {
+                    Ok((body, body_len)) => {
                         self.enter(Phase::Handler)?;
                         let request = Request {
                             method: head.method.clone(),
@@ -163,6 +169,7 @@ impl Connection<'_> {
                             // Admitted: the rest of the exchange needs no header.
                             headers: std::mem::take(&mut head.headers),
                             body: Body(body),
+                            body_len,
                             client_ip: self.peer_ip.clone(),
                         };
                         let reply = self.server.run(route, request);
@@ -189,8 +196,9 @@ impl Connection<'_> {
         Ok(keep)
     }
 
-    /// Reads the whole body `head` announces, within the body deadline.
-    fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, BodyError> {
+    /// Reads the whole body `head` announces, within the body deadline; keeps its first `kept`
+    /// bytes, and says how long it was.
+    fn read_body(&mut self, head: &Head, kept: usize) -> Result<(Vec<u8>, usize), BodyError> {
         let deadline = Instant::now() + self.server.limits.body;
         let limit = self.server.limits.max_body;
         let timed_out = |e: End| match e {
@@ -201,19 +209,22 @@ impl Connection<'_> {
             Framing::Length(n) => {
                 // `admit` refused anything over the limit.
                 let n = usize::try_from(n).unwrap_or(usize::MAX).min(limit);
-                let mut body = Vec::with_capacity(n.min(READ_CHUNK));
-                while body.len() < n {
+                let mut body = Vec::with_capacity(n.min(kept).min(READ_CHUNK));
+                let mut read = 0;
+                while read < n {
                     if self.pending().is_empty() {
                         self.fill(deadline).map_err(timed_out)?;
                     }
-                    let take = (n - body.len()).min(self.pending().len());
-                    body.extend_from_slice(&self.pending()[..take]);
+                    let take = (n - read).min(self.pending().len());
+                    let keep = take.min(kept.saturating_sub(body.len()));
+                    body.extend_from_slice(&self.pending()[..keep]);
                     self.consume(take);
+                    read += take;
                 }
-                Ok(body)
+                Ok((body, n))
             }
             Framing::Chunked => {
-                let mut decoder = Chunked::new(limit);
+                let mut decoder = Chunked::new(limit, kept);
                 let mut body = Vec::new();
                 loop {
                     let used = decoder
@@ -221,7 +232,7 @@ impl Connection<'_> {
                         .map_err(|e| BodyError::Refused(chunk_error(e, limit)))?;
                     self.consume(used);
                     if decoder.is_done() {
-                        return Ok(body);
+                        return Ok((body, decoder.decoded()));
                     }
                     self.fill(deadline).map_err(timed_out)?;
                 }

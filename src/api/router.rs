@@ -212,7 +212,33 @@ routes! {
     ClearSession { session_id }: DELETE "/webhook-monitor/{sessionId}/requests";
 }
 
+/// How much of a request body a route's handler uses; the rest is read and dropped, never held,
+/// so that a body sent where it has no use costs no memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyUse {
+    /// None (the handler takes no body).
+    Ignored,
+    /// Its first [`crate::api::captures::BODY_KEPT`] bytes (capture URLs, which need no token).
+    Captured,
+    /// All of it, up to `WEBHOOK_MAX_BODY_BYTES`.
+    Whole,
+}
+
 impl Operation {
+    /// What the handler does with a request body. No wildcard: a new route must say.
+    pub(crate) fn body_use(self) -> BodyUse {
+        use Operation::*;
+        match self {
+            CreateWebhook | UpdateWebhook | RotateSecret => BodyUse::Whole,
+            CaptureForReceiver | CaptureForSession => BodyUse::Captured,
+            Root | Dashboard | Health | OpenApi | ListWebhooks | GetWebhook | DeleteWebhook
+            | TestWebhook | ReconnectWebhook | WebhookStats | WebhookDeliveries | WebhookSecret
+            | RecoverWebhook | DeadLetters | RedeliverDeadLetter | Metrics | StatsSummary
+            | RecentDeliveries | ListReceivers | CreateReceiver | ReceiverRequests
+            | ClearReceiver | SessionRequests | ClearSession => BodyUse::Ignored,
+        }
+    }
+
     /// Whether the operation answers `method` (`HEAD` is answered wherever `GET` is).
     pub(crate) fn serves(self, method: Method) -> bool {
         match self.method() {

@@ -268,22 +268,34 @@ enum ChunkState {
 }
 
 /// An incremental decoder of a chunked body: fed the bytes as they arrive, it appends the data
-/// to the body and says how much it consumed (the rest belongs to the next request).
+/// to the body (up to what is kept) and says how much it consumed (the rest belongs to the next
+/// request).
 #[derive(Debug)]
 pub(crate) struct Chunked {
     state: ChunkState,
     limit: usize,
+    /// Data beyond this many bytes is decoded and dropped.
+    kept: usize,
+    /// Data bytes decoded so far.
+    decoded: usize,
     trailer_bytes: usize,
 }
 
 impl Chunked {
-    /// A decoder that refuses a body over `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Chunked {
+    /// A decoder that refuses a body over `limit` bytes and keeps its first `kept`.
+    pub(crate) fn new(limit: usize, kept: usize) -> Chunked {
         Chunked {
             state: ChunkState::Size,
             limit,
+            kept,
+            decoded: 0,
             trailer_bytes: 0,
         }
+    }
+
+    /// The body's length so far (kept or not).
+    pub(crate) fn decoded(&self) -> usize {
+        self.decoded
     }
 
     /// Whether the last chunk and the trailers have been read.
@@ -304,7 +316,9 @@ impl Chunked {
                         return Ok(at);
                     }
                     let n = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    body.extend_from_slice(&rest[..n]);
+                    let keep = n.min(self.kept.saturating_sub(body.len()));
+                    body.extend_from_slice(&rest[..keep]);
+                    self.decoded += n;
                     at += n;
                     let left = left - n as u64;
                     self.state = if left == 0 {
@@ -323,13 +337,13 @@ impl Chunked {
                     if text.iter().any(|b| b.is_ascii_control() && *b != b'\t') {
                         return Err(ChunkError::Malformed("a control character in a chunk line"));
                     }
-                    self.on_line(text, body.len())?;
+                    self.on_line(text)?;
                 }
             }
         }
     }
 
-    fn on_line(&mut self, line: &[u8], decoded: usize) -> Result<(), ChunkError> {
+    fn on_line(&mut self, line: &[u8]) -> Result<(), ChunkError> {
         self.state = match self.state {
             ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
             ChunkState::DataEnd => return Err(ChunkError::Malformed("chunk data overruns")),
@@ -337,7 +351,7 @@ impl Chunked {
                 let size = chunk_size(line).ok_or(ChunkError::Malformed("bad chunk size"))?;
                 if size == 0 {
                     ChunkState::Trailers
-                } else if size > (self.limit - decoded) as u64 {
+                } else if size > self.limit.saturating_sub(self.decoded) as u64 {
                     return Err(ChunkError::TooLarge);
                 } else {
                     ChunkState::Data(size)
@@ -562,7 +576,7 @@ mod tests {
     }
 
     fn decode(pieces: &[&[u8]], limit: usize) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
-        let mut decoder = Chunked::new(limit);
+        let mut decoder = Chunked::new(limit, limit);
         let mut body = Vec::new();
         let mut pending = Vec::new();
         for piece in pieces {
@@ -586,6 +600,22 @@ mod tests {
             assert_eq!(body, b"hello world");
             assert_eq!(rest, b"GET /next");
         }
+    }
+
+    #[test]
+    fn chunked_bodies_keep_their_start_and_count_the_whole() {
+        let mut decoder = Chunked::new(100, 3);
+        let mut body = Vec::new();
+        let wire = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        assert_eq!(decoder.feed(wire, &mut body), Ok(wire.len()));
+        assert!(decoder.is_done());
+        assert_eq!((body.as_slice(), decoder.decoded()), (&b"hel"[..], 11));
+        // The limit counts what was dropped too.
+        let mut decoder = Chunked::new(8, 3);
+        assert_eq!(
+            decoder.feed(b"5\r\nhello\r\n6\r\n", &mut Vec::new()),
+            Err(ChunkError::TooLarge)
+        );
     }
 
     #[test]
