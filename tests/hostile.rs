@@ -3,15 +3,18 @@
 //! new connection with 200 within 200 ms and that a webhook can be created and delivered to.
 //! Attacks last a few seconds; each is bounded by count and time.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::attack::{
+    ATTACK_LIMIT, Attack, Baseline, Regulars, attack_alone, probe_health,
+};
 use crate::support::fds;
 use crate::support::raw;
 use crate::support::receiver::Receiver;
@@ -204,103 +207,6 @@ fn two_hundred_idle_connections_do_not_wedge_the_api() {
     still_serving(&mut service);
 }
 
-/// How long an attack goes on at most (each test stops it once its checks are done).
-const ATTACK_LIMIT: Duration = Duration::from_secs(20);
-
-/// One attack at a time in this test process: each measures latency, and two at once would
-/// measure each other.
-static ONE_ATTACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn attack_alone() -> std::sync::MutexGuard<'static, ()> {
-    ONE_ATTACK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// An attack running on threads of its own until dropped.
-struct Attack {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    /// Connections the attack (re)opened.
-    opened: Arc<AtomicUsize>,
-}
-
-impl Attack {
-    /// `clients` connections, each sending `start` and then one byte of `drip` a second; a
-    /// connection the server closes is opened again, as a real attacker's would be.
-    fn drip(port: u16, clients: usize, start: &'static [u8], drip: u8) -> Attack {
-        let stop = Arc::new(AtomicBool::new(false));
-        let opened = Arc::new(AtomicUsize::new(0));
-        let (s, o) = (stop.clone(), opened.clone());
-        let thread = std::thread::spawn(move || {
-            let open = || {
-                let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-                let _ = stream.set_nonblocking(true);
-                let mut stream = stream;
-                stream.write_all(start).ok()?;
-                o.fetch_add(1, Ordering::Relaxed);
-                Some(stream)
-            };
-            let mut streams: Vec<Option<TcpStream>> = (0..clients).map(|_| open()).collect();
-            let started = Instant::now();
-            while !s.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
-                for slot in streams.iter_mut() {
-                    let alive = slot.as_mut().is_some_and(|stream| {
-                        // Anything the server says (a 408) or a close ends this connection.
-                        let mut sink = [0u8; 1024];
-                        let open = matches!(stream.read(&mut sink), Err(e) if e.kind() == ErrorKind::WouldBlock);
-                        open && match stream.write(&[drip]) {
-                            Ok(_) => true,
-                            Err(e) => e.kind() == ErrorKind::WouldBlock,
-                        }
-                    });
-                    if !alive {
-                        *slot = open();
-                    }
-                }
-                let second = Instant::now();
-                while second.elapsed() < Duration::from_secs(1) && !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        });
-        Attack {
-            stop,
-            threads: vec![thread],
-            opened,
-        }
-    }
-}
-
-impl Drop for Attack {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// `GET /health` on a new connection, as a liveness probe makes it: the status and how long it
-/// took, connect included.
-fn probe_health(service: &Service) -> (u16, Duration) {
-    let started = Instant::now();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], service.port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, started.elapsed());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    let status = String::from_utf8_lossy(&reply)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, started.elapsed())
-}
-
 /// While an attack goes on: `/health` answers new connections with 200 within 200 ms, and a
 /// webhook can be created (on a new connection too) and is delivered to.
 fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
@@ -342,93 +248,12 @@ fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
     assert!(delivered.is_some(), "{what}: no delivery during the attack");
 }
 
-/// Regular API clients: each keeps one connection alive and makes requests back to back with a
-/// short pause (a `GET /health` and a small capture `POST` in turn), as a busy integration does,
-/// until stopped. Every request must be answered on its connection.
-struct Regulars {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Result<usize, String>>>,
-}
-
-impl Regulars {
-    fn start(port: u16, clients: usize) -> Regulars {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|n| {
-                let stop = stop.clone();
-                std::thread::spawn(move || Regulars::run(port, n, &stop))
-            })
-            .collect();
-        // Every client has been answered once before anything else happens.
-        std::thread::sleep(Duration::from_millis(500));
-        Regulars { stop, threads }
-    }
-
-    /// One client: the number of answers, or the first request that got none.
-    fn run(port: u16, n: usize, stop: &AtomicBool) -> Result<usize, String> {
-        let mut stream = raw::connect(port);
-        let mut buf = Vec::new();
-        let started = Instant::now();
-        let mut answered = 0;
-        while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
-            let request = if answered % 2 == 0 {
-                "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_string()
-            } else {
-                format!(
-                    "POST /webhook-monitor/regular_{n} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{{\"n\":1}}"
-                )
-            };
-            let answer = stream
-                .write_all(request.as_bytes())
-                .map_err(|e| format!("{e} sending"))
-                .and_then(|()| raw::try_read_response(&mut stream, &mut buf, false));
-            match answer {
-                Ok(r) if r.status == 200 && r.header("connection").is_none() => answered += 1,
-                Ok(r) => return Err(format!("request {answered}: {}", r.head)),
-                Err(e) => return Err(format!("request {answered}: {e}")),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(answered)
-    }
-
-    /// Stops the clients; the answers they had, or the failures.
-    fn stop(self) -> Result<usize, Vec<String>> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut answered = 0;
-        let mut failures = Vec::new();
-        for (n, thread) in self.threads.into_iter().enumerate() {
-            match thread.join() {
-                Ok(Ok(a)) => answered += a,
-                Ok(Err(e)) => failures.push(format!("client {n}: {e}")),
-                Err(_) => failures.push(format!("client {n} panicked")),
-            }
-        }
-        if failures.is_empty() {
-            Ok(answered)
-        } else {
-            Err(failures)
-        }
-    }
-}
-
-/// Waits until the service is back to `threads` threads, after an attack; panics if not within
-/// a few seconds (a connection thread that outlives its connection is a leak).
-fn threads_back_to(service: &Service, threads: u64, what: &str) {
-    let back = try_wait_until(SOON, || (service.threads()? <= threads).then_some(()));
-    assert!(
-        back.is_some(),
-        "{what}: {:?} threads remain, {threads} before",
-        service.threads()
-    );
-}
-
 #[test]
 fn regular_keep_alive_clients_are_never_evicted_for_slow_ones() {
     let _alone = attack_alone();
     fds::ensure(2048);
     let (_redis, service) = setup(&[]);
-    let baseline = service.threads().unwrap_or(0);
+    let baseline = Baseline::take(&service);
     let attacks: [(&str, &'static [u8], u8); 2] = [
         (
             "slowloris",
@@ -459,7 +284,7 @@ fn regular_keep_alive_clients_are_never_evicted_for_slow_ones() {
             ),
         }
     }
-    threads_back_to(&service, baseline, "after the attacks");
+    baseline.restored(&service, "after the attacks");
 }
 
 #[test]
@@ -467,6 +292,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
     let _alone = attack_alone();
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
     let attack = Attack::drip(
         service.port,
         300,
@@ -477,6 +303,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
     serves_others_meanwhile(&service, &redis, "slowloris");
     assert!(attack.opened.load(Ordering::Relaxed) >= 300);
     drop(attack);
+    baseline.restored(&service, "after slowloris");
     still_serving(&mut service);
 }
 
@@ -484,6 +311,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
 fn eight_slow_body_uploads_hold_no_handler() {
     let _alone = attack_alone();
     let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
     let attack = Attack::drip(
         service.port,
         8,
@@ -493,6 +321,7 @@ fn eight_slow_body_uploads_hold_no_handler() {
     std::thread::sleep(Duration::from_millis(1500));
     serves_others_meanwhile(&service, &redis, "slow bodies");
     drop(attack);
+    baseline.restored(&service, "after slow bodies");
     still_serving(&mut service);
 }
 
@@ -501,6 +330,7 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     let _alone = attack_alone();
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
     let started = Instant::now();
     let idle: Vec<TcpStream> = (0..1000)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", service.port)).ok())
@@ -516,6 +346,7 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     let threads = service.threads().unwrap_or(0);
     assert!(threads <= 256 + 40, "{threads} threads");
     drop(idle);
+    baseline.restored(&service, "after idle connections");
     still_serving(&mut service);
 }
 
@@ -524,6 +355,7 @@ fn unauthenticated_uploads_hold_no_more_than_a_capture_each() {
     let _alone = attack_alone();
     const CLIENTS: usize = 200;
     let (_redis, mut service) = setup(&[("WEBHOOK_API_TOKEN", "0123456789abcdef0123")]);
+    let baseline = Baseline::take(&service);
     let before = service.rss_bytes().unwrap_or(0);
     // Public routes only: capture URLs, and /health with a body it has no use for. Each client
     // sends all of a 1 MiB body but its last byte, so that every body is in the server at once.
@@ -584,6 +416,8 @@ fn unauthenticated_uploads_hold_no_more_than_a_capture_each() {
         capture["headers"]["content-length"],
         body.len().to_string().as_str()
     );
+    drop(uploads);
+    baseline.restored(&service, "after the uploads");
     still_serving(&mut service);
 }
 

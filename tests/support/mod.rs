@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod fds;
 pub mod raw;
 pub mod receiver;

@@ -121,6 +121,42 @@ impl Service {
         self.status_field("Threads:")
     }
 
+    /// Sockets the process holds on its API port (the listener and every connection), from
+    /// /proc: its descriptors that are sockets, matched with the TCP table by inode.
+    pub fn api_sockets(&self) -> Option<usize> {
+        let pid = self.pid()?;
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .ok()?
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(
+                        target
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect();
+        let port = format!(":{:04X}", self.port);
+        let mut count = 0;
+        for table in ["tcp", "tcp6"] {
+            let text =
+                std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode"
+            count += text
+                .lines()
+                .skip(1)
+                .map(|line| line.split_whitespace().collect::<Vec<_>>())
+                .filter(|cols| {
+                    cols.len() > 9 && cols[1].ends_with(&port) && inodes.contains(cols[9])
+                })
+                .count();
+        }
+        Some(count)
+    }
+
     /// Resident memory of the process in bytes, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
         // "VmRSS:    12345 kB"
