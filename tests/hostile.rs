@@ -421,6 +421,42 @@ fn unauthenticated_uploads_hold_no_more_than_a_capture_each() {
     still_serving(&mut service);
 }
 
+#[test]
+fn a_flood_of_a_test_receivers_capture_url_keeps_nobody_out() {
+    let _alone = attack_alone();
+    let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
+    // A test receiver's capture URL needs no token: whoever was given it can flood it. Each
+    // capture rewrites the receiver's record in Redis, so each costs the handler far more than
+    // /health does.
+    let created = call(&service, "POST", "/test-receivers", None, &[]);
+    let id = created.body["data"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let body = numbers(16 * 1024);
+    let mut request = format!(
+        "POST /test-receivers/{id}/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let attack = Attack::flood(service.port, 16, request);
+    std::thread::sleep(Duration::from_millis(1000));
+    serves_others_meanwhile(&service, &redis, "test receiver flood");
+    drop(attack);
+    baseline.restored(&service, "after the flood");
+    let listed = call(
+        &service,
+        "GET",
+        &format!("/test-receivers/{id}/requests"),
+        None,
+        &[],
+    );
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    still_serving(&mut service);
+}
+
 /// A JSON array of small numbers, `bytes` long.
 fn numbers(bytes: usize) -> Vec<u8> {
     let mut body = b"[1".to_vec();

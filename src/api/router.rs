@@ -63,10 +63,14 @@ pub(crate) enum Lane {
     /// Handlers that wait on something outside (a test delivery's HTTP attempts), kept apart so
     /// they never hold the threads `/health` and ordinary calls need.
     Slow,
+    /// The capture URLs: public (anyone given one can flood it), and a test receiver's capture
+    /// rewrites its record in Redis, so they have threads of their own too. Apart from the slow
+    /// lane as well: a test delivery waits on the capture of its own request.
+    Capture,
 }
 
 /// Writes [`Route`], [`Operation`] and the table behind them from one list of
-/// `Name { values }: METHOD "pattern" [public] [slow];` lines. `{name}` segments of the pattern
+/// `Name { values }: METHOD "pattern" [public] [slow | capture];` lines. `{name}` segments of the pattern
 /// fill the variant's values in order. `ANY` serves every method (capture URLs).
 macro_rules! routes {
     ($(
@@ -115,6 +119,8 @@ macro_rules! routes {
                 match self {
                     $(Operation::$name => if routes!(@has slow $($flag)*) {
                         Lane::Slow
+                    } else if routes!(@has capture $($flag)*) {
+                        Lane::Capture
                     } else {
                         Lane::Quick
                     },)*
@@ -147,6 +153,7 @@ macro_rules! routes {
     (@method DELETE) => { Some(Method::Delete) };
     (@has public public $($rest:ident)*) => { true };
     (@has slow slow $($rest:ident)*) => { true };
+    (@has capture capture $($rest:ident)*) => { true };
     (@has $want:ident $other:ident $($rest:ident)*) => { routes!(@has $want $($rest)*) };
     (@has $want:ident) => { false };
 }
@@ -203,9 +210,9 @@ routes! {
     /// Forget a test receiver's captured requests.
     ClearReceiver { id }: DELETE "/test-receivers/{id}/requests";
     /// A test receiver's capture URL.
-    CaptureForReceiver { id }: ANY "/test-receivers/{id}/webhook" public;
+    CaptureForReceiver { id }: ANY "/test-receivers/{id}/webhook" public capture;
     /// A monitor session's capture URL.
-    CaptureForSession { session_id }: ANY "/webhook-monitor/{sessionId}" public;
+    CaptureForSession { session_id }: ANY "/webhook-monitor/{sessionId}" public capture;
     /// A monitor session's captured requests.
     SessionRequests { session_id }: GET "/webhook-monitor/{sessionId}/requests";
     /// Forget a monitor session's captured requests.
@@ -425,6 +432,9 @@ mod tests {
         assert!(Operation::Health.public() && !Operation::ListWebhooks.public());
         assert_eq!(Operation::TestWebhook.lane(), Lane::Slow);
         assert_eq!(Operation::Health.lane(), Lane::Quick);
+        assert_eq!(Operation::CaptureForReceiver.lane(), Lane::Capture);
+        assert_eq!(Operation::CaptureForSession.lane(), Lane::Capture);
+        assert_eq!(Operation::SessionRequests.lane(), Lane::Quick);
     }
 
     #[test]

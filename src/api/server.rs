@@ -9,7 +9,9 @@
 //!   answer, so no handler thread ever waits on a client's bytes or on a slow reader;
 //! - `api-N` handler threads run the handlers of ordinary routes, `api-slow-N` those that wait
 //!   on something outside (test deliveries), so that those never hold the threads `/health`
-//!   needs. They take complete requests from bounded channels, each under `catch_unwind`.
+//!   needs, and `api-capture-N` those of the capture URLs, which need no token (a flood of
+//!   them must not slow `/health` either). They take complete requests from bounded channels,
+//!   each under `catch_unwind`.
 //!
 //! The stop: the first handler thread wakes `api-accept`, which stops listening, closes the
 //! connections between requests, and waits for those with a request in hand, whose answers say
@@ -43,6 +45,11 @@ const QUICK_THREADS: usize = 4;
 const SLOW_THREADS: usize = 2;
 /// Requests of the slow lane waiting for a thread; more are refused with 503.
 const SLOW_QUEUE: usize = 16;
+/// Threads running the capture URLs' handlers.
+const CAPTURE_THREADS: usize = 2;
+/// Captures waiting for a thread; more are refused with 503. Enough for this service's own
+/// deliveries to a capture URL (each endpoint gets at most half the delivery threads at once).
+const CAPTURE_QUEUE: usize = 64;
 /// How long the handler thread that wakes the acceptor waits for a request before it looks
 /// whether the stop has begun.
 const POLL: Duration = Duration::from_millis(100);
@@ -75,6 +82,7 @@ pub(crate) struct Server {
     pub(crate) shutdown: Shutdown,
     quick: Sender<Job>,
     slow: Sender<Job>,
+    capture: Sender<Job>,
 }
 
 /// What the server decides from a head alone, before any body is read.
@@ -160,6 +168,7 @@ impl Server {
         let sent = match lane {
             Lane::Quick => self.quick.try_send(job),
             Lane::Slow => self.slow.try_send(job),
+            Lane::Capture => self.capture.try_send(job),
         };
         match sent {
             Ok(()) => {}
@@ -259,6 +268,7 @@ pub(crate) fn spawn(
     // Each connection has at most one request in a handler, so this queue never fills.
     let (quick_tx, quick_rx) = crossbeam_channel::bounded(config.api_max_connections);
     let (slow_tx, slow_rx) = crossbeam_channel::bounded(SLOW_QUEUE);
+    let (capture_tx, capture_rx) = crossbeam_channel::bounded(CAPTURE_QUEUE);
     let server = Arc::new(Server {
         shared: shared.clone(),
         limits: Limits {
@@ -270,11 +280,13 @@ pub(crate) fn spawn(
         shutdown: shutdown.clone(),
         quick: quick_tx,
         slow: slow_tx,
+        capture: capture_tx,
     });
     let mut handles = Vec::new();
     let lanes = [
         ("api", QUICK_THREADS, quick_rx),
         ("api-slow", SLOW_THREADS, slow_rx),
+        ("api-capture", CAPTURE_THREADS, capture_rx),
     ];
     for (name, threads, rx) in lanes {
         for i in 0..threads {

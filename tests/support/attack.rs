@@ -81,6 +81,45 @@ impl Attack {
     }
 }
 
+impl Attack {
+    /// `clients` keep-alive connections, each sending `request` again as soon as it is answered
+    /// (reconnecting when closed), as fast as the server answers.
+    pub fn flood(port: u16, clients: usize, request: Vec<u8>) -> Attack {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let request = Arc::new(request);
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, opened, request) = (stop.clone(), opened.clone(), request.clone());
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let mut stream: Option<TcpStream> = None;
+                    let mut buf = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+                        let Some(conn) = stream.as_mut() else {
+                            stream = TcpStream::connect(("127.0.0.1", port)).ok();
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            buf.clear();
+                            continue;
+                        };
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                        let answered = conn.write_all(&request).is_ok()
+                            && raw::try_read_response(conn, &mut buf, false).is_ok();
+                        if !answered {
+                            stream = None;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Attack {
+            stop,
+            threads,
+            opened,
+        }
+    }
+}
+
 impl Drop for Attack {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
