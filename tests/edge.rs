@@ -62,6 +62,49 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 }
 
 #[test]
+fn fifty_pipelined_requests_with_bodies_are_answered_in_order_in_one_write() {
+    let (_redis, service) = setup(&[]);
+    let mut stream = connect(&service);
+    let mut requests = Vec::new();
+    for i in 0..50 {
+        let body = format!("{{\"n\":{i}}}");
+        let request = match i % 4 {
+            0 => "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+            1 => format!(
+                "POST /webhook-monitor/pipe50 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            2 => format!(
+                "PUT /webhook-monitor/pipe50 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            ),
+            _ => "GET /webhook-monitor/pipe50/requests?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                .to_string(),
+        };
+        requests.extend_from_slice(request.as_bytes());
+    }
+    stream
+        .write_all(&requests)
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut buf = Vec::new();
+    for i in 0..50 {
+        let answer = read_response(&mut stream, &mut buf, false);
+        assert_eq!(answer.status, 200, "request {i}: {}", answer.head);
+        match i % 4 {
+            0 => assert_eq!(answer.json()["status"], "ok", "request {i}"),
+            1 | 2 => assert_eq!(answer.json()["session_id"], "pipe50", "request {i}"),
+            // The newest capture is the request just before: answered in order.
+            _ => assert_eq!(
+                answer.json()["data"]["requests"][0]["body"]["n"],
+                i - 1,
+                "request {i}"
+            ),
+        }
+    }
+    assert!(buf.is_empty(), "bytes after the last response: {buf:?}");
+}
+
+#[test]
 fn expect_100_continue_gets_a_go_ahead_or_a_final_answer() {
     let token = "0123456789abcdef0123";
     let (_redis, service) = setup(&[("WEBHOOK_API_TOKEN", token)]);
@@ -88,6 +131,17 @@ fn expect_100_continue_gets_a_go_ahead_or_a_final_answer() {
     assert_eq!(answer.status, 401);
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(closes(&mut refused));
+    // Over the size limit: 413 at once, no go-ahead, nothing read.
+    let mut too_large = connect(&service);
+    let head = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n"
+    );
+    let _ = too_large.write_all(head.as_bytes());
+    let mut buf = Vec::new();
+    let answer = read_response(&mut too_large, &mut buf, false);
+    assert_eq!(answer.status, 413, "{}", answer.head);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closes(&mut too_large));
 }
 
 #[test]

@@ -326,6 +326,45 @@ fn eight_slow_body_uploads_hold_no_handler() {
 }
 
 #[test]
+fn clients_that_never_read_or_flood_the_public_document_keep_nobody_out() {
+    let _alone = attack_alone();
+    let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
+    // Each pipelines large responses (the OpenAPI document, 50 KiB) and reads none: the server's
+    // writes block once the socket buffers are full.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);
+    let readers: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = connect(&service);
+            let _ = stream.set_nonblocking(true);
+            let mut sent = 0;
+            while sent < request.len() {
+                match stream.write(&request[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    serves_others_meanwhile(&service, &redis, "clients that never read");
+    drop(readers);
+    baseline.restored(&service, "after the clients that never read");
+    // The same document asked for again and again, read this time: no token needed either.
+    let attack = Attack::flood(
+        service.port,
+        16,
+        b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    serves_others_meanwhile(&service, &redis, "a flood of /openapi.json");
+    drop(attack);
+    baseline.restored(&service, "after the flood");
+    still_serving(&mut service);
+}
+
+#[test]
 fn a_thousand_idle_connections_keep_nobody_out() {
     let _alone = attack_alone();
     fds::ensure(2048);
