@@ -496,6 +496,42 @@ fn a_flood_of_a_test_receivers_capture_url_keeps_nobody_out() {
     still_serving(&mut service);
 }
 
+#[test]
+fn long_session_ids_count_against_the_capture_budget() {
+    let _alone = attack_alone();
+    const BUDGET: u64 = 1 << 20;
+    let (_redis, mut service) = setup(&[("WEBHOOK_CAPTURE_MAX_BYTES", &BUDGET.to_string())]);
+    let before = service.rss_bytes().unwrap_or(0);
+    // Sessions named by 60 kB of URL each and sent a tiny body, on one connection: 18 MB of
+    // names, for 1 MiB of captures.
+    let mut stream = connect(&service);
+    let mut buf = Vec::new();
+    let long = "a".repeat(60_000);
+    for n in 0..300 {
+        let request = format!(
+            "POST /webhook-monitor/{n}{long} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let _ = stream.write_all(request.as_bytes());
+        let answer = raw::read_response(&mut stream, &mut buf, false);
+        assert_eq!(answer.status, 200, "request {n}");
+    }
+    let grown = service.rss_bytes().unwrap_or(0).saturating_sub(before);
+    eprintln!("300 sessions of 60 kB ids: RSS grew by {grown} bytes");
+    assert!(
+        grown < BUDGET + (8 << 20),
+        "RSS grew by {grown} bytes for a capture budget of {BUDGET}"
+    );
+    let newest = call(
+        &service,
+        "GET",
+        &format!("/webhook-monitor/299{long}/requests"),
+        None,
+        &[],
+    );
+    assert_eq!(newest.body["data"]["total_requests"], 1, "the newest stays");
+    still_serving(&mut service);
+}
+
 /// A JSON array of small numbers, `bytes` long.
 fn numbers(bytes: usize) -> Vec<u8> {
     let mut body = b"[1".to_vec();
