@@ -365,6 +365,32 @@ fn clients_that_never_read_or_flood_the_public_document_keep_nobody_out() {
 }
 
 #[test]
+fn a_connection_limit_over_the_open_file_limit_is_not_reached_by_idle_connections() {
+    let _alone = attack_alone();
+    fds::ensure(2048);
+    // Allowed 1,024 connections, the process may open only 300 files: without care, 400 idle
+    // connections exhaust its descriptors before its slots, and nothing is evicted.
+    let redis = RedisServer::start();
+    let service =
+        Service::start_with_open_files(&redis, &[("WEBHOOK_API_MAX_CONNECTIONS", "1024")], 300);
+    let idle: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", service.port)).ok())
+        .collect();
+    assert_eq!(idle.len(), 400);
+    std::thread::sleep(Duration::from_millis(500));
+    serves_others_meanwhile(
+        &service,
+        &redis,
+        "idle connections past the open-file limit",
+    );
+    assert!(
+        service.log_text().contains("may open only 300 files"),
+        "the lower limit is not explained in the log"
+    );
+    drop(idle);
+}
+
+#[test]
 fn a_thousand_idle_connections_keep_nobody_out() {
     let _alone = attack_alone();
     fds::ensure(2048);

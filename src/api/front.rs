@@ -279,6 +279,40 @@ fn choose_victim(open: &[Arc<Slot>], now_ms: u64) -> Option<usize> {
         .map(|(_, _, i)| i)
 }
 
+/// The most connections to keep: `configured`, unless the process may not open that many files
+/// besides the `other_files` that Redis, deliveries and the log need. At the open-file limit
+/// `accept` fails before the slots are full, and no idle connection is evicted: 400 idle
+/// connections under a limit of 300 files kept `/health` out for the idle timeout.
+pub(crate) fn connection_limit(configured: usize, other_files: u64) -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let Some(files) = soft_open_file_limit(&limits) else {
+        return configured;
+    };
+    let fit = usize::try_from(files.saturating_sub(other_files)).unwrap_or(usize::MAX);
+    if configured <= fit {
+        return configured;
+    }
+    let limit = fit.max(8);
+    warn!(
+        "WEBHOOK_API_MAX_CONNECTIONS is {configured}, but the process may open only {files} files \
+         and needs about {other_files} for Redis and deliveries: the API keeps at most {limit} \
+         connections (raise the open-file limit, e.g. systemd's LimitNOFILE, to keep more)"
+    );
+    limit
+}
+
+/// The soft limit on open files in the text of `/proc/self/limits`; `None` if unlimited or not
+/// found.
+fn soft_open_file_limit(limits: &str) -> Option<u64> {
+    // "Max open files            1024                 524288               files"
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Starts the `api-accept` thread.
 pub(crate) fn spawn(
     listener: TcpListener,
@@ -484,6 +518,18 @@ mod tests {
             let (open, now, _keep) = slots(connections);
             assert_eq!(choose_victim(&open, now), *expected, "{connections:?}");
         }
+    }
+
+    #[test]
+    fn the_open_file_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63704                63704                processes \n\
+                      Max open files            300                  524288               files     \n";
+        assert_eq!(soft_open_file_limit(limits), Some(300));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(soft_open_file_limit(unlimited), None);
+        assert_eq!(soft_open_file_limit(""), None);
     }
 
     #[test]

@@ -265,8 +265,13 @@ pub(crate) fn spawn(
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
+    // Descriptors besides API connections: a connection per delivery thread and up to four
+    // idle ones per thread (at least 16) kept by the HTTP client, Redis connections, the log.
+    let delivery_threads = (config.delivery_threads + config.retry_threads).max(16) as u64;
+    let other_files = 64 + 5 * delivery_threads;
+    let max_connections = front::connection_limit(config.api_max_connections, other_files);
     // Each connection has at most one request in a handler, so this queue never fills.
-    let (quick_tx, quick_rx) = crossbeam_channel::bounded(config.api_max_connections);
+    let (quick_tx, quick_rx) = crossbeam_channel::bounded(max_connections);
     let (slow_tx, slow_rx) = crossbeam_channel::bounded(SLOW_QUEUE);
     let (capture_tx, capture_rx) = crossbeam_channel::bounded(CAPTURE_QUEUE);
     let server = Arc::new(Server {
@@ -301,7 +306,7 @@ pub(crate) fn spawn(
         }
     }
     handles.push(
-        front::spawn(listener, server, config.api_max_connections)
+        front::spawn(listener, server, max_connections)
             .map_err(|e| format!("cannot start the API acceptor: {e}"))?,
     );
     info!("API listening on http://{local}");
