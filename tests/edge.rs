@@ -353,7 +353,53 @@ fn the_keep_alive_hint_never_promises_more_than_the_idle_timeout() {
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("keep-alive"), hint, "idle {idle_ms} ms");
         assert_eq!(answer.header("connection"), None);
+        // Idle past the timeout: closed without a word (no 408 between requests).
+        let started = Instant::now();
+        assert!(closes(&mut stream), "idle {idle_ms} ms");
+        assert!(started.elapsed() < Duration::from_secs(4));
     }
+}
+
+#[test]
+fn a_preflight_and_a_401_keep_the_connection_for_the_next_request() {
+    let token = "0123456789abcdef0123";
+    let (_redis, service) = setup(&[
+        ("WEBHOOK_API_TOKEN", token),
+        ("CORS_ORIGINS", "https://ui.example"),
+    ]);
+    let mut stream = connect(&service);
+    let mut buf = Vec::new();
+    let origin = "Origin: https://ui.example\r\n";
+    let requests = [
+        format!(
+            "OPTIONS /webhooks HTTP/1.1\r\nHost: x\r\n{origin}Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\r\n"
+        ),
+        format!("GET /webhooks HTTP/1.1\r\nHost: x\r\n{origin}\r\n"),
+        format!(
+            "POST /webhooks HTTP/1.1\r\nHost: x\r\n{origin}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        ),
+        format!(
+            "GET /webhooks HTTP/1.1\r\nHost: x\r\n{origin}Authorization: Bearer {token}\r\n\r\n"
+        ),
+    ];
+    let expected = [204, 401, 401, 200];
+    for (request, status) in requests.iter().zip(expected) {
+        let _ = stream.write_all(request.as_bytes());
+        let answer = read_response(&mut stream, &mut buf, false);
+        assert_eq!(answer.status, status, "{request}");
+        assert_eq!(answer.header("connection"), None, "{request}");
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some("https://ui.example"),
+            "{request}"
+        );
+        if status == 204 {
+            assert_eq!(answer.header("content-length"), None);
+            assert!(answer.body.is_empty());
+        }
+    }
+    assert!(buf.is_empty());
+    assert_eq!(service.connections_used("/webhooks ").len(), 1);
 }
 
 /// How a one-request connection (`Connection: close`) fared.
