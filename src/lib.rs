@@ -17,7 +17,7 @@
 //! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
 //! clients ─► api-accept ─► api-conn (one per connection: reads requests whole, writes replies)
 //!                                    ─► api-0..3 (handlers), api-slow-0..1 (test deliveries),
-//!                                       api-capture-0..1 (capture URLs)
+//!                                       api-capture-0 (capture URLs)
 //!                                  api ─► DeliveryHandle ─► figures, dead letters, test jobs
 //! ```
 //!
@@ -51,7 +51,7 @@
 //! | `api-conn` (one per connection) | reading each request whole under deadlines, writing its reply | the client's bytes |
 //! | `api-N` | API handlers, until the last connection has ended; `api-0` wakes `api-accept` at the stop | a complete request (`api-0`: or 100 ms) |
 //! | `api-slow-N` | handlers that wait on something outside (test deliveries), until the last connection has ended | a complete request |
-//! | `api-capture-N` | the capture URLs' handlers (public; a test receiver's capture rewrites its record in Redis), until the last connection has ended | a complete request |
+//! | `api-capture-0` | the capture URLs' handlers (public; a test receiver's capture rewrites its record in Redis), until the last connection has ended | a complete request |
 //!
 //! # Invariants
 //!

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::attack::{
-    ATTACK_LIMIT, Attack, Baseline, Regulars, attack_alone, probe_health,
+    ATTACK_LIMIT, Attack, Baseline, Regulars, attack_alone, serves_others_meanwhile,
 };
 use crate::support::fds;
 use crate::support::raw;
@@ -24,11 +24,7 @@ use crate::support::try_wait_until;
 use crate::{SOON, call, setup};
 
 fn connect(service: &Service) -> TcpStream {
-    let stream =
-        TcpStream::connect(("127.0.0.1", service.port)).unwrap_or_else(|e| panic!("connect: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    stream
+    raw::connect(service.port)
 }
 
 /// Sends `head` and reads what comes back until the server closes or `limit` passes.
@@ -205,47 +201,6 @@ fn two_hundred_idle_connections_do_not_wedge_the_api() {
     );
     drop(idle);
     still_serving(&mut service);
-}
-
-/// While an attack goes on: `/health` answers new connections with 200 within 200 ms, and a
-/// webhook can be created (on a new connection too) and is delivered to.
-fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
-    for n in 0..5 {
-        let (status, took) = probe_health(service);
-        assert_eq!(status, 200, "{what}: probe {n} got {status}");
-        assert!(
-            took < Duration::from_millis(200),
-            "{what}: probe {n} took {took:?} (load: {})",
-            std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let receiver = Receiver::ok();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let created = agent
-        .post(&format!("http://127.0.0.1:{}/webhooks", service.port))
-        .header("Content-Type", "application/json")
-        .send(json!({"url": receiver.url("/hook"), "events": ["complete_job"]}).to_string())
-        .map(|r| r.status().as_u16());
-    assert!(
-        matches!(created, Ok(201)),
-        "{what}: creating a webhook: {created:?}"
-    );
-    // Events until one is delivered: the new webhook reaches intake within a registry reload.
-    let delivered = try_wait_until(SOON, || {
-        let job = format!("{}", crate::now_ms());
-        redis.publish(
-            "complete_job",
-            &json!({"job_id": job, "timestamp": 1}).to_string(),
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        (!receiver.requests().is_empty()).then_some(())
-    });
-    assert!(delivered.is_some(), "{what}: no delivery during the attack");
 }
 
 #[test]

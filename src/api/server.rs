@@ -9,7 +9,7 @@
 //!   answer, so no handler thread ever waits on a client's bytes or on a slow reader;
 //! - `api-N` handler threads run the handlers of ordinary routes, `api-slow-N` those that wait
 //!   on something outside (test deliveries), so that those never hold the threads `/health`
-//!   needs, and `api-capture-N` those of the capture URLs, which need no token (a flood of
+//!   needs, and `api-capture-0` those of the capture URLs, which need no token (a flood of
 //!   them must not slow `/health` either). They take complete requests from bounded channels,
 //!   each under `catch_unwind`.
 //!
@@ -45,8 +45,10 @@ const QUICK_THREADS: usize = 4;
 const SLOW_THREADS: usize = 2;
 /// Requests of the slow lane waiting for a thread; more are refused with 503.
 const SLOW_QUEUE: usize = 16;
-/// Threads running the capture URLs' handlers.
-const CAPTURE_THREADS: usize = 2;
+/// Threads running the capture URLs' handlers. One: two contended for a flooded test receiver's
+/// record (each capture rewrites it under WATCH, and a conflict redoes the work), and kept both
+/// cores of a small machine busy, so that `/health` took 270 ms instead of 3-7 ms.
+const CAPTURE_THREADS: usize = 1;
 /// Captures waiting for a thread; more are refused with 503. Enough for this service's own
 /// deliveries to a capture URL (each endpoint gets at most half the delivery threads at once).
 const CAPTURE_QUEUE: usize = 64;

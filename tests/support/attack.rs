@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use super::raw;
+use super::receiver::Receiver;
+use super::redis::RedisServer;
 use super::service::Service;
 use super::try_wait_until;
 
@@ -251,4 +255,51 @@ impl Baseline {
             self.sockets
         );
     }
+}
+
+/// While an attack goes on: `/health` answers new connections with 200 within 200 ms, and a
+/// webhook can be created (on a new connection too) and is delivered to.
+pub fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
+    let mut slowest = Duration::ZERO;
+    for n in 0..5 {
+        let (status, took) = probe_health(service);
+        assert_eq!(status, 200, "{what}: probe {n} got {status}");
+        assert!(
+            took < Duration::from_millis(200),
+            "{what}: probe {n} took {took:?} (load: {})",
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+        );
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{what}: /health answered new connections within {slowest:?}");
+    let receiver = Receiver::ok();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let created = agent
+        .post(&format!("http://127.0.0.1:{}/webhooks", service.port))
+        .header("Content-Type", "application/json")
+        .send(json!({"url": receiver.url("/hook"), "events": ["complete_job"]}).to_string())
+        .map(|r| r.status().as_u16());
+    assert!(
+        matches!(created, Ok(201)),
+        "{what}: creating a webhook: {created:?}"
+    );
+    // Events until one is delivered: the new webhook reaches intake within a registry reload.
+    let delivered = try_wait_until(Duration::from_secs(10), || {
+        let job = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            .to_string();
+        redis.publish(
+            "complete_job",
+            &json!({"job_id": job, "timestamp": 1}).to_string(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        (!receiver.requests().is_empty()).then_some(())
+    });
+    assert!(delivered.is_some(), "{what}: no delivery during the attack");
 }
