@@ -67,6 +67,8 @@ enum End {
     Closed,
     /// The acceptor evicted it for a new connection.
     Evicted,
+    /// The service is stopping and the connection was between requests.
+    Stopped,
     /// A deadline passed (the idle wait, or a write).
     TimedOut,
     /// The socket failed.
@@ -78,6 +80,7 @@ impl fmt::Display for End {
         match self {
             End::Closed => f.write_str("by the client"),
             End::Evicted => f.write_str("evicted to admit a new connection"),
+            End::Stopped => f.write_str("the service is stopping"),
             End::TimedOut => f.write_str("timed out"),
             End::Io(e) => write!(f, "{e}"),
         }
@@ -395,10 +398,13 @@ impl Connection<'_> {
         Ok(())
     }
 
-    /// Why a read saw the end of the stream: an eviction shuts the socket down too.
+    /// Why a read saw the end of the stream: an eviction shuts the socket down too, and so does
+    /// the stop (its reading side).
     fn closed(&self) -> End {
         if self.slot.is_evicted() {
             End::Evicted
+        } else if self.server.shutdown.is_set() {
+            End::Stopped
         } else {
             End::Closed
         }
