@@ -593,6 +593,41 @@ fn captured_requests_keep_every_header_in_order() {
 }
 
 #[test]
+fn path_values_decode_as_the_original_decodes_them() {
+    let (_redis, service) = setup(&[]);
+    // decodeURIComponent: `+` stays `+` in a path (it is a space only in a query).
+    let captured = call(
+        &service,
+        "POST",
+        "/webhook-monitor/a+b%20c%E2%9C%93?q=x+y",
+        Some("{}"),
+        &[],
+    );
+    assert_eq!(
+        captured.body["session_id"], "a+b c\u{2713}",
+        "{}",
+        captured.text
+    );
+    let listed = call(
+        &service,
+        "GET",
+        "/webhook-monitor/a+b%20c%E2%9C%93/requests",
+        None,
+        &[],
+    );
+    assert_eq!(listed.body["data"]["requests"][0]["query"]["q"], "x y");
+    // A control character is in no id, and would end up in log lines.
+    for path in [
+        "/webhook-monitor/a%0Ab",
+        "/webhooks/x%0D%0AERROR",
+        "/webhooks/%+a",
+    ] {
+        let answer = call(&service, "POST", path, Some("{}"), &[]);
+        assert_eq!(answer.status, 404, "{path}: {}", answer.text);
+    }
+}
+
+#[test]
 fn test_deliveries_to_the_services_own_monitor_url_all_succeed() {
     let (_redis, service) = setup(&[]);
     let events = [

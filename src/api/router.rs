@@ -267,7 +267,7 @@ impl Operation {
                 if s.is_empty() {
                     return None;
                 }
-                values.push(percent_decode(s)?);
+                values.push(path_value(s)?);
             } else if p != *s {
                 return None;
             }
@@ -308,17 +308,28 @@ pub(crate) fn find(method: &str, path: &str) -> Result<Route, Miss> {
     Err(Miss::MethodNotAllowed(allowed))
 }
 
-/// Decodes `%XX` escapes; `None` if the result is not UTF-8 or an escape is broken.
-pub(crate) fn percent_decode(text: &str) -> Option<String> {
+/// A path segment's value, decoded as Express decodes `req.params` (`decodeURIComponent`: a `+`
+/// stays a `+`); `None` (so 404) if it holds a control character, which no id or session name
+/// has and which would end up in log lines.
+fn path_value(segment: &str) -> Option<String> {
+    percent_decode(segment, false).filter(|v| !v.chars().any(char::is_control))
+}
+
+/// Decodes `%XX` escapes, and `+` as a space where `plus_is_space` (a query); `None` if the result
+/// is not UTF-8 or an escape is broken.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
-        } else if bytes[i] == b'+' {
+        } else if bytes[i] == b'+' && plus_is_space {
             out.push(b' ');
             i += 1;
         } else {
@@ -336,7 +347,7 @@ pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
         })
         .collect()
 }
@@ -393,6 +404,15 @@ mod tests {
         check("GET", "/nope", Err(Miss::NotFound));
         check("GET", "/webhooks/a/b/c/d", Err(Miss::NotFound));
         check("GET", "/webhooks/%zz", Err(Miss::NotFound));
+        check("GET", "/webhooks/%+a", Err(Miss::NotFound));
+        check("DELETE", "/webhooks/x%0Ay", Err(Miss::NotFound));
+        check(
+            "POST",
+            "/webhook-monitor/a+b",
+            Ok(Route::CaptureForSession {
+                session_id: id("a+b"),
+            }),
+        );
     }
 
     #[test]
