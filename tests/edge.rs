@@ -201,7 +201,26 @@ fn responses_after_which_the_server_closes_say_so() {
 /// /health` the server must never answer: framing it cannot be sure of is never guessed, since a
 /// proxy in front may have guessed otherwise (request smuggling). 400, or 501 for a transfer
 /// coding it does not know.
-const AMBIGUOUS: [(&str, &[u8]); 12] = [
+const AMBIGUOUS: [(&str, &[u8]); 14] = [
+    (
+        "a header folded onto a second line (obs-fold)",
+        b"POST /webhook-monitor/s HTTP/1.1
+Host: x
+Content-Length:
+ 2
+
+{}",
+    ),
+    (
+        "white space between a header name and its colon",
+        b"POST /webhook-monitor/s HTTP/1.1
+Host: x
+Transfer-Encoding : chunked
+
+0
+
+",
+    ),
     ("an HTTP/1.1 request without Host", b"GET /health HTTP/1.1\r\n\r\n"),
     (
         "two Host headers",
