@@ -161,6 +161,16 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
         assert_eq!(answer.status, 200, "request {n}");
         assert_eq!(answer.header("connection"), Some("keep-alive"));
     }
+    // `close` wins, whatever else the header says.
+    let _ = kept.write_all(
+        b"GET /health HTTP/1.0
+Connection: keep-alive, close
+
+",
+    );
+    let answer = read_response(&mut kept, &mut buf, false);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closes(&mut kept));
 }
 
 #[test]

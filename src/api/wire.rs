@@ -138,11 +138,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError>
             .flat_map(|(_, v)| v.split(','))
             .any(|t| trim_ows_str(t).eq_ignore_ascii_case(token))
     };
-    let keep_alive = if minor == 0 {
-        tokens("connection", "keep-alive")
-    } else {
-        !tokens("connection", "close")
-    };
+    // `close` wins over anything else said (RFC 9112 9.6).
+    let keep_alive =
+        !tokens("connection", "close") && (minor == 1 || tokens("connection", "keep-alive"));
     let expect = super::request::header(&headers, "expect");
     let expect_continue = match expect {
         None => false,
@@ -506,6 +504,7 @@ mod tests {
     fn connection_persistence_follows_the_version() {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: x, close\r\n\r\n").keep_alive);
         assert!(head("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
         assert!(!head("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
