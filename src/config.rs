@@ -147,7 +147,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WEBHOOK_API_MAX_CONNECTIONS",
         default: "256",
-        doc: "Most API connections open at once, one small thread each (8-4096). At the limit, a new connection first evicts an idle or slow one; only when every connection has a request in a handler is it refused with 503.",
+        doc: "Most API connections open at once, one small thread each (8-4096); fewer, with a warning, if the open-file limit leaves no room for them. At the limit, a new connection first evicts an idle or slow one; only when every connection has a request in a handler is it refused with 503.",
     },
     Setting {
         name: "WEBHOOK_API_IDLE_TIMEOUT_MS",

@@ -16,7 +16,8 @@
 //!        └───────────────── back as due ──────────────────────────────────────────┘
 //! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
 //! clients ─► api-accept ─► api-conn (one per connection: reads requests whole, writes replies)
-//!                                    ─► api-0..3 (handlers), api-slow-0..1 (test deliveries)
+//!                                    ─► api-0..3 (handlers), api-slow-0..1 (test deliveries),
+//!                                       api-capture-0 (capture URLs)
 //!                                  api ─► DeliveryHandle ─► figures, dead letters, test jobs
 //! ```
 //!
@@ -26,7 +27,10 @@
 //! the scheduler, the delivery threads (attempts in flight finish; what is queued or parked goes
 //! back to `webhooks:due`; they end when their channels close), then the settlements are
 //! written, the remaining leases released, and a second flag stops the completer, the recorder,
-//! the heartbeat, the registry and the API.
+//! the heartbeat, the registry and the API. The API serves normally until that flag; then it
+//! stops listening, answers every request it has read (with `Connection: close`), closes the
+//! connections between requests and those slow for over a second, and its handler threads end
+//! with the last connection.
 //!
 //! # Threads
 //!
@@ -43,10 +47,11 @@
 //! | `delivery-completer` | forgetting delivered ids, putting retries and hand-backs back as due, in batches | settlements (gathered for 2 ms) |
 //! | `delivery-scheduler` | progress-throttle flushes; retries while Redis is away | the next due time, or 500 ms |
 //! | `monitor-recorder` | delivery history and stats in Redis, in batches | attempt records (gathered for 5 ms) |
-//! | `api-accept` | accepting API connections; at the limit, evicting an idle or slow one | a connection |
+//! | `api-accept` | accepting API connections; at the limit, evicting an idle or slow one; at the stop, closing them | a connection |
 //! | `api-conn` (one per connection) | reading each request whole under deadlines, writing its reply | the client's bytes |
-//! | `api-N` | API handlers | a complete request, or 500 ms |
-//! | `api-slow-N` | handlers that wait on something outside (test deliveries) | a complete request, or 500 ms |
+//! | `api-N` | API handlers, until the last connection has ended; `api-0` wakes `api-accept` at the stop | a complete request (`api-0`: or 100 ms) |
+//! | `api-slow-N` | handlers that wait on something outside (test deliveries), until the last connection has ended | a complete request |
+//! | `api-capture-0` | the capture URLs' handlers (public; a test receiver's capture rewrites its record in Redis), until the last connection has ended | a complete request |
 //!
 //! Every Redis connection is made by [`redis_conn::RedisPool`] (TLS, ACL users, Sentinel): after a
 //! failover every thread's next connection goes to the new master, and dedicated connections

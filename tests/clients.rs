@@ -229,3 +229,70 @@ fn node_fetch_makes_hundreds_of_calls_over_one_connection() {
     assert_eq!(report["failures"], json!([]), "{stdout}");
     one_connection(&service, tag, REQUESTS);
 }
+
+#[test]
+fn two_hundred_concurrent_keep_alive_clients_lose_nothing() {
+    const CLIENTS: usize = 200;
+    const EACH: usize = 8;
+    crate::support::fds::ensure(1024);
+    let (_redis, service) = setup(&[]);
+    let base = base(&service);
+    // Each client is a ureq Agent of its own (one kept-alive connection), all at once: reads
+    // and writes, a webhook created and read back by each.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let base = base.clone();
+            std::thread::spawn(move || -> Vec<String> {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build()
+                    .into();
+                let mut failures = Vec::new();
+                let mut id = String::new();
+                for i in 0..EACH {
+                    let result = match i {
+                        2 => agent.post(&format!("{base}/webhooks")).send(
+                            json!({"url": format!("http://127.0.0.1:9/load_{n}"), "events": ["job.completed"]})
+                                .to_string(),
+                        ),
+                        5 => agent.get(&format!("{base}/webhooks/{id}")).call(),
+                        _ if i % 2 == 0 => agent.get(&format!("{base}/health")).call(),
+                        _ => agent
+                            .get(&format!("{base}/webhook-monitor/load_{n}/requests"))
+                            .call(),
+                    };
+                    match result {
+                        Ok(mut response) if response.status().as_u16() < 300 => {
+                            let text = response.body_mut().read_to_string().unwrap_or_default();
+                            if i == 2 {
+                                let created: Value = serde_json::from_str(&text).unwrap_or_default();
+                                id = created["data"]["id"].as_str().unwrap_or("").to_string();
+                            }
+                        }
+                        Ok(response) => failures.push(format!("{n}/{i}: {}", response.status())),
+                        Err(e) => failures.push(format!("{n}/{i}: {e}")),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| {
+            c.join()
+                .unwrap_or_else(|_| vec!["a client panicked".into()])
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    // One connection per client, as the access log shows for the requests marked with it.
+    for n in [0, CLIENTS / 2, CLIENTS - 1] {
+        let used = service.connections_used(&format!("/load_{n}/"));
+        assert_eq!(used.len(), 1, "client {n} used {used:?}");
+    }
+}

@@ -9,94 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::raw::{self, Response, closes, read_response};
 use crate::support::service::Service;
 use crate::{call, setup};
 
 fn connect(service: &Service) -> TcpStream {
-    let stream =
-        TcpStream::connect(("127.0.0.1", service.port)).unwrap_or_else(|e| panic!("connect: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    stream
-}
-
-/// One response read off a connection.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// Reads one response (framed by Content-Length; no body for `HEAD` or a 204 or 1xx).
-fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Response {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        assert!(Instant::now() < deadline, "no response head: {buf:?}");
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) => panic!(
-                "closed before a response head: {}",
-                String::from_utf8_lossy(buf)
-            ),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    buf.drain(..end);
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut response = Response {
-        status,
-        head,
-        body: Vec::new(),
-    };
-    let length: usize = response
-        .header("content-length")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let length = if head_request || status < 200 || status == 204 {
-        0
-    } else {
-        length
-    };
-    while buf.len() < length {
-        assert!(Instant::now() < deadline, "body cut short");
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) => panic!("closed inside a body"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    response.body = buf.drain(..length).collect();
-    response
-}
-
-/// Whether the server closes the connection (reads end) within a few seconds.
-fn closes(stream: &mut TcpStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).is_ok() && rest.is_empty()
+    raw::connect(service.port)
 }
 
 #[test]
@@ -144,6 +62,49 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 }
 
 #[test]
+fn fifty_pipelined_requests_with_bodies_are_answered_in_order_in_one_write() {
+    let (_redis, service) = setup(&[]);
+    let mut stream = connect(&service);
+    let mut requests = Vec::new();
+    for i in 0..50 {
+        let body = format!("{{\"n\":{i}}}");
+        let request = match i % 4 {
+            0 => "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+            1 => format!(
+                "POST /webhook-monitor/pipe50 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            2 => format!(
+                "PUT /webhook-monitor/pipe50 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            ),
+            _ => "GET /webhook-monitor/pipe50/requests?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                .to_string(),
+        };
+        requests.extend_from_slice(request.as_bytes());
+    }
+    stream
+        .write_all(&requests)
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut buf = Vec::new();
+    for i in 0..50 {
+        let answer = read_response(&mut stream, &mut buf, false);
+        assert_eq!(answer.status, 200, "request {i}: {}", answer.head);
+        match i % 4 {
+            0 => assert_eq!(answer.json()["status"], "ok", "request {i}"),
+            1 | 2 => assert_eq!(answer.json()["session_id"], "pipe50", "request {i}"),
+            // The newest capture is the request just before: answered in order.
+            _ => assert_eq!(
+                answer.json()["data"]["requests"][0]["body"]["n"],
+                i - 1,
+                "request {i}"
+            ),
+        }
+    }
+    assert!(buf.is_empty(), "bytes after the last response: {buf:?}");
+}
+
+#[test]
 fn expect_100_continue_gets_a_go_ahead_or_a_final_answer() {
     let token = "0123456789abcdef0123";
     let (_redis, service) = setup(&[("WEBHOOK_API_TOKEN", token)]);
@@ -170,6 +131,17 @@ fn expect_100_continue_gets_a_go_ahead_or_a_final_answer() {
     assert_eq!(answer.status, 401);
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(closes(&mut refused));
+    // Over the size limit: 413 at once, no go-ahead, nothing read.
+    let mut too_large = connect(&service);
+    let head = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n"
+    );
+    let _ = too_large.write_all(head.as_bytes());
+    let mut buf = Vec::new();
+    let answer = read_response(&mut too_large, &mut buf, false);
+    assert_eq!(answer.status, 413, "{}", answer.head);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closes(&mut too_large));
 }
 
 #[test]
@@ -189,6 +161,16 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
         assert_eq!(answer.status, 200, "request {n}");
         assert_eq!(answer.header("connection"), Some("keep-alive"));
     }
+    // `close` wins, whatever else the header says.
+    let _ = kept.write_all(
+        b"GET /health HTTP/1.0
+Connection: keep-alive, close
+
+",
+    );
+    let answer = read_response(&mut kept, &mut buf, false);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closes(&mut kept));
 }
 
 #[test]
@@ -200,7 +182,7 @@ fn responses_after_which_the_server_closes_say_so() {
         // Over the limit, chunked: refused when the limit is passed.
         b"POST /webhooks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1001\r\n",
         b"GET /health HTTP/1.1\r\nHost x\r\n\r\n",
-        b"POST /webhooks HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /webhooks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
     ];
     let expected = [413, 413, 400, 501];
     for (request, status) in cases.iter().zip(expected) {
@@ -223,6 +205,139 @@ fn responses_after_which_the_server_closes_say_so() {
     let mut buf = Vec::new();
     assert_eq!(read_response(&mut stream, &mut buf, false).status, 404);
     assert_eq!(read_response(&mut stream, &mut buf, false).status, 200);
+}
+
+#[test]
+fn a_preflight_and_a_401_keep_the_connection_for_the_next_request() {
+    let token = "0123456789abcdef0123";
+    let (_redis, service) = setup(&[
+        ("WEBHOOK_API_TOKEN", token),
+        ("CORS_ORIGINS", "https://ui.example"),
+    ]);
+    let mut stream = connect(&service);
+    let mut buf = Vec::new();
+    let origin = "Origin: https://ui.example\r\n";
+    let requests = [
+        format!(
+            "OPTIONS /webhooks HTTP/1.1\r\nHost: x\r\n{origin}Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\r\n"
+        ),
+        format!("GET /webhooks HTTP/1.1\r\nHost: x\r\n{origin}\r\n"),
+        format!(
+            "POST /webhooks HTTP/1.1\r\nHost: x\r\n{origin}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        ),
+        format!(
+            "GET /webhooks HTTP/1.1\r\nHost: x\r\n{origin}Authorization: Bearer {token}\r\n\r\n"
+        ),
+    ];
+    let expected = [204, 401, 401, 200];
+    for (request, status) in requests.iter().zip(expected) {
+        let _ = stream.write_all(request.as_bytes());
+        let answer = read_response(&mut stream, &mut buf, false);
+        assert_eq!(answer.status, status, "{request}");
+        assert_eq!(answer.header("connection"), None, "{request}");
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some("https://ui.example"),
+            "{request}"
+        );
+        if status == 204 {
+            assert_eq!(answer.header("content-length"), None);
+            assert!(answer.body.is_empty());
+        }
+    }
+    assert!(buf.is_empty());
+    assert_eq!(service.connections_used("/webhooks ").len(), 1);
+}
+
+/// How a one-request connection (`Connection: close`) fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum OneShot {
+    /// A whole response.
+    Answered(u16),
+    /// The connection was refused: the server had stopped listening.
+    Refused,
+    /// Accepted, the request sent, then closed or reset with no response: a request lost.
+    Lost,
+}
+
+fn one_shot(port: u16) -> OneShot {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return OneShot::Refused;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let sent = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = Vec::new();
+    match (sent, raw::try_read_response(&mut stream, &mut buf, false)) {
+        (Ok(()), Ok(answer)) => OneShot::Answered(answer.status),
+        _ => OneShot::Lost,
+    }
+}
+
+#[test]
+fn sigterm_answers_every_request_it_read_and_exits_promptly() {
+    let (_redis, mut service) = setup(&[]);
+    let port = service.port;
+    // Idle kept-alive connections, a slowloris, and a client that pipelines large responses
+    // and reads none: none of them may hold the exit up.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let mut stream = connect(&service);
+        let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut stream, &mut buf, false).status, 200);
+        idle.push(stream);
+    }
+    let mut slowloris = connect(&service);
+    let _ = slowloris.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    let mut no_reader = connect(&service);
+    let _ = no_reader.set_nonblocking(true);
+    for _ in 0..300 {
+        let _ = no_reader.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    // Clients making one request per connection, as probes and curl do, before, during and
+    // after the stop: each is refused or answered, never accepted and dropped.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut seen = std::collections::BTreeMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(20)
+                {
+                    *seen.entry(one_shot(port)).or_insert(0usize) += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let stopped = service.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::BTreeMap::new();
+    for client in clients {
+        for (outcome, n) in client.join().unwrap_or_default() {
+            *seen.entry(outcome).or_insert(0) += n;
+        }
+    }
+    let Some((code, took)) = stopped else {
+        panic!("the service did not exit within 10 s of SIGTERM; clients saw {seen:?}");
+    };
+    eprintln!("exit {took:?} after SIGTERM; one-request clients: {seen:?}");
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(
+        seen.get(&OneShot::Answered(200)).copied().unwrap_or(0) > 50,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get(&OneShot::Lost),
+        None,
+        "requests lost in the stop: {seen:?}"
+    );
 }
 
 #[test]

@@ -3,16 +3,20 @@
 //! new connection with 200 within 200 ms and that a webhook can be created and delivered to.
 //! Attacks last a few seconds; each is bounded by count and time.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::attack::{
+    ATTACK_LIMIT, Attack, Baseline, Regulars, attack_alone, serves_others_meanwhile,
+};
 use crate::support::fds;
+use crate::support::raw;
 use crate::support::receiver::Receiver;
 use crate::support::redis::RedisServer;
 use crate::support::service::Service;
@@ -20,11 +24,7 @@ use crate::support::try_wait_until;
 use crate::{SOON, call, setup};
 
 fn connect(service: &Service) -> TcpStream {
-    let stream =
-        TcpStream::connect(("127.0.0.1", service.port)).unwrap_or_else(|e| panic!("connect: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    stream
+    raw::connect(service.port)
 }
 
 /// Sends `head` and reads what comes back until the server closes or `limit` passes.
@@ -159,6 +159,9 @@ fn connections_over_the_limit_evict_idle_ones_and_get_503_only_when_all_are_busy
         .as_str()
         .unwrap_or("")
         .to_string();
+    // The tests' own client (a kept-alive connection) was answered moments ago, so it keeps its
+    // slot over a brand-new connection for a while: let that pass, so that it is the one evicted.
+    std::thread::sleep(Duration::from_millis(400));
     let busy: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut stream = connect(&service);
@@ -200,142 +203,43 @@ fn two_hundred_idle_connections_do_not_wedge_the_api() {
     still_serving(&mut service);
 }
 
-/// How long an attack goes on at most (each test stops it once its checks are done).
-const ATTACK_LIMIT: Duration = Duration::from_secs(20);
-
-/// One attack at a time in this test process: each measures latency, and two at once would
-/// measure each other.
-static ONE_ATTACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn attack_alone() -> std::sync::MutexGuard<'static, ()> {
-    ONE_ATTACK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// An attack running on threads of its own until dropped.
-struct Attack {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    /// Connections the attack (re)opened.
-    opened: Arc<AtomicUsize>,
-}
-
-impl Attack {
-    /// `clients` connections, each sending `start` and then one byte of `drip` a second; a
-    /// connection the server closes is opened again, as a real attacker's would be.
-    fn drip(port: u16, clients: usize, start: &'static [u8], drip: u8) -> Attack {
-        let stop = Arc::new(AtomicBool::new(false));
-        let opened = Arc::new(AtomicUsize::new(0));
-        let (s, o) = (stop.clone(), opened.clone());
-        let thread = std::thread::spawn(move || {
-            let open = || {
-                let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-                let _ = stream.set_nonblocking(true);
-                let mut stream = stream;
-                stream.write_all(start).ok()?;
-                o.fetch_add(1, Ordering::Relaxed);
-                Some(stream)
-            };
-            let mut streams: Vec<Option<TcpStream>> = (0..clients).map(|_| open()).collect();
-            let started = Instant::now();
-            while !s.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
-                for slot in streams.iter_mut() {
-                    let alive = slot.as_mut().is_some_and(|stream| {
-                        // Anything the server says (a 408) or a close ends this connection.
-                        let mut sink = [0u8; 1024];
-                        let open = matches!(stream.read(&mut sink), Err(e) if e.kind() == ErrorKind::WouldBlock);
-                        open && match stream.write(&[drip]) {
-                            Ok(_) => true,
-                            Err(e) => e.kind() == ErrorKind::WouldBlock,
-                        }
-                    });
-                    if !alive {
-                        *slot = open();
-                    }
-                }
-                let second = Instant::now();
-                while second.elapsed() < Duration::from_secs(1) && !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        });
-        Attack {
-            stop,
-            threads: vec![thread],
-            opened,
+#[test]
+fn regular_keep_alive_clients_are_never_evicted_for_slow_ones() {
+    let _alone = attack_alone();
+    fds::ensure(2048);
+    let (_redis, service) = setup(&[]);
+    let baseline = Baseline::take(&service);
+    let attacks: [(&str, &'static [u8], u8); 2] = [
+        (
+            "slowloris",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+            b'a',
+        ),
+        (
+            "slow bodies",
+            b"POST /webhook-monitor/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+            b' ',
+        ),
+    ];
+    for (what, start, drip) in attacks {
+        // 50 regular clients and 300 attackers: over the 256 connections allowed, so every new
+        // attacker connection takes someone's slot. It must never be a regular client's.
+        let regulars = Regulars::start(service.port, 50);
+        let attack = Attack::drip(service.port, 300, start, drip);
+        std::thread::sleep(Duration::from_secs(4));
+        let opened = attack.opened.load(Ordering::Relaxed);
+        drop(attack);
+        let answered = regulars.stop();
+        assert!(opened > 300, "{what}: the attack opened only {opened}");
+        match answered {
+            Ok(n) => assert!(n >= 500, "{what}: only {n} answers"),
+            Err(failures) => panic!(
+                "{what}: {} of 50 regular clients lost a request: {failures:#?}",
+                failures.len()
+            ),
         }
     }
-}
-
-impl Drop for Attack {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// `GET /health` on a new connection, as a liveness probe makes it: the status and how long it
-/// took, connect included.
-fn probe_health(service: &Service) -> (u16, Duration) {
-    let started = Instant::now();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], service.port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, started.elapsed());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    let status = String::from_utf8_lossy(&reply)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, started.elapsed())
-}
-
-/// While an attack goes on: `/health` answers new connections with 200 within 200 ms, and a
-/// webhook can be created (on a new connection too) and is delivered to.
-fn serves_others_meanwhile(service: &Service, redis: &RedisServer, what: &str) {
-    for n in 0..5 {
-        let (status, took) = probe_health(service);
-        assert_eq!(status, 200, "{what}: probe {n} got {status}");
-        assert!(
-            took < Duration::from_millis(200),
-            "{what}: probe {n} took {took:?} (load: {})",
-            std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let receiver = Receiver::ok();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let created = agent
-        .post(&format!("http://127.0.0.1:{}/webhooks", service.port))
-        .header("Content-Type", "application/json")
-        .send(json!({"url": receiver.url("/hook"), "events": ["complete_job"]}).to_string())
-        .map(|r| r.status().as_u16());
-    assert!(
-        matches!(created, Ok(201)),
-        "{what}: creating a webhook: {created:?}"
-    );
-    // Events until one is delivered: the new webhook reaches intake within a registry reload.
-    let delivered = try_wait_until(SOON, || {
-        let job = format!("{}", crate::now_ms());
-        redis.publish(
-            "complete_job",
-            &json!({"job_id": job, "timestamp": 1}).to_string(),
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        (!receiver.requests().is_empty()).then_some(())
-    });
-    assert!(delivered.is_some(), "{what}: no delivery during the attack");
+    baseline.restored(&service, "after the attacks");
 }
 
 #[test]
@@ -343,6 +247,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
     let _alone = attack_alone();
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
     let attack = Attack::drip(
         service.port,
         300,
@@ -353,6 +258,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
     serves_others_meanwhile(&service, &redis, "slowloris");
     assert!(attack.opened.load(Ordering::Relaxed) >= 300);
     drop(attack);
+    baseline.restored(&service, "after slowloris");
     still_serving(&mut service);
 }
 
@@ -360,6 +266,7 @@ fn three_hundred_slowloris_connections_keep_nobody_out() {
 fn eight_slow_body_uploads_hold_no_handler() {
     let _alone = attack_alone();
     let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
     let attack = Attack::drip(
         service.port,
         8,
@@ -369,7 +276,63 @@ fn eight_slow_body_uploads_hold_no_handler() {
     std::thread::sleep(Duration::from_millis(1500));
     serves_others_meanwhile(&service, &redis, "slow bodies");
     drop(attack);
+    baseline.restored(&service, "after slow bodies");
     still_serving(&mut service);
+}
+
+#[test]
+fn clients_that_never_read_their_responses_keep_nobody_out() {
+    let _alone = attack_alone();
+    let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
+    // Each pipelines large responses (the OpenAPI document, 50 KiB) and reads none: the server's
+    // writes block once the socket buffers are full.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);
+    let readers: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = connect(&service);
+            let _ = stream.set_nonblocking(true);
+            let mut sent = 0;
+            while sent < request.len() {
+                match stream.write(&request[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    serves_others_meanwhile(&service, &redis, "clients that never read");
+    drop(readers);
+    baseline.restored(&service, "after the clients that never read");
+    still_serving(&mut service);
+}
+
+#[test]
+fn a_connection_limit_over_the_open_file_limit_is_not_reached_by_idle_connections() {
+    let _alone = attack_alone();
+    fds::ensure(2048);
+    // Allowed 1,024 connections, the process may open only 300 files: without care, 400 idle
+    // connections exhaust its descriptors before its slots, and nothing is evicted.
+    let redis = RedisServer::start();
+    let service =
+        Service::start_with_open_files(&redis, &[("WEBHOOK_API_MAX_CONNECTIONS", "1024")], 300);
+    let idle: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", service.port)).ok())
+        .collect();
+    assert_eq!(idle.len(), 400);
+    std::thread::sleep(Duration::from_millis(500));
+    serves_others_meanwhile(
+        &service,
+        &redis,
+        "idle connections past the open-file limit",
+    );
+    assert!(
+        service.log_text().contains("may open only 300 files"),
+        "the lower limit is not explained in the log"
+    );
+    drop(idle);
 }
 
 #[test]
@@ -377,6 +340,7 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     let _alone = attack_alone();
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
     let started = Instant::now();
     let idle: Vec<TcpStream> = (0..1000)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", service.port)).ok())
@@ -392,6 +356,150 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     let threads = service.threads().unwrap_or(0);
     assert!(threads <= 256 + 40, "{threads} threads");
     drop(idle);
+    baseline.restored(&service, "after idle connections");
+    still_serving(&mut service);
+}
+
+#[test]
+fn unauthenticated_uploads_hold_no_more_than_a_capture_each() {
+    let _alone = attack_alone();
+    const CLIENTS: usize = 200;
+    let (_redis, mut service) = setup(&[("WEBHOOK_API_TOKEN", "0123456789abcdef0123")]);
+    let baseline = Baseline::take(&service);
+    let before = service.rss_bytes().unwrap_or(0);
+    // Public routes only: capture URLs, and /health with a body it has no use for. Each client
+    // sends all of a 1 MiB body but its last byte, so that every body is in the server at once.
+    let body = numbers(1024 * 1024 - 64);
+    let mut uploads: Vec<TcpStream> = (0..CLIENTS)
+        .map(|n| {
+            let mut stream = connect(&service);
+            let path = if n % 4 == 0 {
+                "/health".to_string()
+            } else {
+                format!("/webhook-monitor/upload_{n}")
+            };
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[..body.len() - 1]);
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = service.rss_bytes().unwrap_or(0).saturating_sub(before);
+    // Then each completes and is answered: 405 for /health, 200 for the captures.
+    let mut statuses = std::collections::BTreeMap::new();
+    for stream in &mut uploads {
+        let _ = stream.write_all(&body[body.len() - 1..]);
+        let mut buf = Vec::new();
+        let status = raw::try_read_response(stream, &mut buf, false).map(|r| r.status);
+        *statuses.entry(format!("{status:?}")).or_insert(0) += 1;
+    }
+    eprintln!("{CLIENTS} uploads of 1 MiB held {held} bytes of RSS; answers {statuses:?}");
+    assert_eq!(
+        statuses.get("Ok(200)"),
+        Some(&(CLIENTS * 3 / 4)),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.get("Ok(405)"),
+        Some(&(CLIENTS / 4)),
+        "{statuses:?}"
+    );
+    assert!(
+        held < 48 << 20,
+        "{CLIENTS} unauthenticated uploads of 1 MiB made RSS grow by {held} bytes"
+    );
+    let listed = call(
+        &service,
+        "GET",
+        "/webhook-monitor/upload_1/requests",
+        None,
+        &[("Authorization", "Bearer 0123456789abcdef0123")],
+    );
+    let capture = &listed.body["data"]["requests"][0];
+    assert_eq!(capture["body_truncated"], true, "{}", listed.text);
+    assert_eq!(capture["body"].as_str().map(str::len), Some(16 * 1024));
+    assert_eq!(
+        capture["headers"]["content-length"],
+        body.len().to_string().as_str()
+    );
+    drop(uploads);
+    baseline.restored(&service, "after the uploads");
+    still_serving(&mut service);
+}
+
+#[test]
+fn a_flood_of_a_test_receivers_capture_url_keeps_nobody_out() {
+    let _alone = attack_alone();
+    let (redis, mut service) = setup(&[]);
+    let baseline = Baseline::take(&service);
+    // A test receiver's capture URL needs no token: whoever was given it can flood it. Each
+    // capture rewrites the receiver's record in Redis, so each costs the handler far more than
+    // /health does.
+    let created = call(&service, "POST", "/test-receivers", None, &[]);
+    let id = created.body["data"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let body = numbers(16 * 1024);
+    let mut request = format!(
+        "POST /test-receivers/{id}/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let attack = Attack::flood(service.port, 16, request);
+    std::thread::sleep(Duration::from_millis(1000));
+    serves_others_meanwhile(&service, &redis, "test receiver flood");
+    drop(attack);
+    baseline.restored(&service, "after the flood");
+    let listed = call(
+        &service,
+        "GET",
+        &format!("/test-receivers/{id}/requests"),
+        None,
+        &[],
+    );
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    still_serving(&mut service);
+}
+
+#[test]
+fn long_session_ids_count_against_the_capture_budget() {
+    let _alone = attack_alone();
+    const BUDGET: u64 = 1 << 20;
+    let (_redis, mut service) = setup(&[("WEBHOOK_CAPTURE_MAX_BYTES", &BUDGET.to_string())]);
+    let before = service.rss_bytes().unwrap_or(0);
+    // Sessions named by 60 kB of URL each and sent a tiny body, on one connection: 18 MB of
+    // names, for 1 MiB of captures.
+    let mut stream = connect(&service);
+    let mut buf = Vec::new();
+    let long = "a".repeat(60_000);
+    for n in 0..300 {
+        let request = format!(
+            "POST /webhook-monitor/{n}{long} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let _ = stream.write_all(request.as_bytes());
+        let answer = raw::read_response(&mut stream, &mut buf, false);
+        assert_eq!(answer.status, 200, "request {n}");
+    }
+    let grown = service.rss_bytes().unwrap_or(0).saturating_sub(before);
+    eprintln!("300 sessions of 60 kB ids: RSS grew by {grown} bytes");
+    assert!(
+        grown < BUDGET + (8 << 20),
+        "RSS grew by {grown} bytes for a capture budget of {BUDGET}"
+    );
+    let newest = call(
+        &service,
+        "GET",
+        &format!("/webhook-monitor/299{long}/requests"),
+        None,
+        &[],
+    );
+    assert_eq!(newest.body["data"]["total_requests"], 1, "the newest stays");
     still_serving(&mut service);
 }
 

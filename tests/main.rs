@@ -10,6 +10,7 @@ mod clients;
 mod durability;
 mod edge;
 mod figures;
+mod framing;
 mod hostile;
 mod intake;
 mod legacy;

@@ -29,6 +29,14 @@ const MAX_SESSIONS: usize = 1000;
 const IDLE: Duration = Duration::from_secs(3600);
 /// What a capture costs beyond its text: the record, its `Arc`, its place in a queue.
 const OVERHEAD: usize = 160;
+/// What a session costs beyond its id: its entry in the map and its queue.
+const SESSION_OVERHEAD: usize = 128;
+
+/// What a session costs the budget before any capture: its id comes from the URL, up to the
+/// 64 KiB a request head may have, so a thousand sessions could hold 64 MiB outside the budget.
+fn session_cost(id: &str) -> usize {
+    SESSION_OVERHEAD + id.len()
+}
 
 /// One captured request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +60,7 @@ impl Capture {
     pub(crate) fn new(request: &Request) -> Capture {
         let body = request.body.bytes();
         let kept = &body[..body.len().min(BODY_KEPT)];
-        let truncated = body.len() > BODY_KEPT;
+        let truncated = request.body_len.max(body.len()) > BODY_KEPT;
         // A cut body is text, even where its start happens to be JSON (a long number).
         let body_is_json =
             !truncated && serde_json::from_slice::<serde::de::IgnoredAny>(kept).is_ok();
@@ -184,6 +192,7 @@ impl Sessions {
         let mut store = self.inner.lock();
         if !store.sessions.contains_key(session) {
             store.forget_idle_sessions();
+            store.bytes += session_cost(session);
         }
         let seq = store.next_seq;
         store.next_seq += 1;
@@ -230,7 +239,7 @@ impl Sessions {
             return 0;
         };
         let freed: usize = removed.captures.iter().map(|(_, c)| c.size()).sum();
-        store.bytes -= freed;
+        store.bytes -= freed + session_cost(session);
         removed.captures.len()
     }
 
@@ -244,10 +253,10 @@ impl Sessions {
 impl Store {
     fn forget_idle_sessions(&mut self) {
         let mut freed = 0;
-        self.sessions.retain(|_, s| {
+        self.sessions.retain(|id, s| {
             let keep = s.last.elapsed() < IDLE;
             if !keep {
-                freed += s.captures.iter().map(|(_, c)| c.size()).sum::<usize>();
+                freed += session_cost(id) + s.captures.iter().map(|(_, c)| c.size()).sum::<usize>();
             }
             keep
         });
@@ -257,8 +266,14 @@ impl Store {
                 .iter()
                 .min_by_key(|(_, s)| s.last)
                 .map(|(id, _)| id.clone());
-            match oldest.and_then(|id| self.sessions.remove(&id)) {
-                Some(s) => freed += s.captures.iter().map(|(_, c)| c.size()).sum::<usize>(),
+            let Some(id) = oldest else {
+                break;
+            };
+            match self.sessions.remove(&id) {
+                Some(s) => {
+                    freed +=
+                        session_cost(&id) + s.captures.iter().map(|(_, c)| c.size()).sum::<usize>();
+                }
                 None => break,
             }
         }
@@ -284,6 +299,7 @@ impl Store {
         }
         if session.captures.is_empty() {
             self.sessions.remove(&id);
+            self.bytes -= session_cost(&id);
         }
         true
     }
@@ -304,6 +320,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             body: Body(body.to_vec()),
+            body_len: body.len(),
             client_ip: "127.0.0.1".into(),
         }
     }
@@ -368,6 +385,31 @@ mod tests {
         assert_eq!(total, REQUESTS_KEPT);
         assert_eq!(json(&newest[0])["body"], 149);
         let sizes: usize = sessions.list("s", 100).1.iter().map(|c| c.size()).sum();
-        assert_eq!(sessions.bytes(), sizes);
+        assert_eq!(sessions.bytes(), sizes + session_cost("s"));
+        sessions.clear("s");
+        assert_eq!(sessions.bytes(), 0);
+    }
+
+    #[test]
+    fn session_ids_count_against_the_budget() {
+        let budget = 1 << 20;
+        let sessions = Sessions::new(budget);
+        let long = "a".repeat(60_000);
+        for n in 0..100 {
+            sessions.record(&format!("{n}{long}"), Capture::new(&request(b"{}", &[])));
+        }
+        assert!(sessions.bytes() <= budget, "{}", sessions.bytes());
+        let kept = (0..100)
+            .filter(|n| sessions.list(&format!("{n}{long}"), 1).0 > 0)
+            .count();
+        assert!(
+            (10..=17).contains(&kept),
+            "{kept} sessions of 60 kB ids kept"
+        );
+        assert_eq!(
+            sessions.list(&format!("99{long}"), 1).0,
+            1,
+            "the newest stays"
+        );
     }
 }

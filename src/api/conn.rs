@@ -25,13 +25,13 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 
+use super::captures::BODY_KEPT;
 use super::front::{Phase, Slot};
 use super::reply::Reply;
 use super::request::{Body, Query, Request};
-use super::router;
+use super::router::{self, BodyUse};
 use super::server::{self, Admission, Server};
 use super::wire::{self, ChunkError, Chunked, Framing, Head, HeadError};
 
@@ -46,7 +46,6 @@ const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Serves the slot's connection until it closes, fails, times out or is evicted.
 pub(crate) fn serve(peer: SocketAddr, slot: &Slot, server: &Server) {
-    let (reply_to, replies) = crossbeam_channel::bounded(1);
     let mut conn = Connection {
         stream: slot.socket(),
         input: Vec::new(),
@@ -55,8 +54,6 @@ pub(crate) fn serve(peer: SocketAddr, slot: &Slot, server: &Server) {
         peer_ip: peer.ip().to_string(),
         slot,
         server,
-        reply_to,
-        replies,
     };
     if let Err(end) = conn.run() {
         debug!("API connection from {peer} closed: {end}");
@@ -70,6 +67,8 @@ enum End {
     Closed,
     /// The acceptor evicted it for a new connection.
     Evicted,
+    /// The service is stopping and the connection was between requests.
+    Stopped,
     /// A deadline passed (the idle wait, or a write).
     TimedOut,
     /// The socket failed.
@@ -81,6 +80,7 @@ impl fmt::Display for End {
         match self {
             End::Closed => f.write_str("by the client"),
             End::Evicted => f.write_str("evicted to admit a new connection"),
+            End::Stopped => f.write_str("the service is stopping"),
             End::TimedOut => f.write_str("timed out"),
             End::Io(e) => write!(f, "{e}"),
         }
@@ -102,9 +102,6 @@ struct Connection<'a> {
     peer_ip: String,
     slot: &'a Slot,
     server: &'a Server,
-    /// This connection's channel for its handler replies (one request at a time).
-    reply_to: Sender<Reply>,
-    replies: Receiver<Reply>,
 }
 
 impl Connection<'_> {
@@ -141,6 +138,7 @@ impl Connection<'_> {
             if !self.exchange(head)? {
                 return Ok(());
             }
+            self.slot.answered();
         }
     }
 
@@ -159,8 +157,13 @@ impl Connection<'_> {
                     self.write_by(b"HTTP/1.1 100 Continue\r\n\r\n", deadline)?;
                 }
                 self.enter(Phase::Body)?;
-                match self.read_body(&head) {
-                    Ok(body) => {
+                let kept = match route.operation().body_use() {
+                    BodyUse::Ignored => 0,
+                    BodyUse::Captured => BODY_KEPT,
+                    BodyUse::Whole => self.server.limits.max_body,
+                };
+                match self.read_body(&head, kept) {
+                    Ok((body, body_len)) => {
                         self.enter(Phase::Handler)?;
                         let request = Request {
                             method: head.method.clone(),
@@ -169,11 +172,10 @@ impl Connection<'_> {
                             // Admitted: the rest of the exchange needs no header.
                             headers: std::mem::take(&mut head.headers),
                             body: Body(body),
+                            body_len,
                             client_ip: self.peer_ip.clone(),
                         };
-                        let reply = self
-                            .server
-                            .run(route, request, &self.reply_to, &self.replies);
+                        let reply = self.server.run(route, request);
                         (reply, head.keep_alive)
                     }
                     Err(BodyError::Refused(reply)) => (reply, false),
@@ -197,8 +199,9 @@ impl Connection<'_> {
         Ok(keep)
     }
 
-    /// Reads the whole body `head` announces, within the body deadline.
-    fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, BodyError> {
+    /// Reads the whole body `head` announces, within the body deadline; keeps its first `kept`
+    /// bytes, and says how long it was.
+    fn read_body(&mut self, head: &Head, kept: usize) -> Result<(Vec<u8>, usize), BodyError> {
         let deadline = Instant::now() + self.server.limits.body;
         let limit = self.server.limits.max_body;
         let timed_out = |e: End| match e {
@@ -209,19 +212,22 @@ impl Connection<'_> {
             Framing::Length(n) => {
                 // `admit` refused anything over the limit.
                 let n = usize::try_from(n).unwrap_or(usize::MAX).min(limit);
-                let mut body = Vec::with_capacity(n.min(READ_CHUNK));
-                while body.len() < n {
+                let mut body = Vec::with_capacity(n.min(kept).min(READ_CHUNK));
+                let mut read = 0;
+                while read < n {
                     if self.pending().is_empty() {
                         self.fill(deadline).map_err(timed_out)?;
                     }
-                    let take = (n - body.len()).min(self.pending().len());
-                    body.extend_from_slice(&self.pending()[..take]);
+                    let take = (n - read).min(self.pending().len());
+                    let keep = take.min(kept.saturating_sub(body.len()));
+                    body.extend_from_slice(&self.pending()[..keep]);
                     self.consume(take);
+                    read += take;
                 }
-                Ok(body)
+                Ok((body, n))
             }
             Framing::Chunked => {
-                let mut decoder = Chunked::new(limit);
+                let mut decoder = Chunked::new(limit, kept);
                 let mut body = Vec::new();
                 loop {
                     let used = decoder
@@ -229,7 +235,7 @@ impl Connection<'_> {
                         .map_err(|e| BodyError::Refused(chunk_error(e, limit)))?;
                     self.consume(used);
                     if decoder.is_done() {
-                        return Ok(body);
+                        return Ok((body, decoder.decoded()));
                     }
                     self.fill(deadline).map_err(timed_out)?;
                 }
@@ -289,7 +295,7 @@ impl Connection<'_> {
     ) -> Result<(), End> {
         self.enter(Phase::Writing)?;
         let rendered = server::render(reply, origin);
-        let idle_s = self.server.limits.idle.as_secs().max(1);
+        let idle_s = self.server.limits.idle.as_secs();
         let minor = head.map_or(1, |h| h.minor);
         let mut bytes = wire::response_head(
             rendered.status,
@@ -392,10 +398,13 @@ impl Connection<'_> {
         Ok(())
     }
 
-    /// Why a read saw the end of the stream: an eviction shuts the socket down too.
+    /// Why a read saw the end of the stream: an eviction shuts the socket down too, and so does
+    /// the stop (its reading side).
     fn closed(&self) -> End {
         if self.slot.is_evicted() {
             End::Evicted
+        } else if self.server.shutdown.is_set() {
+            End::Stopped
         } else {
             End::Closed
         }

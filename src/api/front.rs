@@ -1,26 +1,40 @@
 //! The API's front door: the `api-accept` thread, which accepts connections, keeps at most
 //! `WEBHOOK_API_MAX_CONNECTIONS` of them, and gives each its own small `api-conn` thread.
 //!
-//! Each open connection has a [`Slot`] saying what it is doing and since when. At the limit, a
-//! new connection takes the slot of one that costs nothing to drop, chosen in this order:
+//! Each open connection has a [`Slot`] saying what it is doing, since when, and whether it has
+//! been answered yet. At the limit, a new connection takes the slot of the one that costs least
+//! to drop, chosen in this order:
 //! 1. one that has been reading a request head or body, or writing a response, for over a
 //!    second (a slow client: slowloris, a trickled body, a reader that does not read);
-//! 2. the connection idle the longest (a kept-alive connection between requests, or one that
-//!    never sent a byte);
-//! 3. the one reading or writing the longest.
+//! 2. one open for a while ([`FRESH`]) that has had no response yet (a silent connection, or one
+//!    still sending its first request), the oldest first;
+//! 3. a kept-alive connection idle for a while since its last response, the longest idle first;
+//! 4. one just opened, not answered yet, the oldest first;
+//! 5. a kept-alive connection just answered, then one in the middle of a request.
 //!
-//! So a flood of idle or slow connections cannot keep `/health` or anyone else out; a new
-//! connection is refused (503) only when every slot has a request in a handler. An evicted
-//! connection's socket is shut down, which ends its thread's blocked read or write at once.
+//! So a flood of idle or slow connections cannot keep `/health` or anyone else out, and the
+//! attackers' connections go before those of clients the server has answered, which are likely
+//! to send their next request any moment (evicting one then loses that request: 300 slowloris
+//! connections cost 50 busy keep-alive clients a fifth of their requests while slots were taken
+//! from the longest idle). A connection just opened or just answered probably has a request on
+//! its way, so it goes last. A new connection is refused (503) only when every slot has a
+//! request in a handler. An evicted connection's socket is shut down, which ends its thread's
+//! blocked read or write at once.
+//!
+//! At the stop the acceptor closes the listener (new connections are refused, not left in the
+//! backlog), then, until every connection has ended: shuts down the reading side of those
+//! between requests (their thread still reads a request already received, answers it with
+//! `Connection: close`, and ends; with nothing received it ends at once), evicts those reading
+//! or writing for over a second, and waits for those with a request in a handler.
 
 use std::io::{self, Write};
-use std::net::{Shutdown as NetShutdown, TcpListener, TcpStream};
+use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::server::Server;
@@ -29,6 +43,9 @@ use super::server::Server;
 const CONN_STACK: usize = 256 * 1024;
 /// A connection reading or writing for longer than this is slow, and evicted first.
 const SLOW: Duration = Duration::from_secs(1);
+/// A connection opened or answered less than this ago probably has a request on its way: a real
+/// client sends at once.
+const FRESH: Duration = Duration::from_millis(250);
 
 /// What a connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +87,10 @@ pub(crate) struct Slot {
     phase: AtomicU8,
     /// When the phase began, in ms since `epoch`.
     since_ms: AtomicU64,
+    /// When the connection was accepted, in ms since `epoch`.
+    opened_ms: u64,
+    /// Whether a response has been written on it: the client is a proven one.
+    answered: AtomicBool,
     epoch: Instant,
 }
 
@@ -105,6 +126,11 @@ impl Slot {
         Ok(())
     }
 
+    /// Records that a response has been written on the connection.
+    pub(crate) fn answered(&self) {
+        self.answered.store(true, Ordering::Release);
+    }
+
     /// Whether the acceptor evicted the connection.
     pub(crate) fn is_evicted(&self) -> bool {
         self.phase.load(Ordering::Acquire) == Phase::Evicted as u8
@@ -115,6 +141,11 @@ impl Slot {
         let phase = Phase::from_u8(self.phase.load(Ordering::Acquire));
         let since = self.since_ms.load(Ordering::Acquire);
         (phase, now_ms.saturating_sub(since))
+    }
+
+    /// How long the connection has been open, in ms.
+    fn age(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.opened_ms)
     }
 
     /// Evicts the connection if it is still in `phase`: a connection that has just handed its
@@ -165,14 +196,53 @@ impl Slots {
                 open.swap_remove(victim);
             }
         }
+        let now = self.epoch.elapsed().as_millis() as u64;
         let slot = Arc::new(Slot {
             socket,
             phase: AtomicU8::new(Phase::Idle as u8),
-            since_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            since_ms: AtomicU64::new(now),
+            opened_ms: now,
+            answered: AtomicBool::new(false),
             epoch: self.epoch,
         });
         open.push(slot.clone());
         Ok(slot)
+    }
+
+    /// At the stop, until every connection has ended (see the module docs): ends the idle
+    /// ones, evicts the slow ones, waits for the others.
+    fn close_all(&self) {
+        let slow = SLOW.as_millis() as u64;
+        let fresh = FRESH.as_millis() as u64;
+        loop {
+            let mut open = self.open.lock();
+            if open.is_empty() {
+                return;
+            }
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let mut i = 0;
+            while i < open.len() {
+                let slot = &open[i];
+                let (phase, in_phase) = slot.state(now);
+                let answered = slot.answered.load(Ordering::Acquire);
+                match phase {
+                    // A client just connected is given a moment to send its request.
+                    Phase::Idle if answered || slot.age(now) >= fresh => {
+                        let _ = slot.socket.shutdown(NetShutdown::Read);
+                    }
+                    Phase::Head | Phase::Body | Phase::Writing
+                        if in_phase >= slow && slot.evict(phase) =>
+                    {
+                        open.swap_remove(i);
+                        continue;
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            drop(open);
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Forgets a closed connection's slot (an evicted one is already gone).
@@ -187,20 +257,60 @@ impl Slots {
 /// The index of the connection to evict (see the module docs for the order).
 fn choose_victim(open: &[Arc<Slot>], now_ms: u64) -> Option<usize> {
     let slow = SLOW.as_millis() as u64;
+    let fresh = FRESH.as_millis() as u64;
     open.iter()
         .enumerate()
         .filter_map(|(i, slot)| {
-            let (phase, age) = slot.state(now_ms);
-            let rank = match phase {
+            let (phase, in_phase) = slot.state(now_ms);
+            let answered = slot.answered.load(Ordering::Acquire);
+            let open_for = slot.age(now_ms);
+            let (rank, age) = match phase {
                 Phase::Handler | Phase::Evicted => return None,
-                Phase::Head | Phase::Body | Phase::Writing if age >= slow => 0,
-                Phase::Idle => 1,
-                Phase::Head | Phase::Body | Phase::Writing => 2,
+                Phase::Head | Phase::Body | Phase::Writing if in_phase >= slow => (0, in_phase),
+                _ if !answered && open_for >= fresh => (1, open_for),
+                Phase::Idle if answered && in_phase >= fresh => (2, in_phase),
+                _ if !answered => (3, open_for),
+                Phase::Idle => (4, in_phase),
+                Phase::Head | Phase::Body | Phase::Writing => (5, in_phase),
             };
             Some((rank, std::cmp::Reverse(age), i))
         })
         .min()
         .map(|(_, _, i)| i)
+}
+
+/// The most connections to keep: `configured`, unless the process may not open that many files
+/// besides the `other_files` that Redis, deliveries and the log need. At the open-file limit
+/// `accept` fails before the slots are full, and no idle connection is evicted: 400 idle
+/// connections under a limit of 300 files kept `/health` out for the idle timeout.
+pub(crate) fn connection_limit(configured: usize, other_files: u64) -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let Some(files) = soft_open_file_limit(&limits) else {
+        return configured;
+    };
+    let fit = usize::try_from(files.saturating_sub(other_files)).unwrap_or(usize::MAX);
+    if configured <= fit {
+        return configured;
+    }
+    let limit = fit.max(8);
+    warn!(
+        "WEBHOOK_API_MAX_CONNECTIONS is {configured}, but the process may open only {files} files \
+         and needs about {other_files} for Redis and deliveries: the API keeps at most {limit} \
+         connections (raise the open-file limit, e.g. systemd's LimitNOFILE, to keep more)"
+    );
+    limit
+}
+
+/// The soft limit on open files in the text of `/proc/self/limits`; `None` if unlimited or not
+/// found.
+fn soft_open_file_limit(limits: &str) -> Option<u64> {
+    // "Max open files            1024                 524288               files"
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Starts the `api-accept` thread.
@@ -216,17 +326,25 @@ pub(crate) fn spawn(
     });
     std::thread::Builder::new()
         .name("api-accept".into())
-        .spawn(move || accept_loop(&listener, &server, &slots))
+        .spawn(move || {
+            accept_loop(&listener, &server, &slots);
+            drop(listener);
+            let open = slots.open.lock().len();
+            info!(
+                "API stopped listening; closing {open} connections once their requests are answered"
+            );
+            slots.close_all();
+        })
 }
 
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>) {
     let mut warned_full = false;
     let mut warned_accept = false;
     while !server.shutdown.is_set() {
-        let (client, peer) = match listener.accept() {
-            Ok(accepted) => {
+        match listener.accept() {
+            Ok((client, peer)) => {
                 warned_accept = false;
-                accepted
+                open(client, peer, server, slots, &mut warned_full);
             }
             Err(e) => {
                 // Out of file descriptors or memory: wait for connections to close.
@@ -235,43 +353,62 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
                     warned_accept = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
-                continue;
             }
-        };
-        if server.shutdown.is_set() {
-            break;
         }
-        let slot = match slots.admit(client) {
-            Ok(slot) => slot,
-            Err(client) => {
-                if !warned_full {
-                    warn!(
-                        "API has {} connections all waiting on handlers; refusing more with 503",
-                        slots.max
-                    );
-                    warned_full = true;
-                }
-                refuse(client);
-                continue;
-            }
-        };
-        warned_full = false;
-        let (server, slots) = (server.clone(), slots.clone());
-        let spawned = std::thread::Builder::new()
-            .name("api-conn".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || {
-                super::conn::serve(peer, &slot, &server);
-                slots.release(&slot);
-            });
-        if let Err(e) = spawned {
-            warn!("cannot start an API connection thread: {e}");
+    }
+    // Connections already in the backlog would be reset when the listener closes, their
+    // requests perhaps sent: serve them like the others (a bounded number).
+    if listener.set_nonblocking(true).is_ok() {
+        for _ in 0..slots.max {
+            let Ok((client, peer)) = listener.accept() else {
+                break;
+            };
+            open(client, peer, server, slots, &mut warned_full);
         }
     }
 }
 
-/// Answers 503 to a connection over the limit and closes it.
-fn refuse(mut client: TcpStream) {
+/// Gives `client` a slot and its connection thread, or answers 503 when every slot is busy.
+fn open(
+    client: TcpStream,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    slots: &Arc<Slots>,
+    warned_full: &mut bool,
+) {
+    let slot = match slots.admit(client) {
+        Ok(slot) => slot,
+        Err(client) => {
+            if !*warned_full {
+                warn!(
+                    "API has {} connections all waiting on handlers; refusing more with 503",
+                    slots.max
+                );
+                *warned_full = true;
+            }
+            refuse(&client);
+            return;
+        }
+    };
+    *warned_full = false;
+    let (server, thread_slots, thread_slot) = (server.clone(), slots.clone(), slot.clone());
+    let spawned = std::thread::Builder::new()
+        .name("api-conn".into())
+        .stack_size(CONN_STACK)
+        .spawn(move || {
+            super::conn::serve(peer, &thread_slot, &server);
+            thread_slots.release(&thread_slot);
+        });
+    if let Err(e) = spawned {
+        // Without a thread the slot would stay taken and the client unanswered.
+        warn!("cannot start an API connection thread for {peer}: {e}");
+        refuse(slot.socket());
+        slots.release(&slot);
+    }
+}
+
+/// Answers 503 to a connection that cannot be served and closes it.
+fn refuse(mut client: &TcpStream) {
     let body =
         br#"{"success":false,"error":"Service unavailable","message":"too many connections"}"#;
     let head = format!(
@@ -288,23 +425,29 @@ fn refuse(mut client: TcpStream) {
 mod tests {
     use super::*;
 
-    fn slots(phases: &[(Phase, u64)]) -> (Vec<Arc<Slot>>, u64, Vec<TcpStream>) {
+    /// A connection for the victim tests: its phase, ms in that phase, ms open, and whether it
+    /// has been answered.
+    type Open = (Phase, u64, u64, bool);
+
+    fn slots(connections: &[Open]) -> (Vec<Arc<Slot>>, u64, Vec<TcpStream>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let epoch = Instant::now()
-            .checked_sub(Duration::from_secs(100))
+            .checked_sub(Duration::from_secs(1000))
             .unwrap_or_else(Instant::now);
         let now = epoch.elapsed().as_millis() as u64;
         let mut keep = Vec::new();
-        let open = phases
+        let open = connections
             .iter()
-            .map(|(phase, age)| {
+            .map(|(phase, in_phase, open_for, answered)| {
                 let socket = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
                 keep.push(socket.try_clone().unwrap_or_else(|e| panic!("{e}")));
                 Arc::new(Slot {
                     socket,
                     phase: AtomicU8::new(*phase as u8),
-                    since_ms: AtomicU64::new(now.saturating_sub(*age)),
+                    since_ms: AtomicU64::new(now.saturating_sub(*in_phase)),
+                    opened_ms: now.saturating_sub(*open_for),
+                    answered: AtomicBool::new(*answered),
                     epoch,
                 })
             })
@@ -313,25 +456,85 @@ mod tests {
     }
 
     #[test]
-    fn slow_connections_go_first_then_the_longest_idle_and_never_a_busy_one() {
+    fn slow_then_stale_then_the_longest_idle_go_and_never_a_busy_one() {
         use Phase::*;
-        type Case = (&'static [(Phase, u64)], Option<usize>);
+        type Case = (&'static [Open], Option<usize>);
         let cases: &[Case] = &[
-            (&[(Idle, 9000), (Head, 1500), (Body, 800)], Some(1)),
-            (&[(Idle, 9000), (Writing, 2000), (Head, 3000)], Some(2)),
-            (&[(Idle, 100), (Head, 500), (Idle, 200)], Some(2)),
-            (&[(Handler, 100_000), (Head, 10)], Some(1)),
-            (&[(Handler, 5), (Evicted, 50_000)], None),
+            // Slow first, the slowest of them.
+            (
+                &[
+                    (Idle, 9000, 9000, true),
+                    (Head, 1500, 1500, false),
+                    (Body, 800, 900, false),
+                ],
+                Some(1),
+            ),
+            (
+                &[
+                    (Idle, 9000, 9000, false),
+                    (Writing, 2000, 5000, true),
+                    (Head, 3000, 3000, false),
+                ],
+                Some(2),
+            ),
+            // Then one never answered in all its time open, the oldest, before an answered one.
+            (
+                &[
+                    (Idle, 5000, 9000, true),
+                    (Head, 500, 600, false),
+                    (Idle, 300, 300, false),
+                ],
+                Some(1),
+            ),
+            // Then the answered client idle the longest, before a connection just opened.
+            (
+                &[
+                    (Idle, 10, 10, false),
+                    (Idle, 300, 9000, true),
+                    (Idle, 400, 9000, true),
+                ],
+                Some(2),
+            ),
+            // A connection just opened goes before a client just answered or mid-request.
+            (
+                &[
+                    (Idle, 50, 9000, true),
+                    (Head, 5, 9000, true),
+                    (Head, 20, 20, false),
+                ],
+                Some(2),
+            ),
+            (&[(Head, 5, 9000, true), (Idle, 50, 9000, true)], Some(1)),
+            (
+                &[(Handler, 100_000, 100_000, false), (Head, 10, 10, true)],
+                Some(1),
+            ),
+            (
+                &[(Handler, 5, 5, false), (Evicted, 50_000, 50_000, false)],
+                None,
+            ),
         ];
-        for (phases, expected) in cases {
-            let (open, now, _keep) = slots(phases);
-            assert_eq!(choose_victim(&open, now), *expected, "{phases:?}");
+        for (connections, expected) in cases {
+            let (open, now, _keep) = slots(connections);
+            assert_eq!(choose_victim(&open, now), *expected, "{connections:?}");
         }
     }
 
     #[test]
+    fn the_open_file_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63704                63704                processes \n\
+                      Max open files            300                  524288               files     \n";
+        assert_eq!(soft_open_file_limit(limits), Some(300));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(soft_open_file_limit(unlimited), None);
+        assert_eq!(soft_open_file_limit(""), None);
+    }
+
+    #[test]
     fn an_evicted_connection_cannot_enter_another_phase() {
-        let (open, _, _keep) = slots(&[(Phase::Idle, 0)]);
+        let (open, _, _keep) = slots(&[(Phase::Idle, 0, 0, false)]);
         assert!(!open[0].evict(Phase::Head), "the phase had moved on");
         assert!(open[0].evict(Phase::Idle));
         assert_eq!(open[0].enter(Phase::Head), Err(Evicted));

@@ -17,8 +17,11 @@ pub(crate) struct Request {
     pub(crate) query: Query,
     /// Every header as sent, in order, names lowercased.
     pub(crate) headers: Vec<(String, String)>,
-    /// The body (empty when none).
+    /// The body, or as much of it as the route uses (empty when none; see
+    /// [`super::router::BodyUse`]).
     pub(crate) body: Body,
+    /// The length of the whole body as received.
+    pub(crate) body_len: usize,
     /// The client's IP address as this server sees the connection (a header the client sends
     /// cannot change it).
     pub(crate) client_ip: String,

@@ -63,10 +63,14 @@ pub(crate) enum Lane {
     /// Handlers that wait on something outside (a test delivery's HTTP attempts), kept apart so
     /// they never hold the threads `/health` and ordinary calls need.
     Slow,
+    /// The capture URLs: public (anyone given one can flood it), and a test receiver's capture
+    /// rewrites its record in Redis, so they have threads of their own too. Apart from the slow
+    /// lane as well: a test delivery waits on the capture of its own request.
+    Capture,
 }
 
 /// Writes [`Route`], [`Operation`] and the table behind them from one list of
-/// `Name { values }: METHOD "pattern" [public] [slow];` lines. `{name}` segments of the pattern
+/// `Name { values }: METHOD "pattern" [public] [slow | capture];` lines. `{name}` segments of the pattern
 /// fill the variant's values in order. `ANY` serves every method (capture URLs).
 macro_rules! routes {
     ($(
@@ -115,6 +119,8 @@ macro_rules! routes {
                 match self {
                     $(Operation::$name => if routes!(@has slow $($flag)*) {
                         Lane::Slow
+                    } else if routes!(@has capture $($flag)*) {
+                        Lane::Capture
                     } else {
                         Lane::Quick
                     },)*
@@ -147,6 +153,7 @@ macro_rules! routes {
     (@method DELETE) => { Some(Method::Delete) };
     (@has public public $($rest:ident)*) => { true };
     (@has slow slow $($rest:ident)*) => { true };
+    (@has capture capture $($rest:ident)*) => { true };
     (@has $want:ident $other:ident $($rest:ident)*) => { routes!(@has $want $($rest)*) };
     (@has $want:ident) => { false };
 }
@@ -203,16 +210,42 @@ routes! {
     /// Forget a test receiver's captured requests.
     ClearReceiver { id }: DELETE "/test-receivers/{id}/requests";
     /// A test receiver's capture URL.
-    CaptureForReceiver { id }: ANY "/test-receivers/{id}/webhook" public;
+    CaptureForReceiver { id }: ANY "/test-receivers/{id}/webhook" public capture;
     /// A monitor session's capture URL.
-    CaptureForSession { session_id }: ANY "/webhook-monitor/{sessionId}" public;
+    CaptureForSession { session_id }: ANY "/webhook-monitor/{sessionId}" public capture;
     /// A monitor session's captured requests.
     SessionRequests { session_id }: GET "/webhook-monitor/{sessionId}/requests";
     /// Forget a monitor session's captured requests.
     ClearSession { session_id }: DELETE "/webhook-monitor/{sessionId}/requests";
 }
 
+/// How much of a request body a route's handler uses; the rest is read and dropped, never held,
+/// so that a body sent where it has no use costs no memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyUse {
+    /// None (the handler takes no body).
+    Ignored,
+    /// Its first [`crate::api::captures::BODY_KEPT`] bytes (capture URLs, which need no token).
+    Captured,
+    /// All of it, up to `WEBHOOK_MAX_BODY_BYTES`.
+    Whole,
+}
+
 impl Operation {
+    /// What the handler does with a request body. No wildcard: a new route must say.
+    pub(crate) fn body_use(self) -> BodyUse {
+        use Operation::*;
+        match self {
+            CreateWebhook | UpdateWebhook | RotateSecret => BodyUse::Whole,
+            CaptureForReceiver | CaptureForSession => BodyUse::Captured,
+            Root | Dashboard | Health | OpenApi | ListWebhooks | GetWebhook | DeleteWebhook
+            | TestWebhook | ReconnectWebhook | WebhookStats | WebhookDeliveries | WebhookSecret
+            | RecoverWebhook | DeadLetters | RedeliverDeadLetter | Metrics | StatsSummary
+            | RecentDeliveries | ListReceivers | CreateReceiver | ReceiverRequests
+            | ClearReceiver | SessionRequests | ClearSession => BodyUse::Ignored,
+        }
+    }
+
     /// Whether the operation answers `method` (`HEAD` is answered wherever `GET` is).
     pub(crate) fn serves(self, method: Method) -> bool {
         match self.method() {
@@ -234,7 +267,7 @@ impl Operation {
                 if s.is_empty() {
                     return None;
                 }
-                values.push(percent_decode(s)?);
+                values.push(path_value(s)?);
             } else if p != *s {
                 return None;
             }
@@ -275,17 +308,28 @@ pub(crate) fn find(method: &str, path: &str) -> Result<Route, Miss> {
     Err(Miss::MethodNotAllowed(allowed))
 }
 
-/// Decodes `%XX` escapes; `None` if the result is not UTF-8 or an escape is broken.
-pub(crate) fn percent_decode(text: &str) -> Option<String> {
+/// A path segment's value, decoded as Express decodes `req.params` (`decodeURIComponent`: a `+`
+/// stays a `+`); `None` (so 404) if it holds a control character, which no id or session name
+/// has and which would end up in log lines.
+fn path_value(segment: &str) -> Option<String> {
+    percent_decode(segment, false).filter(|v| !v.chars().any(char::is_control))
+}
+
+/// Decodes `%XX` escapes, and `+` as a space where `plus_is_space` (a query); `None` if the result
+/// is not UTF-8 or an escape is broken.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
-        } else if bytes[i] == b'+' {
+        } else if bytes[i] == b'+' && plus_is_space {
             out.push(b' ');
             i += 1;
         } else {
@@ -303,7 +347,7 @@ pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
         })
         .collect()
 }
@@ -360,6 +404,15 @@ mod tests {
         check("GET", "/nope", Err(Miss::NotFound));
         check("GET", "/webhooks/a/b/c/d", Err(Miss::NotFound));
         check("GET", "/webhooks/%zz", Err(Miss::NotFound));
+        check("GET", "/webhooks/%+a", Err(Miss::NotFound));
+        check("DELETE", "/webhooks/x%0Ay", Err(Miss::NotFound));
+        check(
+            "POST",
+            "/webhook-monitor/a+b",
+            Ok(Route::CaptureForSession {
+                session_id: id("a+b"),
+            }),
+        );
     }
 
     #[test]
@@ -399,6 +452,9 @@ mod tests {
         assert!(Operation::Health.public() && !Operation::ListWebhooks.public());
         assert_eq!(Operation::TestWebhook.lane(), Lane::Slow);
         assert_eq!(Operation::Health.lane(), Lane::Quick);
+        assert_eq!(Operation::CaptureForReceiver.lane(), Lane::Capture);
+        assert_eq!(Operation::CaptureForSession.lane(), Lane::Capture);
+        assert_eq!(Operation::SessionRequests.lane(), Lane::Quick);
     }
 
     #[test]

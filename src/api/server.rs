@@ -9,7 +9,14 @@
 //!   answer, so no handler thread ever waits on a client's bytes or on a slow reader;
 //! - `api-N` handler threads run the handlers of ordinary routes, `api-slow-N` those that wait
 //!   on something outside (test deliveries), so that those never hold the threads `/health`
-//!   needs. They take complete requests from bounded channels, each under `catch_unwind`.
+//!   needs, and `api-capture-0` those of the capture URLs, which need no token (a flood of
+//!   them must not slow `/health` either). They take complete requests from bounded channels,
+//!   each under `catch_unwind`.
+//!
+//! The stop: the first handler thread wakes `api-accept`, which stops listening, closes the
+//! connections between requests, and waits for those with a request in hand, whose answers say
+//! `Connection: close`. Handler threads end only when every connection has ended (the last
+//! sender of their channel gone), so no request read is left unanswered.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -27,7 +34,7 @@ use super::front;
 use super::handlers;
 use super::reply::Reply;
 use super::request::Request;
-use super::router::{self, Lane, Miss, Route};
+use super::router::{self, Lane, Method, Miss, Route};
 use super::state::Shared;
 use super::wire::{Framing, Head};
 use crate::app::Shutdown;
@@ -38,8 +45,16 @@ const QUICK_THREADS: usize = 4;
 const SLOW_THREADS: usize = 2;
 /// Requests of the slow lane waiting for a thread; more are refused with 503.
 const SLOW_QUEUE: usize = 16;
-/// How long a handler thread waits for a request before checking for shutdown.
-const POLL: Duration = Duration::from_millis(500);
+/// Threads running the capture URLs' handlers. One: two contended for a flooded test receiver's
+/// record (each capture rewrites it under WATCH, and a conflict redoes the work), and kept both
+/// cores of a small machine busy, so that `/health` took 270 ms instead of 3-7 ms.
+const CAPTURE_THREADS: usize = 1;
+/// Captures waiting for a thread; more are refused with 503. Enough for this service's own
+/// deliveries to a capture URL (each endpoint gets at most half the delivery threads at once).
+const CAPTURE_QUEUE: usize = 64;
+/// How long the handler thread that wakes the acceptor waits for a request before it looks
+/// whether the stop has begun.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Deadlines and sizes of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +84,7 @@ pub(crate) struct Server {
     pub(crate) shutdown: Shutdown,
     quick: Sender<Job>,
     slow: Sender<Job>,
+    capture: Sender<Job>,
 }
 
 /// What the server decides from a head alone, before any body is read.
@@ -84,6 +100,13 @@ impl Server {
     /// Decides what to do with `head`: the preflight, the route, auth and the declared size are
     /// known before the body, so a refused request never costs a handler thread or body reads.
     pub(crate) fn admit(&self, head: &Head) -> Admission {
+        if head.path == "*" {
+            // `OPTIONS *`: what the server as a whole allows.
+            let allow: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+            return Admission::Answer(
+                Reply::envelope(204, Value::Null).with_header("Allow", allow.join(", ")),
+            );
+        }
         let preflight =
             head.method == "OPTIONS" && head.header("access-control-request-method").is_some();
         if preflight {
@@ -134,24 +157,20 @@ impl Server {
         head.header("origin").filter(|o| self.shared.cors.allows(o))
     }
 
-    /// Runs `route`'s handler on a handler thread and waits for its reply. `reply_to` and
-    /// `replies` are the calling connection's own channel (it has one request at a time).
-    pub(crate) fn run(
-        &self,
-        route: Route,
-        request: Request,
-        reply_to: &Sender<Reply>,
-        replies: &Receiver<Reply>,
-    ) -> Reply {
+    /// Runs `route`'s handler on a handler thread and waits for its reply. Handler threads run
+    /// until every connection has ended, so a request handed over is always answered.
+    pub(crate) fn run(&self, route: Route, request: Request) -> Reply {
         let lane = route.operation().lane();
+        let (reply_to, reply) = crossbeam_channel::bounded(1);
         let job = Job {
             route,
             request,
-            reply_to: reply_to.clone(),
+            reply_to,
         };
         let sent = match lane {
             Lane::Quick => self.quick.try_send(job),
             Lane::Slow => self.slow.try_send(job),
+            Lane::Capture => self.capture.try_send(job),
         };
         match sent {
             Ok(()) => {}
@@ -168,14 +187,8 @@ impl Server {
             }
             Err(TrySendError::Disconnected(_)) => return stopping(),
         }
-        // Handler threads stop at the shutdown; a request still queued then gets a 503.
-        loop {
-            match replies.recv_timeout(POLL) {
-                Ok(reply) => return reply,
-                Err(RecvTimeoutError::Timeout) if !self.shutdown.is_set() => {}
-                Err(_) => return stopping(),
-            }
-        }
+        // The job is dropped unanswered only if its handler thread is gone.
+        reply.recv().unwrap_or_else(|_| stopping())
     }
 }
 
@@ -254,9 +267,15 @@ pub(crate) fn spawn(
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
+    // Descriptors besides API connections: a connection per delivery thread and up to four
+    // idle ones per thread (at least 16) kept by the HTTP client, Redis connections, the log.
+    let delivery_threads = (config.delivery_threads + config.retry_threads).max(16) as u64;
+    let other_files = 64 + 5 * delivery_threads;
+    let max_connections = front::connection_limit(config.api_max_connections, other_files);
     // Each connection has at most one request in a handler, so this queue never fills.
-    let (quick_tx, quick_rx) = crossbeam_channel::bounded(config.api_max_connections);
+    let (quick_tx, quick_rx) = crossbeam_channel::bounded(max_connections);
     let (slow_tx, slow_rx) = crossbeam_channel::bounded(SLOW_QUEUE);
+    let (capture_tx, capture_rx) = crossbeam_channel::bounded(CAPTURE_QUEUE);
     let server = Arc::new(Server {
         shared: shared.clone(),
         limits: Limits {
@@ -268,11 +287,13 @@ pub(crate) fn spawn(
         shutdown: shutdown.clone(),
         quick: quick_tx,
         slow: slow_tx,
+        capture: capture_tx,
     });
     let mut handles = Vec::new();
     let lanes = [
         ("api", QUICK_THREADS, quick_rx),
         ("api-slow", SLOW_THREADS, slow_rx),
+        ("api-capture", CAPTURE_THREADS, capture_rx),
     ];
     for (name, threads, rx) in lanes {
         for i in 0..threads {
@@ -287,33 +308,43 @@ pub(crate) fn spawn(
         }
     }
     handles.push(
-        front::spawn(listener, server, config.api_max_connections)
+        front::spawn(listener, server, max_connections)
             .map_err(|e| format!("cannot start the API acceptor: {e}"))?,
     );
     info!("API listening on http://{local}");
     Ok(handles)
 }
 
-/// A handler thread: runs jobs until the stop.
+/// A handler thread: runs jobs until every connection, and the acceptor, has ended (their
+/// senders dropped), so that every request read before or during the stop is answered. The one
+/// given `wake` also wakes the acceptor, blocked in `accept`, once the stop begins.
 fn work(rx: &Receiver<Job>, shared: &Shared, shutdown: &Shutdown, wake: Option<SocketAddr>) {
-    while !shutdown.is_set() {
-        match rx.recv_timeout(POLL) {
-            Ok(job) => {
-                let reply = handle(shared, job.route, &job.request);
-                // The connection waits for exactly this reply; it is gone only if it died.
-                let _ = job.reply_to.send(reply);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+    let mut wake = wake;
+    loop {
+        if let Some(addr) = wake.filter(|_| shutdown.is_set()) {
+            wake = None;
+            let ip = match addr.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), POLL);
         }
-    }
-    if let Some(addr) = wake {
-        let ip = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
+        let job = if wake.is_some() {
+            match rx.recv_timeout(POLL) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
         };
-        let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), POLL);
+        let reply = handle(shared, job.route, &job.request);
+        // The connection waits for exactly this reply; it is gone only if it died.
+        let _ = job.reply_to.send(reply);
     }
 }
 

@@ -6,6 +6,13 @@
 //! with differing lengths, is refused (request smuggling); only `chunked` is understood as a
 //! transfer coding (anything else: 501); HTTP/1.0 closes after the response unless the client
 //! asks `Connection: keep-alive`, HTTP/1.1 keeps the connection unless it says `close`.
+//!
+//! Wherever a proxy in front of the service could read the framing otherwise, the request is
+//! refused (400) rather than guessed at: an HTTP/1.1 request without `Host` or with two, a
+//! `Transfer-Encoding` in HTTP/1.0, white space around values other than spaces and tabs (Rust's
+//! `trim` would take a no-break space too), a chunk size that is not plain hex digits, a chunk
+//! line not ended by CRLF, a control character in a chunk line. Lines of the head may end with
+//! a bare LF (RFC 9112 section 2.2 allows it; httparse reads them).
 
 /// Largest request head (request line and headers) accepted: more is a 431.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -104,24 +111,36 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError>
         .headers
         .iter()
         .map(|h| {
-            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            let value = String::from_utf8_lossy(trim_ows(h.value)).into_owned();
             (h.name.to_ascii_lowercase(), value)
         })
         .collect();
-    let (path, query) = split_target(target)?;
-    let framing = framing(&headers)?;
+    let hosts = headers.iter().filter(|(k, _)| k == "host").count();
+    if hosts > 1 {
+        return Err(HeadError::Malformed("more than one Host header".into()));
+    }
+    if hosts == 0 && minor == 1 {
+        return Err(HeadError::Malformed(
+            "an HTTP/1.1 request needs a Host header".into(),
+        ));
+    }
+    // `OPTIONS *` asks about the server as a whole (RFC 9112 section 3.2.4).
+    let (path, query) = if target == "*" && method == "OPTIONS" {
+        ("*".to_string(), String::new())
+    } else {
+        split_target(target)?
+    };
+    let framing = framing(&headers, minor)?;
     let tokens = |name: &str, token: &str| {
         headers
             .iter()
             .filter(|(k, _)| k == name)
             .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .any(|t| trim_ows_str(t).eq_ignore_ascii_case(token))
     };
-    let keep_alive = if minor == 0 {
-        tokens("connection", "keep-alive")
-    } else {
-        !tokens("connection", "close")
-    };
+    // `close` wins over anything else said (RFC 9112 9.6).
+    let keep_alive =
+        !tokens("connection", "close") && (minor == 1 || tokens("connection", "keep-alive"));
     let expect = super::request::header(&headers, "expect");
     let expect_continue = match expect {
         None => false,
@@ -159,28 +178,50 @@ fn split_target(target: &str) -> Result<(String, String), HeadError> {
     Ok((path.to_string(), query.to_string()))
 }
 
-fn framing(headers: &[(String, String)]) -> Result<Framing, HeadError> {
+/// Spaces and tabs, the only white space HTTP puts around a value, trimmed.
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
+    match (start, end) {
+        (Some(start), Some(end)) => &value[start..=end],
+        _ => &[],
+    }
+}
+
+fn trim_ows_str(value: &str) -> &str {
+    value.trim_matches([' ', '\t'])
+}
+
+fn framing(headers: &[(String, String)], minor: u8) -> Result<Framing, HeadError> {
+    let encoded = headers.iter().any(|(k, _)| k == "transfer-encoding");
     let codings: Vec<&str> = headers
         .iter()
         .filter(|(k, _)| k == "transfer-encoding")
         .flat_map(|(_, v)| v.split(','))
-        .map(str::trim)
+        .map(trim_ows_str)
         .filter(|t| !t.is_empty())
         .collect();
     let lengths: Vec<&str> = headers
         .iter()
         .filter(|(k, _)| k == "content-length")
         .flat_map(|(_, v)| v.split(','))
-        .map(str::trim)
+        .map(trim_ows_str)
         .collect();
-    if !codings.is_empty() {
+    if encoded {
         if !lengths.is_empty() {
             return Err(HeadError::Malformed(
                 "both Transfer-Encoding and Content-Length".into(),
             ));
         }
+        // An HTTP/1.0 recipient may not know chunked: the framing is faulty (RFC 9112 6.1).
+        if minor == 0 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request".into(),
+            ));
+        }
         return match codings.as_slice() {
             [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            [] => Err(HeadError::Malformed("an empty Transfer-Encoding".into())),
             _ => Err(HeadError::UnknownCoding(codings.join(", "))),
         };
     }
@@ -225,22 +266,34 @@ enum ChunkState {
 }
 
 /// An incremental decoder of a chunked body: fed the bytes as they arrive, it appends the data
-/// to the body and says how much it consumed (the rest belongs to the next request).
+/// to the body (up to what is kept) and says how much it consumed (the rest belongs to the next
+/// request).
 #[derive(Debug)]
 pub(crate) struct Chunked {
     state: ChunkState,
     limit: usize,
+    /// Data beyond this many bytes is decoded and dropped.
+    kept: usize,
+    /// Data bytes decoded so far.
+    decoded: usize,
     trailer_bytes: usize,
 }
 
 impl Chunked {
-    /// A decoder that refuses a body over `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Chunked {
+    /// A decoder that refuses a body over `limit` bytes and keeps its first `kept`.
+    pub(crate) fn new(limit: usize, kept: usize) -> Chunked {
         Chunked {
             state: ChunkState::Size,
             limit,
+            kept,
+            decoded: 0,
             trailer_bytes: 0,
         }
+    }
+
+    /// The body's length so far (kept or not).
+    pub(crate) fn decoded(&self) -> usize {
+        self.decoded
     }
 
     /// Whether the last chunk and the trailers have been read.
@@ -261,7 +314,9 @@ impl Chunked {
                         return Ok(at);
                     }
                     let n = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    body.extend_from_slice(&rest[..n]);
+                    let keep = n.min(self.kept.saturating_sub(body.len()));
+                    body.extend_from_slice(&rest[..keep]);
+                    self.decoded += n;
                     at += n;
                     let left = left - n as u64;
                     self.state = if left == 0 {
@@ -274,29 +329,27 @@ impl Chunked {
                     let Some(line_len) = line(rest, MAX_CHUNK_LINE)? else {
                         return Ok(at);
                     };
-                    let text = &rest[..line_len];
+                    // Without its CRLF.
+                    let text = &rest[..line_len - 2];
                     at += line_len;
-                    self.on_line(trim_eol(text), body.len())?;
+                    if text.iter().any(|b| b.is_ascii_control() && *b != b'\t') {
+                        return Err(ChunkError::Malformed("a control character in a chunk line"));
+                    }
+                    self.on_line(text)?;
                 }
             }
         }
     }
 
-    fn on_line(&mut self, line: &[u8], decoded: usize) -> Result<(), ChunkError> {
+    fn on_line(&mut self, line: &[u8]) -> Result<(), ChunkError> {
         self.state = match self.state {
             ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
             ChunkState::DataEnd => return Err(ChunkError::Malformed("chunk data overruns")),
             ChunkState::Size => {
-                let size = line.split(|b| *b == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(size)
-                    .ok()
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty() && s.len() <= 16)
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                    .ok_or(ChunkError::Malformed("bad chunk size"))?;
+                let size = chunk_size(line).ok_or(ChunkError::Malformed("bad chunk size"))?;
                 if size == 0 {
                     ChunkState::Trailers
-                } else if size > (self.limit - decoded) as u64 {
+                } else if size > self.limit.saturating_sub(self.decoded) as u64 {
                     return Err(ChunkError::TooLarge);
                 } else {
                     ChunkState::Data(size)
@@ -316,18 +369,29 @@ impl Chunked {
     }
 }
 
-/// The length of the first line of `bytes` with its LF, `None` if no LF has come yet.
+/// The length of the first line of `bytes` with its CRLF, `None` if no LF has come yet.
 fn line(bytes: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
     match bytes.iter().take(max + 2).position(|b| *b == b'\n') {
-        Some(i) => Ok(Some(i + 1)),
+        Some(i) if i > 0 && bytes[i - 1] == b'\r' => Ok(Some(i + 1)),
+        Some(_) => Err(ChunkError::Malformed("a chunk line not ended by CRLF")),
         None if bytes.len() > max => Err(ChunkError::Malformed("chunk line too long")),
         None => Ok(None),
     }
 }
 
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+/// The size on a chunk-size line: hex digits, then nothing or extensions after `;` (spaces and
+/// tabs may come before it). No sign, no `0x`, no white space first.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = trim_ows(&line[digits..]);
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    let hex = std::str::from_utf8(&line[..digits]).ok()?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The reason phrase of a status the API sends.
@@ -357,6 +421,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
 
 /// A response head: status line, `headers`, `Date`, framing and connection headers. `body_len`
 /// is the `Content-Length` (also for a `HEAD` request, whose body is not sent); a 204 has none.
+/// `keep_alive` is the idle timeout in whole seconds if the connection stays open.
 pub(crate) fn response_head(
     status: u16,
     minor: u8,
@@ -382,14 +447,15 @@ pub(crate) fn response_head(
     match keep_alive {
         None => head.push_str("Connection: close\r\n"),
         // An HTTP/1.0 client keeps the connection only when told so.
-        Some(idle_s) if minor == 0 => {
-            let _ = write!(
-                head,
-                "Connection: keep-alive\r\nKeep-Alive: timeout={idle_s}\r\n"
-            );
-        }
         Some(idle_s) => {
-            let _ = write!(head, "Keep-Alive: timeout={idle_s}\r\n");
+            if minor == 0 {
+                head.push_str("Connection: keep-alive\r\n");
+            }
+            // Whole seconds, rounded down: a client trusting the hint never reuses a connection
+            // the server has closed. Under a second there is nothing true to say.
+            if idle_s > 0 {
+                let _ = write!(head, "Keep-Alive: timeout={idle_s}\r\n");
+            }
         }
     }
     head.push_str("\r\n");
@@ -438,37 +504,54 @@ mod tests {
     fn connection_persistence_follows_the_version() {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(!head("GET / HTTP/1.1\r\nConnection: x, close\r\n\r\n").keep_alive);
-        assert!(head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: x, close\r\n\r\n").keep_alive);
+        assert!(head("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
         assert!(!head("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
-        assert_eq!(head("GET http://h:1/a?b HTTP/1.1\r\n\r\n").path, "/a");
+        assert_eq!(
+            head("GET http://h:1/a?b HTTP/1.1\r\nHost: h\r\n\r\n").path,
+            "/a"
+        );
+        assert_eq!(head("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path, "*");
     }
 
     #[test]
     fn bad_heads_are_refused_with_their_status() {
         let statuses = [
             (
-                &b"GET /health HTTP/1.1\r\n0p1Rn7#alSdu-oe.;\r\n\r\n"[..],
+                &b"GET /health HTTP/1.1\r\nHost: h\r\n0p1Rn7#alSdu-oe.;\r\n\r\n"[..],
                 400,
             ),
-            (b"GET /health HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
-            (b"GET /he alth HTTP/1.1\r\n\r\n", 400),
-            (b"GET /health HTTP/2.0\r\n\r\n", 400),
-            (b"GET * HTTP/1.1\r\n\r\n", 400),
+            (b"GET /health HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400),
+            (b"GET /he alth HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /health HTTP/2.0\r\nHost: h\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /health HTTP/1.1\r\n\r\n", 400),
+            (b"GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 400,
             ),
-            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\xc2\xa0\r\n\r\n",
                 400,
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\xc2\xa0\r\n\r\n",
                 501,
             ),
-            (b"POST / HTTP/1.1\r\nExpect: magic\r\n\r\n", 417),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", 417),
         ];
         for (text, status) in statuses {
             assert_eq!(
@@ -478,20 +561,21 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
-        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
         assert_eq!(error(&big), HeadError::TooLarge);
         let many: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
         assert_eq!(
-            error(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            error(format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n").as_bytes()),
             HeadError::TooLarge
         );
-        let huge = head("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n");
+        let huge =
+            head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n");
         assert_eq!(huge.framing, Framing::Length(u64::MAX));
     }
 
     fn decode(pieces: &[&[u8]], limit: usize) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
-        let mut decoder = Chunked::new(limit);
+        let mut decoder = Chunked::new(limit, limit);
         let mut body = Vec::new();
         let mut pending = Vec::new();
         for piece in pieces {
@@ -518,6 +602,22 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_keep_their_start_and_count_the_whole() {
+        let mut decoder = Chunked::new(100, 3);
+        let mut body = Vec::new();
+        let wire = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        assert_eq!(decoder.feed(wire, &mut body), Ok(wire.len()));
+        assert!(decoder.is_done());
+        assert_eq!((body.as_slice(), decoder.decoded()), (&b"hel"[..], 11));
+        // The limit counts what was dropped too.
+        let mut decoder = Chunked::new(8, 3);
+        assert_eq!(
+            decoder.feed(b"5\r\nhello\r\n6\r\n", &mut Vec::new()),
+            Err(ChunkError::TooLarge)
+        );
+    }
+
+    #[test]
     fn chunked_bodies_over_the_limit_or_malformed_are_refused() {
         assert_eq!(
             decode(&[b"5\r\nhello\r\n7\r\n"], 10),
@@ -530,6 +630,28 @@ mod tests {
         assert_eq!(
             decode(&[b"2\r\nabc\r\n"], 10),
             Err(ChunkError::Malformed("chunk data overruns"))
+        );
+        for bad_size in [&b"+2\r\n"[..], b" 2\r\n", b"0x2\r\n", b"2x\r\n", b"\r\n"] {
+            assert_eq!(
+                decode(&[bad_size], 10),
+                Err(ChunkError::Malformed("bad chunk size")),
+                "{}",
+                String::from_utf8_lossy(bad_size)
+            );
+        }
+        for bare_lf in [&b"2\n{}\r\n0\r\n\r\n"[..], b"2\r\n{}\n", b"0\r\n\n"] {
+            assert_eq!(
+                decode(&[bare_lf], 10),
+                Err(ChunkError::Malformed("a chunk line not ended by CRLF"))
+            );
+        }
+        assert_eq!(
+            decode(&[b"2;a\rb\r\n"], 10),
+            Err(ChunkError::Malformed("a control character in a chunk line"))
+        );
+        assert_eq!(
+            decode(&[b"2 \t;x=\"y z\"\r\n{}\r\n0\r\n\r\n"], 10).map(|(body, _)| body),
+            Ok(b"{}".to_vec())
         );
         let long = vec![b'1'; MAX_CHUNK_LINE + 10];
         assert_eq!(
@@ -564,5 +686,11 @@ mod tests {
         let old = text(response_head(200, 0, &[], 0, Some(5)));
         assert!(old.contains("Connection: keep-alive\r\n"), "{old}");
         assert!(!text(response_head(204, 1, &[], 0, Some(5))).contains("Content-Length"));
+        let under_a_second = text(response_head(200, 0, &[], 0, Some(0)));
+        assert!(
+            under_a_second.contains("Connection: keep-alive\r\n")
+                && !under_a_second.contains("Keep-Alive:"),
+            "{under_a_second}"
+        );
     }
 }

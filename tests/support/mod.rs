@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod fds;
+pub mod raw;
 pub mod receiver;
 pub mod redis;
 pub mod service;

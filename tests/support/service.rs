@@ -19,11 +19,26 @@ pub struct Service {
     child: Option<Child>,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// The open-file limit the process runs under (util-linux `prlimit`), if not inherited.
+    open_files: Option<u64>,
 }
 
 impl Service {
     /// Starts the service against `redis` with loopback allowed as a target, plus `env`.
     pub fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Service {
+        Service::start_with(redis, env, None)
+    }
+
+    /// [`Service::start`], the process limited to `open_files` descriptors.
+    pub fn start_with_open_files(
+        redis: &RedisServer,
+        env: &[(&str, &str)],
+        open_files: u64,
+    ) -> Service {
+        Service::start_with(redis, env, Some(open_files))
+    }
+
+    fn start_with(redis: &RedisServer, env: &[(&str, &str)], open_files: Option<u64>) -> Service {
         let mut all = vec![
             ("REDIS_URL".to_string(), redis.url()),
             (
@@ -51,6 +66,7 @@ impl Service {
             child: None,
             log,
             env: all,
+            open_files,
         };
         service.spawn();
         service
@@ -58,7 +74,16 @@ impl Service {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).unwrap_or_else(|e| panic!("log file: {e}"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-service"));
+        let binary = env!("CARGO_BIN_EXE_webhook-service");
+        let mut command = match self.open_files {
+            // prlimit sets the limit and execs the binary: the same process id.
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={n}:{n}")).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -119,6 +144,42 @@ impl Service {
     /// Threads of the process, from /proc.
     pub fn threads(&self) -> Option<u64> {
         self.status_field("Threads:")
+    }
+
+    /// Sockets the process holds on its API port (the listener and every connection), from
+    /// /proc: its descriptors that are sockets, matched with the TCP table by inode.
+    pub fn api_sockets(&self) -> Option<usize> {
+        let pid = self.pid()?;
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .ok()?
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(
+                        target
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect();
+        let port = format!(":{:04X}", self.port);
+        let mut count = 0;
+        for table in ["tcp", "tcp6"] {
+            let text =
+                std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode"
+            count += text
+                .lines()
+                .skip(1)
+                .map(|line| line.split_whitespace().collect::<Vec<_>>())
+                .filter(|cols| {
+                    cols.len() > 9 && cols[1].ends_with(&port) && inodes.contains(cols[9])
+                })
+                .count();
+        }
+        Some(count)
     }
 
     /// Resident memory of the process in bytes, from /proc.

@@ -22,7 +22,11 @@ pub(crate) fn dispatch(shared: &Shared, route: Route, request: &Request) -> Repl
     match route {
         Route::Root | Route::Dashboard => dashboard(),
         Route::Health => health::health(shared),
-        Route::OpenApi => Reply::envelope(200, super::openapi::document()),
+        Route::OpenApi => Reply::raw(
+            200,
+            "application/json; charset=utf-8",
+            super::openapi::served().to_vec(),
+        ),
         Route::ListWebhooks => webhooks::list(shared),
         Route::CreateWebhook => webhooks::create(shared, body),
         Route::GetWebhook { id } => webhooks::get(shared, &id),

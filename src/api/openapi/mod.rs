@@ -450,6 +450,16 @@ pub(crate) fn described_methods(op: Operation) -> Vec<Method> {
     }
 }
 
+/// The document as served, built and written once: it never changes while the process runs, and
+/// `/openapi.json` needs no token, so a request for it must cost no more than a copy (building
+/// and writing the 50 KiB tree each time took a handler thread tens of milliseconds, and 16
+/// clients asking for it again and again slowed `/health` past 200 ms).
+pub(crate) fn served() -> &'static [u8] {
+    static SERVED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    // JavaScript's number formatting, as every JSON response of the API.
+    SERVED.get_or_init(|| crate::event::json::to_vec(&document()))
+}
+
 /// The document: its `paths` are the route table's patterns and methods.
 pub fn document() -> Value {
     let mut paths = Map::new();
