@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-event hot path: parsing a source message, matching against 1, 100
-//! and 10,000 webhooks, building a body, and signing it with both schemes.
+//! and 10,000 webhooks, building a body, signing it with both schemes, and what each delivery
+//! costs in the gate and its job's line (one thread, no contention).
 //!
 //! Run: `cargo bench --bench hot_path`.
 
@@ -11,7 +12,10 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
+use webhook_service::delivery::Delivery;
 use webhook_service::delivery::dispatcher::envelope;
+use webhook_service::delivery::gate::{Admission, EndpointGate, GateConfig, Next, Outcome};
+use webhook_service::delivery::lines::{Entered, Lines, Place};
 use webhook_service::delivery::signer::Signer;
 use webhook_service::event::parse::parse;
 use webhook_service::event::{canonical, legacy};
@@ -92,5 +96,69 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches);
+/// One delivery through a job's line and the gate, as a delivery thread sees it: enter the line,
+/// be admitted on a first-attempt seat, end the attempt, leave the line.
+fn delivery_bookkeeping(c: &mut Criterion) {
+    let gate = EndpointGate::new(GateConfig {
+        first: 8,
+        retry: 2,
+        slow: 16,
+        max_per_endpoint: 4,
+        slow_after: std::time::Duration::from_millis(250),
+        max_parked: 10_000,
+    });
+    let lines = Lines::new(5000);
+    let Some(Next::Read(seat)) = gate.take_seat(std::time::Duration::ZERO) else {
+        panic!("no seat");
+    };
+    let quick = Some(Outcome {
+        took: std::time::Duration::from_millis(1),
+        unreachable: false,
+    });
+    let webhook: Arc<str> = Arc::from("wh_1700000000000_abcdefghi");
+    let body: Arc<[u8]> = Arc::from(COMPLETE_JOB.to_vec());
+    let delivery = |n: u64| Delivery {
+        webhook_id: webhook.clone(),
+        event_id: String::new(),
+        event_type: Arc::from("complete_job"),
+        kind: webhook_service::event::EventKind::JobCompleted,
+        body: body.clone(),
+        attempts: 0,
+        created_ms: 0,
+        job: Some(Arc::from(format!("job-{n}"))),
+        sequence: Some(n),
+    };
+    // The endpoint is known to answer quickly (its probe ran on a slow seat).
+    let Admission::Run(probe, _) = gate.admit(delivery(0), seat, Default::default()) else {
+        panic!("no probe");
+    };
+    let _ = gate.release(probe, quick, None);
+    let Some(Next::Read(seat)) = gate.take_seat(std::time::Duration::ZERO) else {
+        panic!("no seat");
+    };
+    let mut n = 0u64;
+    c.bench_function("a delivery through its line and the gate", |b| {
+        b.iter(|| {
+            n += 1;
+            let delivery = delivery(n);
+            let Entered::Go(delivery) = lines.enter(delivery) else {
+                panic!("held");
+            };
+            let place = Place::of(&delivery);
+            let Admission::Run(ticket, delivery) = gate.admit(delivery, seat, Default::default())
+            else {
+                panic!("not admitted");
+            };
+            let next = place.and_then(|p| lines.leave(p));
+            assert!(next.is_none());
+            black_box(delivery);
+            match gate.release(ticket, quick, None) {
+                Next::Read(_) => {}
+                other => panic!("{other:?}"),
+            }
+        })
+    });
+}
+
+criterion_group!(hot_path, benches, delivery_bookkeeping);
 criterion_main!(hot_path);

@@ -13,8 +13,10 @@ use log::{error, info, warn};
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::durable::Durable;
+use crate::delivery::gate::{EndpointGate, GateConfig};
 use crate::delivery::handle::{DeliveryHandle, Job};
-use crate::delivery::pool::{self, Context, EndpointGate};
+use crate::delivery::lines::Lines;
+use crate::delivery::pool::{self, Context};
 use crate::delivery::scheduler;
 use crate::delivery::scheduler::SchedulerHandle;
 use crate::delivery::throttle::Throttle;
@@ -217,6 +219,7 @@ struct Delivering {
     first_tx: Sender<Delivery>,
     scheduler: SchedulerHandle,
     throttle: Arc<Throttle>,
+    lines: Arc<Lines>,
     handle: DeliveryHandle,
 }
 
@@ -228,12 +231,13 @@ fn spawn_err(what: &'static str) -> impl FnOnce(std::io::Error) -> AppError {
 pub fn start(config: Config) -> Result<Service, AppError> {
     let started = Instant::now();
     info!(
-        "webhook-service {} starting as instance {}: redis {}, {} delivery + {} retry threads, timeout {} ms",
+        "webhook-service {} starting as instance {}: redis {}, {} delivery + {} retry + {} slow threads, timeout {} ms",
         env!("CARGO_PKG_VERSION"),
         config.instance_id,
         redact_url(&config.redis_url),
         config.delivery_threads,
         config.retry_threads,
+        config.slow_threads,
         config.timeout.as_millis()
     );
     if let Some(env) = &config.node_env {
@@ -315,16 +319,27 @@ fn start_delivery(
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(config.retry_threads * 16);
     let (scheduler, scheduler_rx) = scheduler::channel();
     let throttle = Arc::new(Throttle::new(config.progress_throttle));
+    // Deliveries waiting behind an earlier event of their job: up to half the queue's capacity
+    // in memory, the rest in Redis.
+    let lines = Arc::new(Lines::new(config.queue_capacity / 2));
     let durable = &base.durable;
     let (recorder, completer) = start_settling(config, base, &scheduler, threads)?;
     let ctx = Arc::new(Context {
         agent: http::agent(
             config.timeout,
-            config.delivery_threads + config.retry_threads,
+            config.delivery_threads + config.retry_threads + config.slow_threads,
             config.allowed_networks.clone(),
             Some(config.port),
         ),
-        gate: EndpointGate::new(config.max_in_flight_per_endpoint, config.queue_capacity),
+        gate: EndpointGate::new(GateConfig {
+            first: config.delivery_threads,
+            retry: config.retry_threads,
+            slow: config.slow_threads,
+            max_per_endpoint: config.max_in_flight_per_endpoint,
+            slow_after: config.slow_attempt,
+            max_parked: config.queue_capacity,
+        }),
+        lines: lines.clone(),
         max_retry_after: config.max_retry_after,
         disconnect_after: config.disconnect_after,
         registry: base.registry.clone(),
@@ -350,6 +365,7 @@ fn start_delivery(
     threads.feeders.push(
         recovery::spawn_poller(
             durable.clone(),
+            lines.clone(),
             first_tx.clone(),
             retry_tx.clone(),
             retention,
@@ -364,22 +380,23 @@ fn start_delivery(
             retry_tx,
             first_tx.clone(),
             throttle.clone(),
+            lines.clone(),
             base.draining.clone(),
         )
         .map_err(spawn_err("scheduler"))?,
     );
-    let pool = |name, n, rx, jobs| pool::spawn(name, n, rx, jobs, ctx.clone());
+    // Test attempts run on the retry seats: they never delay first attempts.
     threads.delivery.extend(
-        pool("delivery", config.delivery_threads, first_rx, None).map_err(spawn_err("delivery"))?,
+        pool::spawn(ctx.clone(), first_rx, retry_rx, jobs_rx).map_err(spawn_err("delivery"))?,
     );
-    // Test attempts run on the retry threads: they never delay first attempts.
-    threads.delivery.extend(
-        pool("retry", config.retry_threads, retry_rx, Some(jobs_rx)).map_err(spawn_err("retry"))?,
+    threads.delivery.push(
+        pool::spawn_watcher(ctx.clone(), first_tx.clone()).map_err(spawn_err("delivery watch"))?,
     );
     Ok(Delivering {
         first_tx,
         scheduler,
         throttle,
+        lines,
         handle,
     })
 }
@@ -433,6 +450,7 @@ fn start_intake(
         throttle: (!config.progress_throttle.is_zero()).then_some(delivering.throttle),
         first_tx: delivering.first_tx,
         scheduler: delivering.scheduler,
+        lines: delivering.lines,
         counters: base.counters.clone(),
         durable: base.durable.clone(),
         claim_ttl_ms: config.dedupe_window.as_millis() as u64,

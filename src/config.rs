@@ -95,9 +95,19 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Threads making retries, apart from first attempts (1-256).",
     },
     Setting {
+        name: "WEBHOOK_SLOW_THREADS",
+        default: "16",
+        doc: "Threads for endpoints whose attempts take long (the slow lane), apart from the delivery and retry threads: that many slow or hanging endpoints get attempts at once without taking a thread from the others (1-1024).",
+    },
+    Setting {
+        name: "WEBHOOK_SLOW_ATTEMPT_MS",
+        default: "250",
+        doc: "An attempt that takes this long, answered or not, makes its endpoint slow: its attempts move to the slow lane, one at a time, one more per answer (10-60000).",
+    },
+    Setting {
         name: "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
         default: "0",
-        doc: "Most attempts one webhook may have in flight; 0 means half the delivery threads. Halved on each timeout or connection failure, grown back on success.",
+        doc: "Most attempts one webhook may have in flight; 0 means half the delivery threads. Halved on each timeout or connection failure, grown back by one per answer.",
     },
     Setting {
         name: "WEBHOOK_QUEUE_CAPACITY",
@@ -257,6 +267,10 @@ pub struct Config {
     pub delivery_threads: usize,
     /// Retry delivery threads.
     pub retry_threads: usize,
+    /// Slow-lane threads.
+    pub slow_threads: usize,
+    /// An attempt this long makes its endpoint slow.
+    pub slow_attempt: Duration,
     /// Most attempts in flight per webhook.
     pub max_in_flight_per_endpoint: usize,
     /// Capacity of the delivery queue.
@@ -325,6 +339,8 @@ impl fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("delivery_threads", &self.delivery_threads)
             .field("retry_threads", &self.retry_threads)
+            .field("slow_threads", &self.slow_threads)
+            .field("slow_attempt", &self.slow_attempt)
             .field(
                 "max_in_flight_per_endpoint",
                 &self.max_in_flight_per_endpoint,
@@ -548,6 +564,8 @@ impl Config {
             node_env: (r.lookup)("NODE_ENV"),
             delivery_threads,
             retry_threads,
+            slow_threads: r.number("WEBHOOK_SLOW_THREADS", 1, 1024)? as usize,
+            slow_attempt: r.millis("WEBHOOK_SLOW_ATTEMPT_MS", 10, 60_000)?,
             max_in_flight_per_endpoint,
             queue_capacity: r.number("WEBHOOK_QUEUE_CAPACITY", 100, 1_000_000)? as usize,
             timeout: r.millis("WEBHOOK_TIMEOUT_MS", 100, 300_000)?,

@@ -7,13 +7,14 @@
 //! Redis pub/sub ─► intake-pubsub: parse, dedupe, match, build bodies ─► intake-record: claim +
 //!                                                  record a batch in Redis (one round trip), queue
 //! Redis Stream  ─► intake-stream: the same, recorded before XACK ──────────────────────┘
+//!                                 per-job lines (one first attempt of a job at a time, in order)
 //!                                                          │ bounded channel (full: wait in Redis)
 //!                                                          ▼
-//!                         delivery-0..N ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
-//!                               ▲                │ outcome
-//!   webhooks:due ─► delivery-poller ─► retry-0..M │  done, retry, hand-back ─► delivery-completer:
-//!        ▲                                        │  gave up ─► dead letters    one round trip a batch
-//!        └───────────────── back as due ──────────────────────────────────────────┘
+//!                 first-attempt seats ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
+//!   webhooks:due ─► delivery-poller ─► retry seats │ slow seats (slow endpoints, in turn)
+//!        ▲                                         │ outcome: done, retry, hand-back ─► delivery-
+//!        │                                         │ gave up ─► dead letters   completer: one
+//!        └───────────────── back as due ───────────────────────────────────── round trip a batch
 //! webhooks:registry ─► webhook-registry (snapshot) ─► dispatcher, delivery threads, API
 //! clients ─► api-accept ─► api-conn (one per connection: reads requests whole, writes replies)
 //!                                    ─► api-0..3 (handlers), api-slow-0..1 (test deliveries),
@@ -40,8 +41,8 @@
 //! | `intake-stream` | the stream consumer (when configured); taking over stopped consumers' entries | entries, or 500 ms |
 //! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
-//! | `delivery-N` | first attempts | the first-attempt channel |
-//! | `retry-N` | retries, deliveries taken back from Redis, test attempts (`POST /webhooks/:id/test`) | the retry channel, the job channel |
+//! | `delivery-N` | attempts, on a seat the gate gives: one of the first-attempt seats (reads the first-attempt channel), the retry seats (reads the retry channel: retries and deliveries taken back from Redis; and the job channel: test attempts of `POST /webhooks/:id/test`) or the slow seats (runs slow endpoints' attempts in turn); one thread per seat | its channel, or the gate |
+//! | `delivery-watch` | moving attempts that run long from first-attempt and retry seats to slow seats; per-job lines whose head did not come back | 50 ms |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
 //! | `delivery-completer` | forgetting delivered ids, putting retries and hand-backs back as due, in batches | settlements (gathered for 2 ms) |
@@ -67,8 +68,14 @@
 //! - Architecture Invariant: a delivery is recorded in Redis before it is queued, and every
 //!   recorded delivery is in exactly one place: leased by one instance, due, or dead.
 //! - Architecture Invariant: no lock is held across Redis or HTTP I/O.
-//! - Architecture Invariant: one webhook holds at most its in-flight limit of delivery threads;
-//!   retries run on their own threads and never delay first attempts.
+//! - Architecture Invariant: one webhook holds at most its in-flight limit of delivery threads.
+//!   First-attempt and retry seats are held only by quick attempts, by probes of new endpoints
+//!   (at most half the first-attempt seats), or, when more endpoints turn slow at once than there
+//!   are slow seats, by attempts that stalled; a slow endpoint's attempts run on slow seats, in
+//!   turn with the other slow endpoints. Retries have seats of their own.
+//! - Architecture Invariant: the first attempts of one job's events to one webhook start one at a
+//!   time, in source order (sequence order); no `job.progress` is sent after its job's terminal
+//!   event (within one instance).
 //! - Architecture Invariant: one bad message or one invalid webhook never stops the others.
 //! - Architecture Invariant: the API reaches delivery only through `delivery::handle`; no
 //!   handler sees the pool, the gate, the durable store or a channel, and no API thread makes

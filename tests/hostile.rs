@@ -190,13 +190,15 @@ fn connections_over_the_limit_evict_idle_ones_and_get_503_only_when_all_are_busy
 #[test]
 fn two_hundred_idle_connections_do_not_wedge_the_api() {
     let (_redis, mut service) = setup(&[]);
+    let fixed = service.threads().unwrap_or(0);
     let idle: Vec<TcpStream> = (0..200).map(|_| connect(&service)).collect();
     std::thread::sleep(Duration::from_millis(300));
     still_serving(&mut service);
     let threads = service.threads().unwrap_or(0);
-    // Bounded: one small thread per open connection, plus the fixed ones.
+    // Bounded: one small thread per open connection, plus the fixed ones (and a few for the
+    // requests of `still_serving`).
     assert!(
-        threads <= 200 + 40,
+        threads <= fixed + 200 + 8,
         "{threads} threads with 200 idle connections"
     );
     drop(idle);
@@ -341,6 +343,7 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     fds::ensure(2048);
     let (redis, mut service) = setup(&[]);
     let baseline = Baseline::take(&service);
+    let fixed = service.threads().unwrap_or(0);
     let started = Instant::now();
     let idle: Vec<TcpStream> = (0..1000)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", service.port)).ok())
@@ -354,7 +357,8 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     std::thread::sleep(Duration::from_millis(500));
     serves_others_meanwhile(&service, &redis, "idle connections");
     let threads = service.threads().unwrap_or(0);
-    assert!(threads <= 256 + 40, "{threads} threads");
+    // One thread per kept connection (256 at the default limit) besides the fixed ones.
+    assert!(threads <= fixed + 256 + 8, "{threads} threads, {fixed} before");
     drop(idle);
     baseline.restored(&service, "after idle connections");
     still_serving(&mut service);

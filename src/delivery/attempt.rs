@@ -4,6 +4,7 @@ use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ureq::Agent;
+use ureq::http::header::{CONTENT_TYPE, HeaderName};
 
 use crate::webhook::model::Webhook;
 
@@ -34,6 +35,17 @@ pub struct AttemptOutcome {
     pub retry_after: Option<Duration>,
 }
 
+// The headers every attempt sends, named once: a name given as text is parsed and copied on every
+// request. (Header names go on the wire in lower case either way.)
+const X_WEBHOOK_EVENT: HeaderName = HeaderName::from_static("x-webhook-event");
+const X_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-webhook-id");
+const X_EVENT_ID: HeaderName = HeaderName::from_static("x-event-id");
+const X_EVENT_SEQUENCE: HeaderName = HeaderName::from_static("x-event-sequence");
+const X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
 /// Makes one attempt of `delivery` to `webhook`.
 pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
     let now = SystemTime::now();
@@ -43,10 +55,15 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
         .unwrap_or(0);
     let mut request = agent
         .post(webhook.url.as_str())
-        .header("Content-Type", "application/json")
-        .header("X-Webhook-Event", &*delivery.event_type)
-        .header("X-Webhook-ID", webhook.id.as_str())
-        .header("X-Event-ID", delivery.event_id.as_str());
+        .header(CONTENT_TYPE, "application/json")
+        .header(X_WEBHOOK_EVENT, &*delivery.event_type)
+        .header(X_WEBHOOK_ID, webhook.id.as_str())
+        .header(X_EVENT_ID, delivery.event_id.as_str());
+    if let Some(sequence) = delivery.sequence {
+        // The event's place in source order: a receiver compares it to tell a late retry of an
+        // earlier event from news (the body stays the original's, byte for byte).
+        request = request.header(X_EVENT_SEQUENCE, sequence.to_string());
+    }
     for (name, value) in &webhook.headers {
         request = request.header(name.as_str(), value.as_str());
     }
@@ -65,10 +82,10 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
             ));
         }
         request = request
-            .header("X-Webhook-Signature", signer.legacy(&delivery.body))
-            .header("webhook-id", delivery.event_id.as_str())
-            .header("webhook-timestamp", unix_seconds.to_string())
-            .header("webhook-signature", standard);
+            .header(X_WEBHOOK_SIGNATURE, signer.legacy(&delivery.body))
+            .header(WEBHOOK_ID, delivery.event_id.as_str())
+            .header(WEBHOOK_TIMESTAMP, unix_seconds.to_string())
+            .header(WEBHOOK_SIGNATURE, standard);
     }
     let started = Instant::now();
     match request.send(&delivery.body[..]) {

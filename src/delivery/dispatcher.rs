@@ -3,6 +3,10 @@
 //! The body is built here, once per (event, webhook), and never again: every attempt sends the
 //! same bytes (CONTRACT section 3). `data` is serialised once per form and shared by every
 //! webhook receiving that form.
+//!
+//! Per-job order (issue #11) starts here: a job's event drops the progress update the throttle
+//! holds for the same job and webhook (the update is older news), recording gives each event its
+//! sequence number, and each first attempt enters its job's line ([`Lines`]) before it is queued.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +17,7 @@ use serde_json::Value;
 
 use super::Delivery;
 use super::durable::{self, Durable};
+use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
 use super::throttle::{Offer, Throttle};
 use crate::event::{self, Event, EventKind, canonical, json, legacy};
@@ -51,7 +56,8 @@ pub struct Dispatched {
 }
 
 enum Recorded {
-    Yes,
+    /// Claimed and recorded here, with this sequence number.
+    Yes(u64),
     ClaimedElsewhere,
     InMemoryOnly,
 }
@@ -66,6 +72,8 @@ pub struct Dispatcher {
     pub first_tx: Sender<Delivery>,
     /// For throttle flushes.
     pub scheduler: SchedulerHandle,
+    /// Per-job order of first attempts.
+    pub lines: Arc<Lines>,
     /// Process counters.
     pub counters: Arc<Counters>,
     /// Durable delivery state.
@@ -113,11 +121,12 @@ impl Dispatcher {
         match outcome {
             Ok(claimed) => {
                 for ((event, prepared), here) in batch.into_iter().zip(claimed) {
-                    let recorded = if here {
-                        Recorded::Yes
-                    } else {
-                        bump(&self.counters.events_claimed_elsewhere);
-                        Recorded::ClaimedElsewhere
+                    let recorded = match here {
+                        Some(sequence) => Recorded::Yes(sequence),
+                        None => {
+                            bump(&self.counters.events_claimed_elsewhere);
+                            Recorded::ClaimedElsewhere
+                        }
                     };
                     self.commit(&event, prepared, recorded, false, &mut spilled);
                 }
@@ -137,6 +146,12 @@ impl Dispatcher {
     pub fn prepare(&self, event: &Event) -> Option<Prepared> {
         let snapshot = self.registry.snapshot();
         let now_ms = crate::time::now_ms();
+        let job: Option<Arc<str>> = event
+            .kind
+            .is_job()
+            .then(|| event.job_id())
+            .flatten()
+            .map(Arc::from);
         let mut canonical_data: Option<Vec<u8>> = None;
         let mut legacy_data: Option<Vec<u8>> = None;
         let mut deliveries = Vec::new();
@@ -164,6 +179,8 @@ impl Dispatcher {
                 body: Arc::from(body),
                 attempts: 0,
                 created_ms: now_ms,
+                job: job.clone(),
+                sequence: None,
             };
             held.push(m.held);
             deliveries.push(delivery);
@@ -175,6 +192,35 @@ impl Dispatcher {
         })
     }
 
+    /// A job's event other than a progress update drops the update the throttle holds for the
+    /// job and each of the event's webhooks: sent after this event, it would put the job back.
+    /// Done for every event, claimed here or not (another instance may have claimed the update),
+    /// on the thread that offers updates to the throttle, in source order.
+    fn drop_held_progress(&self, event: &Event, deliveries: &[Delivery]) {
+        let Some(throttle) = &self.throttle else {
+            return;
+        };
+        if event.kind == EventKind::JobProgress || throttle.is_empty() {
+            return;
+        }
+        for d in deliveries {
+            let Some(job) = &d.job else {
+                continue;
+            };
+            let Some(update) = throttle.cancel(&(d.webhook_id.clone(), job.clone())) else {
+                continue;
+            };
+            bump(&self.counters.deliveries_throttled);
+            debug!(
+                "progress {} to webhook {} is dropped: a later event of its job came first",
+                update.event_id, update.webhook_id
+            );
+            if let Err(e) = self.durable.complete(&update.event_id) {
+                debug!("{e}; dropped progress {} stays recorded", update.event_id);
+            }
+        }
+    }
+
     /// Queues the deliveries of a prepared event once their recording is known.
     fn commit(
         &self,
@@ -182,13 +228,14 @@ impl Dispatcher {
         prepared: Prepared,
         recorded: Recorded,
         replayable: bool,
-        spilled: &mut Vec<Delivery>,
+        spilled: &mut Vec<(Delivery, u64)>,
     ) -> Dispatched {
         let Prepared {
-            deliveries,
+            mut deliveries,
             held,
             now_ms,
         } = prepared;
+        self.drop_held_progress(event, &deliveries);
         let recorded = match recorded {
             Recorded::ClaimedElsewhere => {
                 return Dispatched {
@@ -196,7 +243,12 @@ impl Dispatcher {
                     recorded: true,
                 };
             }
-            Recorded::Yes => true,
+            Recorded::Yes(sequence) => {
+                for delivery in &mut deliveries {
+                    delivery.sequence = Some(sequence);
+                }
+                true
+            }
             Recorded::InMemoryOnly if replayable => {
                 return Dispatched {
                     count: 0,
@@ -235,8 +287,8 @@ impl Dispatcher {
         let mut wait = Duration::from_millis(50);
         for attempt in 1..=4 {
             match self.durable.record(&claim, self.claim_ttl_ms, deliveries) {
-                Ok(true) => return Recorded::Yes,
-                Ok(false) => {
+                Ok(Some(sequence)) => return Recorded::Yes(sequence),
+                Ok(None) => {
                     debug!(
                         "event {} of {} was claimed by another instance",
                         event.kind.name(),
@@ -263,12 +315,12 @@ impl Dispatcher {
         Recorded::InMemoryOnly
     }
 
-    fn enqueue(&self, delivery: Delivery, event: &Event, spilled: &mut Vec<Delivery>) {
+    fn enqueue(&self, delivery: Delivery, event: &Event, spilled: &mut Vec<(Delivery, u64)>) {
         if event.kind == EventKind::JobProgress
             && let Some(throttle) = &self.throttle
-            && let Some(job_id) = event.job_id()
+            && let Some(job) = delivery.job.clone()
         {
-            let key = (delivery.webhook_id.to_string(), job_id);
+            let key = (delivery.webhook_id.clone(), job);
             match throttle.offer(key.clone(), delivery, Instant::now()) {
                 Offer::SendNow(delivery, flush_at) => {
                     if self
@@ -296,15 +348,26 @@ impl Dispatcher {
         self.send(delivery, spilled);
     }
 
-    /// Queues a first attempt. A full queue never blocks intake: the delivery waits in the
-    /// durable due set instead: it is added to `spilled`, which [`Dispatcher::put_back`] writes
-    /// in one round trip, and the poller queues it when there is room.
-    fn send(&self, delivery: Delivery, spilled: &mut Vec<Delivery>) {
+    /// Queues a first attempt, if its job's line lets it go now (else the line keeps it). A full
+    /// queue never blocks intake: the delivery waits in the durable due set instead: it is added
+    /// to `spilled`, which [`Dispatcher::put_back`] writes in one round trip, and the poller
+    /// queues it when there is room.
+    fn send(&self, delivery: Delivery, spilled: &mut Vec<(Delivery, u64)>) {
+        let delivery = match self.lines.enter(delivery) {
+            Entered::Go(delivery) => delivery,
+            Entered::Held => return,
+            Entered::Kept => {
+                bump(&self.counters.deliveries_spilled);
+                return;
+            }
+        };
         match self.first_tx.try_send(delivery) {
             Ok(()) => {}
             Err(TrySendError::Full(d)) => {
                 bump(&self.counters.deliveries_spilled);
-                spilled.push(d);
+                // The head of its line waits in Redis: what is behind it waits for it.
+                self.lines.away(&d, Duration::ZERO);
+                spilled.push((d, crate::time::now_ms()));
             }
             Err(TrySendError::Disconnected(d)) => {
                 error!(
@@ -316,17 +379,16 @@ impl Dispatcher {
         }
     }
 
-    /// Puts the deliveries the full queue turned away back as due now, in one round trip. With
-    /// Redis away they wait for room in the queue instead: never dropped.
-    fn put_back(&self, spilled: Vec<Delivery>) {
+    /// Puts the deliveries the full queue turned away back as due at their time, in one round
+    /// trip. With Redis away they wait for room in the queue instead: never dropped.
+    fn put_back(&self, spilled: Vec<(Delivery, u64)>) {
         if spilled.is_empty() {
             return;
         }
-        let now_ms = crate::time::now_ms();
-        let due: Vec<(&Delivery, u64)> = spilled.iter().map(|d| (d, now_ms)).collect();
+        let due: Vec<(&Delivery, u64)> = spilled.iter().map(|(d, at)| (d, *at)).collect();
         if let Err(e) = self.durable.settle_many(&[], &due) {
             debug!("{e}; waiting for room for {} deliveries", spilled.len());
-            for d in spilled {
+            for (d, _) in spilled {
                 if self.first_tx.send(d).is_err() {
                     error!("delivery queue is closed; a delivery is dropped");
                     bump(&self.counters.events_failed);

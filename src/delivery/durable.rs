@@ -8,6 +8,7 @@
 //! | `webhooks:leased:<instance>` | set | ids an instance holds in memory (queued, parked or in flight) |
 //! | `webhooks:instances` | set | instance ids; `webhooks:instance:<id>` is each one's heartbeat |
 //! | `webhooks:claim:<identity>` | string | the first instance to see a pub/sub event claims it |
+//! | `webhooks:sequence` | string | the last event sequence number given out (`X-Event-Sequence`) |
 //! | `webhooks:dead_letters` | hash | delivery id → the record with its last error |
 //! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids by failure time |
 //!
@@ -35,6 +36,8 @@ pub const DELIVERIES: &str = "webhooks:deliveries";
 pub const DUE: &str = "webhooks:due";
 /// The set of instance ids.
 pub const INSTANCES: &str = "webhooks:instances";
+/// The counter of event sequence numbers.
+pub const SEQUENCE: &str = "webhooks:sequence";
 /// The hash of dead letters.
 pub const DEAD_LETTERS: &str = "webhooks:dead_letters";
 /// Dead-letter ids by failure time.
@@ -61,15 +64,20 @@ pub fn claim(identity: &[u8; 32]) -> String {
     key
 }
 
-/// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set,
-/// then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no claim), the
-/// number of deliveries n (at least 1), then n (id, record) pairs. Returns 1 per event recorded
-/// here, 0 per event another instance had claimed. An event found claimed whose first delivery
-/// this instance still leases was recorded here by an earlier try whose answer was lost with
-/// the connection (Redis went away just after running the script): it is recorded again, the
-/// same ids and records, rather than counted as claimed elsewhere and left leased and never
-/// queued. Fields and ids are written in chunks, many per command (Lua's `unpack` takes at
-/// most a few thousand values).
+/// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set, the
+/// sequence counter, then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no
+/// claim), the number of deliveries n, then n (id, record without its closing `}`) pairs. Returns,
+/// per event, its sequence number if it was recorded here, 0 if another instance had claimed it.
+/// An event found claimed whose first delivery this instance still leases was recorded here by an
+/// earlier try whose answer was lost with the connection (Redis went away just after running the
+/// script): it is recorded again, the same ids and records (with a new sequence number, still in
+/// source order), rather than counted as claimed elsewhere and left leased and never queued.
+///
+/// The batch takes one sequence number per event, in order, with one INCRBY: every instance
+/// handles events in source order and claims them in one script, so an event claimed later has a
+/// higher number, whichever instance claims it. The number closes each record (one concatenation
+/// per record), so every attempt and redelivery sends the same one. Fields and ids are written in
+/// chunks, many per command (Lua's `unpack` takes at most a few thousand values).
 const RECORD: &str = r#"
 local claimed, fields, ids = {}, {}, {}
 local function flush()
@@ -79,20 +87,23 @@ local function flush()
     fields, ids = {}, {}
   end
 end
+local seq = redis.call('INCRBY', KEYS[3], #KEYS - 3) - (#KEYS - 3)
 local a = 1
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
+  seq = seq + 1
   if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
       or redis.call('SISMEMBER', KEYS[2], ARGV[a]) == 1 then
+    local tail = string.format(',"sequence":%d}', seq)
     for _ = 1, n do
       fields[#fields + 1] = ARGV[a]
-      fields[#fields + 1] = ARGV[a + 1]
+      fields[#fields + 1] = ARGV[a + 1] .. tail
       ids[#ids + 1] = ARGV[a]
       a = a + 2
       if #ids >= 1000 then flush() end
     end
-    claimed[#claimed + 1] = 1
+    claimed[#claimed + 1] = seq
   else
     a = a + 2 * n
     claimed[#claimed + 1] = 0
@@ -200,40 +211,41 @@ impl Durable {
     }
 
     /// Records and leases `deliveries`, claiming the event first when `claim_ttl_ms` > 0.
-    /// Returns false (recording nothing) if another instance had already claimed it.
+    /// Returns the event's sequence number, or `None` (recording nothing) if another instance
+    /// had already claimed it.
     pub fn record(
         &self,
         claim_key: &str,
         claim_ttl_ms: u64,
         deliveries: &[Delivery],
-    ) -> Result<bool, DurableError> {
-        if deliveries.is_empty() {
-            return Ok(true);
-        }
+    ) -> Result<Option<u64>, DurableError> {
         let claimed = self.record_many(&[(claim_key.to_string(), claim_ttl_ms, deliveries)])?;
-        Ok(claimed.first() == Some(&true))
+        Ok(claimed.first().copied().flatten())
     }
 
     /// [`Durable::record`] for several events in one round trip and one script: each event's
-    /// claim is taken (or found taken) and its deliveries recorded atomically. Returns, per
-    /// event, whether it was claimed here.
+    /// claim is taken (or found taken), its sequence number given and its deliveries recorded
+    /// atomically. Returns, per event, its sequence number if it was claimed here.
     pub fn record_many(
         &self,
         events: &[(String, u64, &[Delivery])],
-    ) -> Result<Vec<bool>, DurableError> {
+    ) -> Result<Vec<Option<u64>>, DurableError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let script = redis::Script::new(RECORD);
         let mut invocation = script.prepare_invoke();
-        invocation.key(DELIVERIES).key(&*self.leased);
+        invocation.key(DELIVERIES).key(&*self.leased).key(SEQUENCE);
         for (claim_key, ttl, deliveries) in events {
             invocation.key(claim_key).arg(*ttl).arg(deliveries.len());
             for d in deliveries.iter() {
-                invocation.arg(&d.event_id).arg(encode(d));
+                let mut record = encode(d);
+                // The script closes it, with the sequence.
+                record.pop();
+                invocation.arg(&d.event_id).arg(record);
             }
         }
-        let claimed: Vec<i64> = self
+        let claimed: Vec<u64> = self
             .redis
             .with(|conn| invocation.invoke(conn))
             .map_err(err("record deliveries"))?;
@@ -246,7 +258,7 @@ impl Durable {
                 )),
             });
         }
-        Ok(claimed.into_iter().map(|c| c == 1).collect())
+        Ok(claimed.into_iter().map(|c| (c > 0).then_some(c)).collect())
     }
 
     /// A delivery succeeded: forget it.
@@ -307,6 +319,15 @@ impl Durable {
     /// attempt count.
     pub fn defer(&self, delivery: &Delivery, due_ms: u64) -> Result<(), DurableError> {
         self.settle_many(&[], &[(delivery, due_ms)])
+    }
+
+    /// The record of delivery `id` (one this instance holds), or `None` if there is none.
+    pub fn load(&self, id: &str) -> Result<Option<Delivery>, DurableError> {
+        let record: Option<String> = self
+            .redis
+            .with(|conn| conn.hget(DELIVERIES, id))
+            .map_err(err("read a delivery"))?;
+        Ok(record.as_deref().and_then(decode))
     }
 
     /// A delivery used up its attempts (or its endpoint is gone): keep it as a dead letter.
@@ -662,26 +683,39 @@ fn record_map(d: &Delivery) -> Map<String, Value> {
     m.insert("kind".into(), Value::from(d.kind.name()));
     m.insert("attempts".into(), Value::from(d.attempts));
     m.insert("created_ms".into(), Value::from(d.created_ms));
+    if let Some(job) = &d.job {
+        m.insert("job_id".into(), Value::from(&**job));
+    }
     m.insert(
         "body".into(),
         Value::from(String::from_utf8_lossy(&d.body).into_owned()),
     );
+    if let Some(sequence) = d.sequence {
+        m.insert("sequence".into(), Value::from(sequence));
+    }
     m
 }
 
 /// The stored form of a delivery: the fields of `record_map`, written straight to text (this runs
-/// once per delivery on the intake path).
+/// once per delivery on the intake path). It ends with `}`, and with the sequence last when there
+/// is one: the record script appends the sequence to records that have none yet.
 pub fn encode(d: &Delivery) -> Vec<u8> {
     // Bodies are JSON this service wrote, so valid UTF-8 and borrowed here, not copied.
     let body = String::from_utf8_lossy(&d.body);
-    let mut w = ObjectWriter::new(192 + body.len() + body.len() / 4);
+    let mut w = ObjectWriter::new(224 + body.len() + body.len() / 4);
     w.str("webhook_id", &d.webhook_id)
         .str("event_id", &d.event_id)
         .str("event_type", &d.event_type)
         .str("kind", d.kind.name())
         .u64("attempts", u64::from(d.attempts))
-        .u64("created_ms", d.created_ms)
-        .str("body", &body);
+        .u64("created_ms", d.created_ms);
+    if let Some(job) = &d.job {
+        w.str("job_id", job);
+    }
+    w.str("body", &body);
+    if let Some(sequence) = d.sequence {
+        w.u64("sequence", sequence);
+    }
     w.finish()
 }
 
@@ -696,6 +730,8 @@ pub fn decode(text: &str) -> Option<Delivery> {
         body: Arc::from(v["body"].as_str()?.as_bytes()),
         attempts: v["attempts"].as_u64().unwrap_or(0) as u32,
         created_ms: v["created_ms"].as_u64().unwrap_or(0),
+        job: v["job_id"].as_str().map(Arc::from),
+        sequence: v["sequence"].as_u64(),
     })
 }
 
@@ -703,9 +739,8 @@ pub fn decode(text: &str) -> Option<Delivery> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_round_trip() {
-        let d = Delivery {
+    fn delivery(job: Option<&str>, sequence: Option<u64>) -> Delivery {
+        Delivery {
             webhook_id: Arc::from("wh_1_a"),
             event_id: "wh_2_abcdefghi".into(),
             event_type: Arc::from("complete_job"),
@@ -713,35 +748,47 @@ mod tests {
             body: Arc::from(br#"{"a":"\u00e9\n"}"#.to_vec()),
             attempts: 3,
             created_ms: 7,
-        };
-        // The same text the record's map serialises to (what earlier versions stored).
-        assert_eq!(
-            encode(&d),
-            Value::Object(record_map(&d)).to_string().into_bytes()
-        );
-        let back = decode(&String::from_utf8(encode(&d)).unwrap_or_default());
-        let back = back.map(|b| {
-            (
-                b.webhook_id,
-                b.event_id,
-                b.event_type,
-                b.kind,
-                b.body,
-                b.attempts,
-                b.created_ms,
-            )
-        });
-        assert_eq!(
-            back,
-            Some((
-                d.webhook_id,
-                d.event_id,
-                d.event_type,
-                d.kind,
-                d.body,
-                d.attempts,
-                d.created_ms
-            ))
-        );
+            job: job.map(Arc::from),
+            sequence,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for d in [
+            delivery(None, None),
+            delivery(Some("job-1"), None),
+            delivery(Some("job-1"), Some(42)),
+        ] {
+            // The same text the record's map serialises to (what earlier versions stored).
+            assert_eq!(
+                encode(&d),
+                Value::Object(record_map(&d)).to_string().into_bytes()
+            );
+            let back = decode(&String::from_utf8(encode(&d)).unwrap_or_default());
+            let fields = |b: Delivery| {
+                (
+                    b.webhook_id,
+                    b.event_id,
+                    b.event_type,
+                    b.kind,
+                    b.body,
+                    b.attempts,
+                    b.created_ms,
+                    b.job,
+                    b.sequence,
+                )
+            };
+            assert_eq!(back.map(fields), Some(fields(d)));
+        }
+    }
+
+    #[test]
+    fn the_record_script_appends_the_sequence_as_encode_writes_it() {
+        // What RECORD does to a record without a sequence and its closing brace: append.
+        let without = String::from_utf8(encode(&delivery(Some("j"), None))).unwrap_or_default();
+        let appended = format!("{},\"sequence\":42}}", &without[..without.len() - 1]);
+        let with = String::from_utf8(encode(&delivery(Some("j"), Some(42)))).unwrap_or_default();
+        assert_eq!(appended, with);
     }
 }

@@ -110,7 +110,7 @@ impl DeliveryHandle {
             .max()
             .unwrap_or(0);
         Queue {
-            depth: (self.first_rx.len() + self.ctx.gate.parked()) as u64,
+            depth: (self.first_rx.len() + self.ctx.gate.parked() + self.ctx.lines.waiting()) as u64,
             in_flight: self.ctx.gate.in_flight() as u64,
             retry_backlog: self.backlog.retries.load(Ordering::Relaxed) as u64 + durable.due,
             oldest_pending_age_ms,

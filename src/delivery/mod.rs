@@ -1,9 +1,9 @@
 //! Delivery: from matched event to HTTP attempts, retries and their outcomes.
 //!
 //! - [`dispatcher`] turns an event and its matching webhooks into [`Delivery`]s (exact body bytes)
-//!   and queues them, through the progress [`throttle`];
-//! - [`pool`] runs fixed pools of named threads that make attempts, with a per-endpoint limit on
-//!   the threads one webhook can hold, so a hanging endpoint cannot starve the others;
+//!   and queues them, through the progress [`throttle`] and the per-job [`lines`];
+//! - [`pool`] runs one fixed pool of named threads that make attempts on the seats the [`gate`]
+//!   gives them, so endpoints that hang or answer slowly cannot starve the others;
 //! - [`scheduler`] holds deliveries until their retry is due, apart from first attempts;
 //! - [`handle`] is the one thing the API and the app hold of all this: figures, dead letters,
 //!   test attempts (run on the retry threads), the end of a stop;
@@ -13,8 +13,10 @@
 pub mod attempt;
 pub mod dispatcher;
 pub mod durable;
+pub mod gate;
 pub mod handle;
 pub mod http;
+pub mod lines;
 pub mod pool;
 pub mod recovery;
 pub mod retry;
@@ -44,4 +46,11 @@ pub struct Delivery {
     pub attempts: u32,
     /// When the delivery was created (ms since the epoch).
     pub created_ms: u64,
+    /// The job the event is about (`None` for events of workers, machines and workflows): the
+    /// first attempts of one job's events to one webhook are made in source order ([`lines`]).
+    pub job: Option<Arc<str>>,
+    /// The event's place in source order, assigned in Redis when the event was claimed and
+    /// recorded; the same on every attempt and redelivery, sent as `X-Event-Sequence`. `None`
+    /// when the event could not be recorded (Redis away).
+    pub sequence: Option<u64>,
 }

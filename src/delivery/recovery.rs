@@ -1,7 +1,8 @@
 //! The threads that keep durable deliveries moving:
 //! - `delivery-poller` leases what is due in `webhooks:due` (retries, handed-back and taken-over
-//!   deliveries) and queues it: first attempts to the delivery pool, the rest to the retry pool;
-//!   it also trims dead letters, a bounded batch at a time;
+//!   deliveries) and queues it: first attempts (through their job's line, which may keep them
+//!   until the event before them has had its first attempt) to the first-attempt queue, the rest
+//!   to the retry queue; it also trims dead letters, a bounded batch at a time;
 //! - `delivery-heartbeat` keeps this instance's heartbeat alive and moves the leases of instances
 //!   whose heartbeat stopped back to due.
 
@@ -13,6 +14,7 @@ use log::{info, warn};
 
 use super::Delivery;
 use super::durable::Durable;
+use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
 use crate::app::Shutdown;
 use crate::time::now_ms;
@@ -36,6 +38,7 @@ pub struct Retention {
 /// Starts `delivery-poller`.
 pub fn spawn_poller(
     durable: Durable,
+    lines: std::sync::Arc<Lines>,
     first_tx: Sender<Delivery>,
     retry_tx: Sender<Delivery>,
     retention: Retention,
@@ -64,7 +67,7 @@ pub fn spawn_poller(
             let mut failing = false;
             let mut last_trim = Instant::now();
             while !shutdown.is_set() {
-                let wait = match poll(&durable, &first_tx, &retry_tx, &shutdown) {
+                let wait = match poll(&durable, &lines, &first_tx, &retry_tx, &shutdown) {
                     Ok(wait) => {
                         if failing {
                             info!("durable deliveries are readable again");
@@ -101,6 +104,7 @@ pub fn spawn_poller(
 /// Leases and queues what is due; returns how long to wait before the next poll.
 fn poll(
     durable: &Durable,
+    lines: &Lines,
     first_tx: &Sender<Delivery>,
     retry_tx: &Sender<Delivery>,
     shutdown: &Shutdown,
@@ -108,10 +112,13 @@ fn poll(
     let taken = durable.take_due(now_ms(), BATCH)?;
     let full_batch = taken.len() == BATCH;
     for delivery in taken {
-        let tx = if delivery.attempts == 0 {
-            first_tx
+        let (tx, delivery) = if delivery.attempts > 0 {
+            (retry_tx, delivery)
         } else {
-            retry_tx
+            match lines.enter(delivery) {
+                Entered::Go(delivery) => (first_tx, delivery),
+                Entered::Held | Entered::Kept => continue,
+            }
         };
         let mut pending = delivery;
         loop {

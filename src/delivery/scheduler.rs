@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::Delivery;
+use super::lines::{Entered, Lines};
 use super::throttle::{Throttle, ThrottleKey};
 use crate::app::Shutdown;
 
@@ -97,6 +98,7 @@ pub fn spawn(
     retry_tx: Sender<Delivery>,
     first_tx: Sender<Delivery>,
     throttle: Arc<Throttle>,
+    lines: Arc<Lines>,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -105,7 +107,10 @@ pub fn spawn(
             let mut timers = Timers::default();
             while !shutdown.is_set() {
                 let now = Instant::now();
-                if timers.fire(now, &retry_tx, &first_tx, &throttle).is_err() {
+                if timers
+                    .fire(now, &retry_tx, &first_tx, &throttle, &lines)
+                    .is_err()
+                {
                     return;
                 }
                 publish(
@@ -191,6 +196,7 @@ impl Timers {
         retry_tx: &Sender<Delivery>,
         first_tx: &Sender<Delivery>,
         throttle: &Throttle,
+        lines: &Lines,
     ) -> Result<(), Stopped> {
         while self.throttle.peek().is_some_and(|Reverse(e)| e.due <= now) {
             let Some(Reverse(entry)) = self.throttle.pop() else {
@@ -198,13 +204,21 @@ impl Timers {
             };
             let delivery = match entry.item {
                 ThrottleWork::Send(d) => d,
-                ThrottleWork::Flush(key) => match throttle.flush(&key, now) {
-                    Some((d, next_flush)) => {
-                        self.add_throttle(next_flush, ThrottleWork::Flush(key));
-                        d
+                // The held update enters its job's line under the throttle's lock: a later event
+                // of the job, which drops held updates first, lines up behind it.
+                ThrottleWork::Flush(key) => {
+                    match throttle.flush(&key, now, |d| lines.enter(d)) {
+                        Some((go, next_flush)) => {
+                            self.add_throttle(next_flush, ThrottleWork::Flush(key));
+                            match go {
+                                Entered::Go(d) => d,
+                                // It waits in its line, which queues it in turn.
+                                Entered::Held | Entered::Kept => continue,
+                            }
+                        }
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
             };
             match first_tx.try_send(delivery) {
                 Ok(()) => {}

@@ -48,6 +48,14 @@ impl JobTracker {
         (old != Some(new_status)).then_some(old)
     }
 
+    /// Whether the job's last known status is terminal (completed, failed or cancelled).
+    pub fn finished(&self, job_id: &str) -> bool {
+        self.jobs
+            .get(job_id)
+            .and_then(|j| j.status)
+            .is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled"))
+    }
+
     /// The type and priority a submission gave this job.
     pub fn known(&self, job_id: &str) -> (Option<String>, Option<Value>) {
         self.jobs
@@ -88,6 +96,13 @@ mod tests {
         );
         assert_eq!(t.transition("j", "in_progress", None, None), None);
         assert_eq!(t.known("j").0.as_deref(), Some("comfyui"));
+        assert!(!t.finished("j"));
+        t.transition("j", "completed", None, None);
+        assert!(t.finished("j"));
+        // Resubmitted (a retry of the job): live again.
+        t.transition("j", "pending", None, None);
+        assert!(!t.finished("j"));
+        assert!(!t.finished("unknown"));
     }
 
     #[test]

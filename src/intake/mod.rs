@@ -2,7 +2,9 @@
 //!
 //! [`pubsub`] owns the subscriber connection; [`Intake::process`] is what every source (pub/sub
 //! now, a stream later) calls per message. A message that does not parse is counted per source
-//! and logged once per (source, kind of problem), and never stops the next one.
+//! and logged once per (source, kind of problem), and never stops the next one. A progress update
+//! published after its job's terminal event is stale: it is skipped, so no receiver sees a
+//! finished job move back to "in progress" (issue #11).
 
 pub mod dedupe;
 pub mod jobs;
@@ -151,11 +153,23 @@ impl Intake {
         }
     }
 
-    /// Adds what the job tracker knows, derives `job.status_changed`, drops duplicates.
+    /// Adds what the job tracker knows, derives `job.status_changed`, drops duplicates and
+    /// progress updates of finished jobs.
     fn prepare(&self, parsed: Parsed) -> Vec<Event> {
         let Parsed { mut events, status } = parsed;
         let now = Instant::now();
         let mut state = self.state.lock();
+        let finished = |e: &Event| {
+            e.kind == EventKind::JobProgress
+                && e.job_id().is_some_and(|job| state.jobs.finished(&job))
+        };
+        if let Some(stale) = events.iter().find(|e| finished(e)) {
+            debug!(
+                "progress of job {} after its terminal event is skipped",
+                stale.job_id().unwrap_or_default()
+            );
+            return Vec::new();
+        }
         for event in events.iter_mut().filter(|e| e.kind.is_job()) {
             if let Some(job_id) = event.job_id() {
                 let (job_type, priority) = state.jobs.known(&job_id);

@@ -256,18 +256,20 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
         body: Arc::from(b"{}".to_vec()),
         attempts: 0,
         created_ms: 1,
+        job: None,
+        sequence: None,
     };
     let claim = durable::claim(&[7; 32]);
     let deliveries = [delivery];
     let first = here.record(&claim, 60_000, &deliveries);
-    assert!(matches!(first, Ok(true)), "{first:?}");
+    assert!(matches!(first, Ok(Some(_))), "{first:?}");
     let again = here.record(&claim, 60_000, &deliveries);
     assert!(
-        matches!(again, Ok(true)),
+        matches!(again, Ok(Some(_))),
         "the retry found its own claim taken: {again:?}"
     );
     let elsewhere = other.record(&claim, 60_000, &deliveries);
-    assert!(matches!(elsewhere, Ok(false)), "{elsewhere:?}");
+    assert!(matches!(elsewhere, Ok(None)), "{elsewhere:?}");
 }
 
 /// The connections to `server` other than its replication links, the sentinels' and ours.

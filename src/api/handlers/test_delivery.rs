@@ -96,6 +96,9 @@ fn test_delivery(id: &str, subscription: &Subscription, now: u64) -> Delivery {
         body: Arc::from(js::object_to_vec(&body)),
         attempts: 1,
         created_ms: now,
+        // A test delivery belongs to no job's line and carries no sequence.
+        job: None,
+        sequence: None,
     }
 }
 
