@@ -2,7 +2,7 @@
 //!
 //! Starts its own redis-server, the release binary and a fast keep-alive receiver on loopback,
 //! then runs: throughput (50,000 `complete_job` events to 1 webhook), fan-out (1,000 events to 100
-//! webhooks), latency (1,000 events/s for 10 s), and the ceiling (the same receiver driven by plain
+//! webhooks at one endpoint, then at 100 endpoints: one origin each), latency (1,000 events/s for 10 s), and the ceiling (the same receiver driven by plain
 //! ureq threads). It prints deliveries/s, the ratio to the ceiling, latency percentiles, CPU
 //! seconds per 10,000 deliveries, RSS and start-up time. Then isolation (issue #11), each workload
 //! on a fresh redis-server and service: a healthy webhook's latency at 200 events/s for 10 s
@@ -45,7 +45,8 @@ enum Mode {
 
 /// A minimal keep-alive HTTP/1.1 receiver: records when each job (`"job_id":"e2e-<n>"`) arrived.
 struct FastReceiver {
-    port: u16,
+    /// Every port it listens on: one origin each.
+    ports: Vec<u16>,
     arrivals: Arc<Vec<AtomicU64>>,
     count: Arc<AtomicUsize>,
     epoch: Instant,
@@ -54,26 +55,35 @@ struct FastReceiver {
 
 impl FastReceiver {
     fn start(slots: usize, mode: Mode) -> FastReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        FastReceiver::start_on(1, slots, mode)
+    }
+
+    /// One receiver listening on `listeners` ports of 127.0.0.1 (as many origins), counting
+    /// what arrives on all of them together.
+    fn start_on(listeners: usize, slots: usize, mode: Mode) -> FastReceiver {
         let arrivals: Arc<Vec<AtomicU64>> =
             Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect());
         let count = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
-        let (a, c, s) = (arrivals.clone(), count.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                if s.load(Ordering::Relaxed) {
-                    break;
+        let mut ports = Vec::new();
+        for _ in 0..listeners.max(1) {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            ports.push(listener.local_addr().unwrap().port());
+            let (a, c, s) = (arrivals.clone(), count.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    if s.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (a, c, s) = (a.clone(), c.clone(), s.clone());
+                    std::thread::spawn(move || serve(stream, a, c, epoch, mode, s));
                 }
-                let (a, c, s) = (a.clone(), c.clone(), s.clone());
-                std::thread::spawn(move || serve(stream, a, c, epoch, mode, s));
-            }
-        });
+            });
+        }
         FastReceiver {
-            port,
+            ports,
             arrivals,
             count,
             epoch,
@@ -82,14 +92,21 @@ impl FastReceiver {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/in", self.port)
+        self.url_at(0)
+    }
+
+    /// The URL of its `i`-th port.
+    fn url_at(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}/in", self.ports[i % self.ports.len()])
     }
 }
 
 impl Drop for FastReceiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        for port in &self.ports {
+            let _ = TcpStream::connect(("127.0.0.1", *port));
+        }
     }
 }
 
@@ -586,6 +603,39 @@ fn main() {
         let _: () = ::redis::cmd("HDEL")
             .arg("webhooks:registry")
             .arg(format!("wh_{i}_e2e"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg("webhooks:changed")
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    wait_loaded(&service, 1);
+
+    // Fan-out to 100 endpoints: the same, each webhook at an origin of its own (a port of one
+    // receiver), as webhooks of different customers are.
+    let spread = FastReceiver::start_on(100, 0, Mode::Ok);
+    for i in 2..=101 {
+        register(&redis, &format!("wh_{i}_spread"), &spread.url_at(i));
+    }
+    wait_loaded(&service, 101);
+    let started = Instant::now();
+    publish_batch(&mut conn, 62_000, 63_000);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while spread.count.load(Ordering::Relaxed) < 100_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = started.elapsed();
+    let delivered = spread.count.load(Ordering::Relaxed);
+    println!(
+        "fan-out to 100 endpoints: {delivered} of 100000 deliveries (1,000 events x 100 webhooks, one origin each) in {took:?}: {:.0} deliveries/s",
+        delivered as f64 / took.as_secs_f64(),
+    );
+    for i in 2..=101 {
+        let _: () = ::redis::cmd("HDEL")
+            .arg("webhooks:registry")
+            .arg(format!("wh_{i}_spread"))
             .query(&mut conn)
             .unwrap();
     }

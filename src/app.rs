@@ -325,7 +325,7 @@ fn start_delivery(
     let durable = &base.durable;
     let (recorder, completer) = start_settling(config, base, &scheduler, threads)?;
     let ctx = Arc::new(Context {
-        agent: http::agent(
+        clients: http::Clients::new(
             config.timeout,
             config.delivery_threads + config.retry_threads + config.slow_threads,
             config.allowed_networks.clone(),

@@ -250,7 +250,7 @@ fn not_made(started: Instant, why: String) -> TestOutcome {
 
 /// Makes a test attempt on the calling (delivery) thread and records it.
 fn test_attempt(ctx: &Context, webhook: &Webhook, delivery: Delivery) -> TestOutcome {
-    let outcome = attempt::send(&ctx.agent, webhook, &delivery);
+    let outcome = attempt::send(&ctx.clients.agent(&webhook.url), webhook, &delivery);
     let delivered = outcome.class == OutcomeClass::Success;
     let state = if delivered {
         Final::Delivered

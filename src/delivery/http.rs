@@ -1,8 +1,12 @@
-//! The one HTTP client of the process: a ureq `Agent` with keep-alive, no redirects, a time limit
-//! per attempt, no proxy from the environment, and the SSRF guard as its resolver.
+//! The HTTP client of the process: ureq `Agent`s with keep-alive, no redirects, a time limit per
+//! attempt, no proxy from the environment, and the SSRF guard as their resolver; one agent per
+//! origin ([`Clients`]), so that finding a kept-alive connection costs the same with one
+//! endpoint or ten thousand.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use ureq::Agent;
 use ureq::config::AutoHeaderValue;
 use ureq::unversioned::transport::{
@@ -14,17 +18,85 @@ use super::ssrf::{Cidr, GuardedResolver};
 /// The `User-Agent` of every delivery (the original's).
 pub const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
 
-/// Builds the delivery client.
+/// Origins whose agents are kept before idle ones are let go.
+const ORIGINS_KEPT: usize = 1024;
+/// An origin's agent unused this long may be let go (its pooled connections would have aged out
+/// by then: `max_idle_age`).
+const ORIGIN_IDLE: Duration = Duration::from_secs(30);
+
+/// The delivery client: one ureq [`Agent`] per origin (scheme, host and port), made on first use
+/// and sharing one resolver and its DNS cache.
 ///
-/// `connections` bounds the idle keep-alive connections kept per host; it should be at least the
-/// number of delivery threads so that a busy endpoint never reconnects. `own_port` is the API
-/// port, whose capture URLs on loopback are always allowed.
-pub fn agent(
+/// Why not one agent for all: ureq's pool keeps every idle connection of an agent in one list,
+/// and each time a connection goes back it counts the connections of every host against that
+/// list under the pool's lock; with a few dozen endpoints busy at once that took about 200 µs
+/// per request, and every delivery thread waited for it in turn. An agent per origin keeps each
+/// list as short as one endpoint's connections.
+#[derive(Debug)]
+pub struct Clients {
     timeout: Duration,
     connections: usize,
-    allowed: Vec<Cidr>,
-    own_port: Option<u16>,
-) -> Agent {
+    resolver: GuardedResolver,
+    agents: Mutex<HashMap<Box<str>, (Agent, Instant)>>,
+}
+
+impl Clients {
+    /// The delivery client. `connections` bounds the idle keep-alive connections kept per
+    /// origin; it should be at least the number of delivery threads so that a busy endpoint
+    /// never reconnects. `own_port` is the API port, whose capture URLs on loopback are always
+    /// allowed.
+    pub fn new(
+        timeout: Duration,
+        connections: usize,
+        allowed: Vec<Cidr>,
+        own_port: Option<u16>,
+    ) -> Clients {
+        Clients {
+            timeout,
+            connections,
+            resolver: GuardedResolver::new(allowed, own_port),
+            agents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The agent for `url`'s origin (a URL ureq will refuse gets an agent of its own too, and
+    /// its error comes from the request).
+    pub fn agent(&self, url: &str) -> Agent {
+        let key = origin(url);
+        let now = Instant::now();
+        let mut agents = self.agents.lock();
+        if let Some((agent, used)) = agents.get_mut(key) {
+            *used = now;
+            return agent.clone();
+        }
+        if agents.len() >= ORIGINS_KEPT {
+            agents.retain(|_, (_, used)| now.duration_since(*used) < ORIGIN_IDLE);
+        }
+        let agent = agent(self.timeout, self.connections, self.resolver.clone());
+        agents.insert(key.into(), (agent.clone(), now));
+        agent
+    }
+
+    /// Origins with an agent.
+    pub fn origins(&self) -> usize {
+        self.agents.lock().len()
+    }
+}
+
+/// `scheme://authority` of a URL: what follows up to the first `/`, `?` or `#` after `://`
+/// (the whole string if it has no `://`).
+fn origin(url: &str) -> &str {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url;
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    &url[..end]
+}
+
+/// One origin's agent.
+fn agent(timeout: Duration, connections: usize, resolver: GuardedResolver) -> Agent {
     // A per-read and per-write limit a little under the attempt's: ureq sets a socket timeout
     // before each read and write, and with only the shrinking global budget that value changes
     // every time (a system call each); a fixed per-I/O limit below it is set once per
@@ -42,15 +114,11 @@ pub fn agent(
             USER_AGENT.to_string(),
         )))
         .accept_encoding(AutoHeaderValue::None)
-        .max_idle_connections(connections.max(16) * 4)
+        .max_idle_connections(connections.max(1))
         .max_idle_connections_per_host(connections.max(1))
-        .max_idle_age(Duration::from_secs(30))
+        .max_idle_age(ORIGIN_IDLE)
         .build();
-    Agent::with_parts(
-        config,
-        DefaultConnector::new().chain(Coalesce),
-        GuardedResolver::new(allowed, own_port),
-    )
+    Agent::with_parts(config, DefaultConnector::new().chain(Coalesce), resolver)
 }
 
 /// Most bytes held back before they are sent anyway (a long body goes out in pieces of this).
@@ -160,5 +228,53 @@ impl<T: Transport> Transport for Coalesced<T> {
 
     fn is_tls(&self) -> bool {
         self.inner.is_tls()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_scheme_and_authority() {
+        assert_eq!(
+            origin("https://a.example:8443/x/y?q#f"),
+            "https://a.example:8443"
+        );
+        assert_eq!(origin("http://a.example?q=1"), "http://a.example");
+        assert_eq!(origin("http://user@a.example#f"), "http://user@a.example");
+        assert_eq!(origin("http://a.example"), "http://a.example");
+        assert_eq!(origin("not a url"), "not a url");
+    }
+
+    #[test]
+    fn one_agent_per_origin_and_idle_ones_go_past_the_cap() {
+        let clients = Clients::new(Duration::from_secs(1), 4, Vec::new(), None);
+        clients.agent("http://127.0.0.1:1/a");
+        clients.agent("http://127.0.0.1:1/b?x");
+        clients.agent("http://127.0.0.1:2/a");
+        assert_eq!(clients.origins(), 2);
+        // Past the cap, agents idle for longer than ORIGIN_IDLE make room; recent ones stay.
+        {
+            let mut agents = clients.agents.lock();
+            let old = Instant::now()
+                .checked_sub(ORIGIN_IDLE * 2)
+                .unwrap_or_else(Instant::now);
+            for (_, used) in agents.values_mut() {
+                *used = old;
+            }
+            for i in 0..ORIGINS_KEPT {
+                let agent = agent(Duration::from_secs(1), 1, clients.resolver.clone());
+                agents.insert(
+                    format!("http://10.0.0.1:{i}").into(),
+                    (agent, Instant::now()),
+                );
+            }
+        }
+        clients.agent("http://127.0.0.1:3/");
+        let agents = clients.agents.lock();
+        assert!(!agents.contains_key("http://127.0.0.1:1"));
+        assert!(agents.contains_key("http://127.0.0.1:3"));
+        assert_eq!(agents.len(), ORIGINS_KEPT + 1);
     }
 }

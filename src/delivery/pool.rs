@@ -43,8 +43,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything a delivery thread needs. Shared by all of them.
 pub struct Context {
-    /// The HTTP client (one per process; its connection pool is shared).
-    pub agent: ureq::Agent,
+    /// The HTTP client (an agent and connection pool per origin).
+    pub clients: super::http::Clients,
     /// The current webhooks.
     pub registry: Arc<Registry>,
     /// Redis, for the rare writes to a webhook (410, failure counts).
@@ -318,7 +318,7 @@ fn attempt_once(ctx: &Context, mut delivery: Delivery) -> Made {
         return Made::Dropped;
     }
     delivery.attempts += 1;
-    let outcome = attempt::send(&ctx.agent, webhook, &delivery);
+    let outcome = attempt::send(&ctx.clients.agent(&webhook.url), webhook, &delivery);
     ctx.counters
         .attempt(outcome.class, outcome.duration.as_micros() as u64);
     ctx.counters
