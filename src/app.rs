@@ -25,35 +25,8 @@ use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
 use crate::redis_conn::{RedisPool, Target};
+use crate::shutdown::Shutdown;
 use crate::webhook::registry::{self, Registry};
-
-/// The process-wide stop flag. Blocking loops wake at least every half second to check it.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    /// Whether the process is stopping.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// Asks every thread to stop.
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// Sleeps for `duration`, returning early when the process stops.
-    pub fn sleep(&self, duration: Duration) {
-        let deadline = Instant::now() + duration;
-        while !self.is_set() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
-}
 
 /// Why the service could not start.
 #[derive(Debug)]

@@ -98,5 +98,6 @@ pub mod logging;
 pub mod monitor;
 pub mod rand;
 pub mod redis_conn;
+pub mod shutdown;
 pub mod time;
 pub mod webhook;

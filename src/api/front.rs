@@ -38,6 +38,7 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::server::Server;
+use crate::shutdown::Outage;
 
 /// Stack of a connection thread: it parses heads and copies bytes; handlers run elsewhere.
 const CONN_STACK: usize = 256 * 1024;
@@ -338,19 +339,18 @@ pub(crate) fn spawn(
 }
 
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>) {
-    let mut warned_full = false;
-    let mut warned_accept = false;
+    let mut full = Outage::default();
+    let mut failing_accept = Outage::default();
     while !server.shutdown.is_set() {
         match listener.accept() {
             Ok((client, peer)) => {
-                warned_accept = false;
-                open(client, peer, server, slots, &mut warned_full);
+                failing_accept.recovered();
+                open(client, peer, server, slots, &mut full);
             }
             Err(e) => {
                 // Out of file descriptors or memory: wait for connections to close.
-                if !warned_accept {
+                if failing_accept.failed() {
                     warn!("API cannot accept connections: {e}");
-                    warned_accept = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -363,7 +363,7 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
             let Ok((client, peer)) = listener.accept() else {
                 break;
             };
-            open(client, peer, server, slots, &mut warned_full);
+            open(client, peer, server, slots, &mut full);
         }
     }
 }
@@ -374,23 +374,22 @@ fn open(
     peer: SocketAddr,
     server: &Arc<Server>,
     slots: &Arc<Slots>,
-    warned_full: &mut bool,
+    full: &mut Outage,
 ) {
     let slot = match slots.admit(client) {
         Ok(slot) => slot,
         Err(client) => {
-            if !*warned_full {
+            if full.failed() {
                 warn!(
                     "API has {} connections all waiting on handlers; refusing more with 503",
                     slots.max
                 );
-                *warned_full = true;
             }
             refuse(&client);
             return;
         }
     };
-    *warned_full = false;
+    full.recovered();
     let (server, thread_slots, thread_slot) = (server.clone(), slots.clone(), slot.clone());
     let spawned = std::thread::Builder::new()
         .name("api-conn".into())

@@ -37,7 +37,7 @@ use super::request::Request;
 use super::router::{self, Lane, Method, Miss, Route};
 use super::state::Shared;
 use super::wire::{Framing, Head};
-use crate::app::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Threads running the handlers of ordinary routes.
 const QUICK_THREADS: usize = 4;

@@ -68,7 +68,7 @@ pub struct Context {
     /// Final failures in a row that disconnect a webhook.
     pub disconnect_after: u64,
     /// Set when the service stops: no new attempt starts, deliveries are handed back.
-    pub draining: crate::app::Shutdown,
+    pub draining: crate::shutdown::Shutdown,
 }
 
 /// Starts one thread per seat of the gate, named `delivery-{i}`, reading `first_rx` and

@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use super::Delivery;
 use super::lines::{Entered, Lines};
 use super::throttle::{Throttle, ThrottleKey};
-use crate::app::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Something to do at a given time.
 #[derive(Debug)]

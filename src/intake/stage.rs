@@ -25,11 +25,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error};
 
 use super::share::{GRACE, Share};
-use crate::app::Shutdown;
 use crate::delivery::dispatcher::{Dispatcher, Prepared};
 use crate::delivery::durable;
 use crate::event::Event;
 use crate::monitor::bump;
+use crate::shutdown::Shutdown;
 
 /// Events waiting for the stage before the subscriber waits.
 const CAPACITY: usize = 1024;

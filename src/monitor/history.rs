@@ -20,10 +20,11 @@ use redis::Commands;
 use serde_json::{Map, Value, json};
 
 use super::{Counters, bump};
-use crate::app::Shutdown;
 use crate::event::json::ObjectWriter;
 use crate::keys;
-use crate::redis_conn::{Backoff, RedisPool};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
+use crate::shutdown::{Backoff, Outage};
 
 /// Most records waiting for the recorder.
 const QUEUE: usize = 65_536;
@@ -212,6 +213,7 @@ pub fn spawn(
         .name("monitor-recorder".into())
         .spawn(move || {
             let mut backoff = Backoff::default();
+            let mut outage = Outage::default();
             let mut batch: Vec<AttemptRecord> = Vec::with_capacity(BATCH);
             loop {
                 if batch.is_empty() {
@@ -228,14 +230,14 @@ pub fn spawn(
                 batch.extend(rx.try_iter().take(BATCH - batch.len()));
                 match write(&redis, &batch) {
                     Ok(()) => {
-                        if backoff.failures() > 0 {
+                        if outage.recovered() {
                             info!("delivery history is being recorded again");
                         }
                         backoff.reset();
                         batch.clear();
                     }
                     Err(e) => {
-                        if backoff.failures() == 0 {
+                        if outage.failed() {
                             warn!("cannot record delivery history: {e}; retrying with backoff");
                         }
                         // Keep what we have, up to a bound, while Redis is away.

@@ -1,6 +1,6 @@
 //! Redis connections: every connection of every thread is made here, so TLS, ACL credentials and
 //! Sentinel failover are handled once. A small pool serves commands; subscribers and stream
-//! readers take dedicated connections from the same place; reconnect loops share [`Backoff`].
+//! readers take dedicated connections from the same place; reconnect loops share [`crate::shutdown::Backoff`].
 //!
 //! # Failover
 //!
@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 pub use status::RedisStatus;
 pub use target::{RedisOptions, Target, TargetError};
 
-use crate::app::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Time allowed to connect to Redis (TCP, TLS handshake and AUTH).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -365,42 +365,4 @@ fn tls_error(error: &redis::RedisError) -> Option<rustls::Error> {
     }
     let io = inner.downcast_ref::<std::io::Error>()?;
     io.get_ref()?.downcast_ref::<rustls::Error>().cloned()
-}
-
-/// Exponential backoff with jitter for reconnect loops: 100 ms doubling to 10 s.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    failures: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(100),
-            failures: 0,
-        }
-    }
-}
-
-impl Backoff {
-    const MAX: Duration = Duration::from_secs(10);
-
-    /// The wait before the next try (with ±25% jitter), growing each call.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        base.mul_f64(0.75 + 0.5 * crate::rand::unit())
-    }
-
-    /// Failures since the last success.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    /// Back to the shortest wait, after a success.
-    pub fn reset(&mut self) {
-        *self = Backoff::default();
-    }
 }

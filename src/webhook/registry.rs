@@ -21,9 +21,10 @@ use serde_json::Value;
 
 use super::matching::Snapshot;
 use super::model::{EventNames, Webhook};
-use crate::app::Shutdown;
 use crate::keys;
-use crate::redis_conn::{Backoff, RedisPool};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
+use crate::shutdown::{Backoff, Outage};
 
 /// A stored webhook's text and what it validated to (`None`: invalid).
 type Known = (String, Option<Arc<Webhook>>);
@@ -212,17 +213,18 @@ pub fn spawn_refresher(
         .name("webhook-registry".into())
         .spawn(move || {
             let mut backoff = Backoff::default();
+            let mut outage = Outage::default();
             while !shutdown.is_set() {
                 let wait = match registry.reload(&redis) {
                     Ok(()) => {
-                        if backoff.failures() > 0 {
+                        if outage.recovered() {
                             info!("webhook registry is readable again");
                         }
                         backoff.reset();
                         period
                     }
                     Err(e) => {
-                        if backoff.failures() == 0 {
+                        if outage.failed() {
                             warn!("cannot read {}: {e}; retrying with backoff", keys::REGISTRY);
                         }
                         backoff.next_delay()
