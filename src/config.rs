@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::delivery::ssrf::Cidr;
+use crate::net::Cidr;
 use crate::redis_conn::{RedisOptions, Target};
 
 /// One environment variable.

@@ -234,7 +234,7 @@ pub(crate) fn render(reply: Reply, origin: Option<&str>) -> Rendered {
         // JavaScript's number formatting, as the original's responses had.
         (_, None) => (
             "application/json; charset=utf-8",
-            crate::event::json::to_vec(&reply.body),
+            crate::json::to_vec(&reply.body),
         ),
     };
     let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(reply.headers.len() + 4);

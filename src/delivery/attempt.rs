@@ -9,9 +9,10 @@ use ureq::http::header::{CONTENT_TYPE, HeaderName};
 use crate::webhook::model::Webhook;
 
 use super::Delivery;
-use super::retry::{OutcomeClass, parse_retry_after};
+use super::retry::parse_retry_after;
 use super::signer::Signer;
 use super::ssrf;
+use crate::outcome::OutcomeClass;
 
 /// Most bytes of a response body kept for the records (CONTRACT section 6).
 pub const STORED_BODY_BYTES: usize = 4096;

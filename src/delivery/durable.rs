@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use super::Delivery;
 use crate::event::EventKind;
-use crate::event::json::ObjectWriter;
+use crate::json::ObjectWriter;
 use crate::redis_conn::RedisPool;
 
 /// The hash of delivery records.

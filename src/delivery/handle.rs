@@ -25,10 +25,10 @@ use super::Delivery;
 use super::attempt;
 use super::durable::DurableError;
 use super::pool::{self, Context};
-use super::retry::OutcomeClass;
 use super::scheduler::Backlog;
 use crate::monitor::Queue;
 use crate::monitor::history::Final;
+use crate::outcome::OutcomeClass;
 use crate::webhook::model::Webhook;
 
 /// Work handed to a delivery thread that is not a delivery (see [`pool::spawn`]).

@@ -9,7 +9,8 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
 };
 
-use super::ssrf::{Cidr, GuardedResolver};
+use super::ssrf::GuardedResolver;
+use crate::net::Cidr;
 
 /// The `User-Agent` of every delivery (the original's).
 pub const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";

@@ -442,7 +442,7 @@ pub fn record(
         event_type: delivery.event_type.clone(),
         attempt_number: delivery.attempts,
         timestamp: crate::time::now_ms(),
-        success: outcome.class == retry::OutcomeClass::Success,
+        success: outcome.class == crate::outcome::OutcomeClass::Success,
         response_status: outcome.status,
         response_body: outcome.response_body.clone(),
         error_message: outcome.error.clone(),

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::json::Object;
 use super::{Event, EventKind, canonical};
+use crate::json::Object;
 
 /// JavaScript truthiness: everything but `null`, `false`, `0`, `NaN` and `""`.
 pub fn truthy(value: &Value) -> bool {

@@ -5,7 +5,6 @@
 //! (the original's underscore names and shapes). This module knows nothing of webhooks or HTTP.
 
 pub mod canonical;
-pub mod json;
 pub mod legacy;
 pub mod parse;
 

@@ -8,7 +8,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{Event, EventKind, id_string, identity_hash, json};
+use super::{Event, EventKind, id_string, identity_hash};
+use crate::json;
 
 /// Channels read with SUBSCRIBE.
 pub const CHANNELS: [&str; 14] = [

@@ -20,7 +20,7 @@ use redis::Commands;
 use serde_json::{Map, Value, json};
 
 use super::{Counters, bump};
-use crate::event::json::ObjectWriter;
+use crate::json::ObjectWriter;
 use crate::keys;
 use crate::redis_conn::RedisPool;
 use crate::shutdown::Shutdown;

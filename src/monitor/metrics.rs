@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Counters, FIGURES, Gauges, Kind, OUTCOMES, Unit};
+use super::{Counters, FIGURES, Gauges, Kind, Unit};
+use crate::outcome::OutcomeClass;
 
 /// Upper bounds of the duration buckets, in seconds.
 pub const BUCKETS: [f64; 14] = [
@@ -110,7 +111,7 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: &Gauges) -> St
         "Delivery attempts, by outcome class.",
         Kind::Counter,
     );
-    for class in OUTCOMES {
+    for class in OutcomeClass::ALL {
         let _ = writeln!(
             out,
             "webhook_deliveries_total{{outcome=\"{}\"}} {}",
@@ -175,7 +176,7 @@ fn render_histogram(out: &mut String, histogram: &Histogram) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::retry::OutcomeClass;
+    use crate::outcome::OutcomeClass;
 
     #[test]
     fn exposition_has_every_family_and_bounded_series() {

@@ -15,19 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
-use crate::delivery::retry::OutcomeClass;
-
-/// The outcome classes, in label order.
-pub const OUTCOMES: [OutcomeClass; 8] = [
-    OutcomeClass::Success,
-    OutcomeClass::Redirect,
-    OutcomeClass::ClientError,
-    OutcomeClass::ServerError,
-    OutcomeClass::Timeout,
-    OutcomeClass::Connect,
-    OutcomeClass::Dns,
-    OutcomeClass::SsrfBlocked,
-];
+use crate::outcome::OutcomeClass;
 
 /// Counters of the whole process.
 #[derive(Debug, Default)]
@@ -62,7 +50,7 @@ pub struct Counters {
     pub deliveries_dropped: AtomicU64,
     /// History records not written because the recorder was too far behind.
     pub records_dropped: AtomicU64,
-    /// Attempts by outcome class (index as in [`OUTCOMES`]).
+    /// Attempts by outcome class (index as in [`OutcomeClass::ALL`]).
     attempts: [AtomicU64; 8],
     /// Sum of attempt durations, in microseconds.
     pub attempt_micros: AtomicU64,
@@ -80,7 +68,7 @@ pub struct Counters {
 impl Counters {
     /// Counts one attempt.
     pub fn attempt(&self, class: OutcomeClass, micros: u64) {
-        if let Some(i) = OUTCOMES.iter().position(|c| *c == class) {
+        if let Some(i) = OutcomeClass::ALL.iter().position(|c| *c == class) {
             self.attempts[i].fetch_add(1, Relaxed);
         }
         self.attempt_micros.fetch_add(micros, Relaxed);
@@ -88,7 +76,7 @@ impl Counters {
 
     /// Attempts of one class so far.
     pub fn attempts(&self, class: OutcomeClass) -> u64 {
-        OUTCOMES
+        OutcomeClass::ALL
             .iter()
             .position(|c| *c == class)
             .map(|i| self.attempts[i].load(Relaxed))

@@ -237,7 +237,7 @@ pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
 /// Adds the commands that store a webhook as the original does: its JSON in the registry hash,
 /// its id in or out of the active set.
 fn store_into(pipe: &mut redis::Pipeline, id: &str, webhook: &Map<String, Value>) {
-    let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(webhook)).into_owned();
+    let text = String::from_utf8_lossy(&crate::json::object_to_vec(webhook)).into_owned();
     pipe.hset(keys::REGISTRY, id, text).ignore();
     if webhook
         .get("active")

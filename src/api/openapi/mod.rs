@@ -457,7 +457,7 @@ pub(crate) fn described_methods(op: Operation) -> Vec<Method> {
 pub(crate) fn served() -> &'static [u8] {
     static SERVED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     // JavaScript's number formatting, as every JSON response of the API.
-    SERVED.get_or_init(|| crate::event::json::to_vec(&document()))
+    SERVED.get_or_init(|| crate::json::to_vec(&document()))
 }
 
 /// The document: its `paths` are the route table's patterns and methods.

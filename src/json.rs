@@ -1,4 +1,5 @@
-//! JSON text exactly as JavaScript's `JSON.stringify` writes it.
+//! JSON text exactly as JavaScript's `JSON.stringify` writes it (a leaf: it knows no other module;
+//! event bodies, stored records and API replies are all written with it).
 //!
 //! Receivers of the original service verify the legacy signature by re-serialising the body they
 //! parsed with `JSON.stringify` (reference section 5.2), so our bytes must be the bytes JavaScript
@@ -74,7 +75,7 @@ fn write_entries<'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v str, 
 /// itself on a hot path, where building a `serde_json::Map` first would cost more than the text.
 ///
 /// ```
-/// # use webhook_service::event::json::ObjectWriter;
+/// # use webhook_service::json::ObjectWriter;
 /// let mut w = ObjectWriter::new(64);
 /// w.str("id", "a\"b").u64("n", 7).bool("ok", true).f64("ms", Some(1.5)).raw("body", b"{}");
 /// assert_eq!(w.finish(), br#"{"id":"a\"b","n":7,"ok":true,"ms":1.5,"body":{}}"#);
@@ -234,7 +235,7 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 /// Formats a double the way `Number.prototype.toString()` does (ECMA-262 `Number::toString`).
 ///
 /// ```
-/// # use webhook_service::event::json::format_f64;
+/// # use webhook_service::json::format_f64;
 /// assert_eq!(format_f64(1.0), "1");
 /// assert_eq!(format_f64(0.1), "0.1");
 /// assert_eq!(format_f64(1e21), "1e+21");
