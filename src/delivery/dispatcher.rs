@@ -16,7 +16,7 @@ use log::{debug, error, warn};
 use serde_json::Value;
 
 use super::Delivery;
-use super::durable::{self, Durable};
+use super::durable::Durable;
 use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
 use super::throttle::{Offer, Throttle};
@@ -110,7 +110,7 @@ impl Dispatcher {
             .iter()
             .map(|(event, p)| {
                 (
-                    durable::claim(&event.identity),
+                    crate::keys::claim(&event.identity),
                     self.claim_ttl_ms,
                     &p.deliveries[..],
                 )
@@ -284,7 +284,7 @@ impl Dispatcher {
     /// if another instance claimed the event first. With Redis away (after a few quick tries) the
     /// deliveries go on from memory: at most the crash of this process could lose them then.
     fn record(&self, event: &Event, deliveries: &[Delivery]) -> Recorded {
-        let claim = durable::claim(&event.identity);
+        let claim = crate::keys::claim(&event.identity);
         let mut wait = Duration::from_millis(50);
         for attempt in 1..=4 {
             match self.durable.record(&claim, self.claim_ttl_ms, deliveries) {

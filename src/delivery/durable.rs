@@ -28,41 +28,10 @@ use serde_json::{Map, Value};
 use super::Delivery;
 use crate::event::EventKind;
 use crate::json::ObjectWriter;
+use crate::keys::{
+    DEAD_LETTERS, DEAD_LETTERS_BY_TIME, DELIVERIES, DUE, INSTANCES, SEQUENCE, heartbeat, leased,
+};
 use crate::redis_conn::RedisPool;
-
-/// The hash of delivery records.
-pub const DELIVERIES: &str = "webhooks:deliveries";
-/// The sorted set of due ids.
-pub const DUE: &str = "webhooks:due";
-/// The set of instance ids.
-pub const INSTANCES: &str = "webhooks:instances";
-/// The counter of event sequence numbers.
-pub const SEQUENCE: &str = "webhooks:sequence";
-/// The hash of dead letters.
-pub const DEAD_LETTERS: &str = "webhooks:dead_letters";
-/// Dead-letter ids by failure time.
-pub const DEAD_LETTERS_BY_TIME: &str = "webhooks:dead_letters:by_time";
-
-/// Leases of one instance.
-pub fn leased(instance: &str) -> String {
-    format!("webhooks:leased:{instance}")
-}
-
-/// Heartbeat of one instance.
-pub fn heartbeat(instance: &str) -> String {
-    format!("webhooks:instance:{instance}")
-}
-
-/// Claim of one event identity.
-pub fn claim(identity: &[u8; 32]) -> String {
-    let mut key = String::with_capacity(16 + 32);
-    key.push_str("webhooks:claim:");
-    for b in &identity[..16] {
-        key.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        key.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    key
-}
 
 /// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set, the
 /// sequence counter, then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no

@@ -26,7 +26,6 @@ use log::{debug, error};
 
 use super::share::{GRACE, Share};
 use crate::delivery::dispatcher::{Dispatcher, Prepared};
-use crate::delivery::durable;
 use crate::event::Event;
 use crate::monitor::bump;
 use crate::shutdown::Shutdown;
@@ -250,7 +249,10 @@ impl Stage {
             return;
         }
         batch.events += due.len();
-        let keys: Vec<String> = due.iter().map(|e| durable::claim(&e.identity)).collect();
+        let keys: Vec<String> = due
+            .iter()
+            .map(|e| crate::keys::claim(&e.identity))
+            .collect();
         // Redis away: build them all; recording decides (or they go on from memory).
         let claimed = dispatcher.durable.claimed(&keys).unwrap_or_else(|e| {
             debug!("{e}; taking on other instances' events unchecked");
