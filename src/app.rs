@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use log::{error, info, warn};
 
+use crate::config::target::Target;
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::durable::Durable;
@@ -24,7 +25,7 @@ use crate::delivery::{Delivery, http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
-use crate::redis_conn::{RedisPool, Target};
+use crate::redis_conn::RedisPool;
 use crate::shutdown::Shutdown;
 use crate::webhook::registry::{self, Registry};
 
@@ -32,7 +33,7 @@ use crate::webhook::registry::{self, Registry};
 #[derive(Debug)]
 pub enum AppError {
     /// A Redis setting is wrong, or Redis refused what it names (certificate, credentials).
-    RedisSetting(crate::redis_conn::TargetError),
+    RedisSetting(crate::config::target::TargetError),
     /// A thread could not be started.
     Spawn(&'static str, std::io::Error),
     /// The API could not listen.

@@ -15,7 +15,6 @@
 
 mod sentinel;
 pub mod status;
-pub mod target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +23,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use parking_lot::Mutex;
 
+use crate::config::target::{Target, TargetError};
 pub use status::RedisStatus;
-pub use target::{RedisOptions, Target, TargetError};
 
 use crate::shutdown::Shutdown;
 

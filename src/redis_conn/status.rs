@@ -9,24 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-/// How Redis is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// One server named by the URL.
-    Standalone,
-    /// The master of a set named to Sentinel.
-    Sentinel,
-}
-
-impl Mode {
-    /// The name shown in `/health` and `/metrics`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Standalone => "standalone",
-            Mode::Sentinel => "sentinel",
-        }
-    }
-}
+use crate::config::target::Mode;
 
 /// Redis as this process sees it. Shared through the pool.
 #[derive(Debug)]

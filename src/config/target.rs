@@ -17,7 +17,24 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertific
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::status::Mode;
+/// How Redis is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One server named by the URL.
+    Standalone,
+    /// The master of a set named to Sentinel.
+    Sentinel,
+}
+
+impl Mode {
+    /// The name shown in `/health` and `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Standalone => "standalone",
+            Mode::Sentinel => "sentinel",
+        }
+    }
+}
 
 /// Default port of a sentinel.
 const SENTINEL_PORT: u16 = 26379;
