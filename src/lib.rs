@@ -33,6 +33,24 @@
 //! connections between requests and those slow for over a second, and its handler threads end
 //! with the last connection.
 //!
+//! # Layers
+//!
+//! Lowest first; a module imports only from its own layer and those below, and no two
+//! top-level modules import each other (`scripts/check-layers` checks both, in CI):
+//!
+//! 1. leaves, which know nothing of the service: `time`, `rand`, `keys` (every Redis key),
+//!    `shutdown` (the stop flag, backoff, outage warnings, looping threads), `outcome` (attempt
+//!    classes), `net` (IP networks), `json` (JavaScript-compatible JSON), `logging`
+//! 2. `config`: the settings, read and validated once (the Redis target among them)
+//! 3. `redis_conn`: every Redis connection
+//! 4. `event`: source messages to events and `data`
+//! 5. `webhook`: webhooks, their rules, storage and matching
+//! 6. `monitor`: counters, figures and delivery history
+//! 7. `delivery`: dispatch, the pool, the gate, retries, the durable store
+//! 8. `intake`: reading Redis into the dispatcher
+//! 9. `api`: the HTTP API, which reaches delivery only through `delivery::handle`
+//! 10. `app`: wiring, threads, shutdown
+//!
 //! # Threads
 //!
 //! | name | owns | wakes on |
