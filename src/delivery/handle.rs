@@ -24,15 +24,12 @@ use serde_json::Value;
 use super::Delivery;
 use super::attempt;
 use super::durable::DurableError;
-use super::pool::{self, Context};
+use super::pool::{self, Context, Job};
 use super::scheduler::Backlog;
 use crate::monitor::Queue;
 use crate::monitor::history::Final;
 use crate::outcome::OutcomeClass;
 use crate::webhook::model::Webhook;
-
-/// Work handed to a delivery thread that is not a delivery (see [`pool::spawn`]).
-pub type Job = Box<dyn FnOnce(&Context) + Send>;
 
 /// Most test attempts waiting for a thread at once; more are refused rather than queued.
 const MAX_WAITING_TESTS: usize = 64;

@@ -20,7 +20,6 @@ use super::Delivery;
 use super::attempt::{self, AttemptOutcome};
 use super::durable::{Durable, DurableError};
 use super::gate::{Admission, EndpointGate, Next, Outcome, Seat, Ticket};
-use super::handle::Job;
 use super::lines::{Entered, Lines, Place, Turn};
 use super::retry::{self, Decision};
 use super::scheduler::{SchedulerHandle, Timed};
@@ -30,6 +29,9 @@ use crate::redis_conn::RedisPool;
 use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
+
+/// Work handed to a delivery thread that is not a delivery (see [`spawn`]): a test attempt.
+pub type Job = Box<dyn FnOnce(&Context) + Send>;
 
 /// Longest a delivery thread waits for room in a full parking space before it puts the
 /// delivery back in Redis.
