@@ -305,14 +305,7 @@ fn start_delivery(
             config.allowed_networks.clone(),
             Some(config.port),
         ),
-        gate: EndpointGate::new(GateConfig {
-            first: config.delivery_threads,
-            retry: config.retry_threads,
-            slow: config.slow_threads,
-            max_per_endpoint: config.max_in_flight_per_endpoint,
-            slow_after: config.slow_attempt,
-            max_parked: config.queue_capacity,
-        }),
+        gate: gate(config),
         lines: lines.clone(),
         max_retry_after: config.max_retry_after,
         disconnect_after: config.disconnect_after,
@@ -372,6 +365,18 @@ fn start_delivery(
         throttle,
         lines,
         handle,
+    })
+}
+
+/// The endpoint gate, with the seats and limits of `config`.
+fn gate(config: &Config) -> EndpointGate {
+    EndpointGate::new(GateConfig {
+        first: config.delivery_threads,
+        retry: config.retry_threads,
+        slow: config.slow_threads,
+        max_per_endpoint: config.max_in_flight_per_endpoint,
+        slow_after: config.slow_attempt,
+        max_parked: config.queue_capacity,
     })
 }
 

@@ -47,6 +47,28 @@ const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
+/// The legacy and the Standard Webhooks signatures of `delivery`, when `webhook` has a secret.
+fn signatures(
+    webhook: &Webhook,
+    delivery: &Delivery,
+    unix_seconds: u64,
+) -> Option<(String, String)> {
+    let signer = Signer::new(webhook.secret.as_ref()?);
+    let mut standard = signer.standard(&delivery.event_id, unix_seconds, &delivery.body);
+    if let Some((previous, expires_at)) = &webhook.previous_secret
+        && *expires_at > crate::time::now_ms()
+    {
+        // During a rotation both secrets sign (CONTRACT section 3).
+        standard.push(' ');
+        standard.push_str(&Signer::new(previous).standard(
+            &delivery.event_id,
+            unix_seconds,
+            &delivery.body,
+        ));
+    }
+    Some((signer.legacy(&delivery.body), standard))
+}
+
 /// Makes one attempt of `delivery` to `webhook`.
 pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
     let now = SystemTime::now();
@@ -68,22 +90,9 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
     for (name, value) in &webhook.headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    if let Some(secret) = &webhook.secret {
-        let signer = Signer::new(secret);
-        let mut standard = signer.standard(&delivery.event_id, unix_seconds, &delivery.body);
-        if let Some((previous, expires_at)) = &webhook.previous_secret
-            && *expires_at > crate::time::now_ms()
-        {
-            // During a rotation both secrets sign (CONTRACT section 3).
-            standard.push(' ');
-            standard.push_str(&Signer::new(previous).standard(
-                &delivery.event_id,
-                unix_seconds,
-                &delivery.body,
-            ));
-        }
+    if let Some((legacy, standard)) = signatures(webhook, delivery, unix_seconds) {
         request = request
-            .header(X_WEBHOOK_SIGNATURE, signer.legacy(&delivery.body))
+            .header(X_WEBHOOK_SIGNATURE, legacy)
             .header(WEBHOOK_ID, delivery.event_id.as_str())
             .header(WEBHOOK_TIMESTAMP, unix_seconds.to_string())
             .header(WEBHOOK_SIGNATURE, standard);
