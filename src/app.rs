@@ -79,7 +79,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
 }
 
 /// A started service: the stop flags and every thread it started.
-pub struct Service {
+pub(crate) struct Service {
     /// Set first: intake, the poller and the scheduler stop, delivery threads hand deliveries
     /// back instead of attempting them.
     draining: Shutdown,
@@ -135,7 +135,7 @@ impl Service {
     /// attempts in flight finish, and every other delivery in hand goes back to
     /// `webhooks:due` for another instance or the next start. Threads are joined in the order
     /// data flows through them; the log says how many deliveries went back.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let deadline = Instant::now() + self.timeout;
         info!(
             "stopping: intake closed, waiting up to {} ms for attempts in flight",
@@ -202,7 +202,7 @@ fn spawn_err(what: &'static str) -> impl FnOnce(std::io::Error) -> AppError {
 }
 
 /// Builds the shared state and starts every thread.
-pub fn start(config: Config) -> Result<Service, AppError> {
+pub(crate) fn start(config: Config) -> Result<Service, AppError> {
     let started = Instant::now();
     info!(
         "webhook-service {} starting as instance {}: redis {}, {} delivery + {} retry + {} slow threads, timeout {} ms",

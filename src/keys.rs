@@ -24,63 +24,63 @@
 //! No other file names a key: a key is added here, with its row in this table.
 
 /// Hash of webhook configurations.
-pub const REGISTRY: &str = "webhooks:registry";
+pub(crate) const REGISTRY: &str = "webhooks:registry";
 /// Set of active webhook ids.
-pub const ACTIVE: &str = "webhooks:active";
+pub(crate) const ACTIVE: &str = "webhooks:active";
 /// Global delivery log.
-pub const DELIVERY_LOG: &str = "webhooks:delivery_log";
+pub(crate) const DELIVERY_LOG: &str = "webhooks:delivery_log";
 /// Set of test receiver ids.
-pub const TEST_RECEIVERS: &str = "webhook_test_receivers:active";
+pub(crate) const TEST_RECEIVERS: &str = "webhook_test_receivers:active";
 /// Channel on which writers announce a webhook change, so every instance reloads at once.
-pub const CHANGED_CHANNEL: &str = "webhooks:changed";
+pub(crate) const CHANGED_CHANNEL: &str = "webhooks:changed";
 
 /// Attempts kept per webhook.
-pub const ATTEMPTS_KEPT: isize = 100;
+pub(crate) const ATTEMPTS_KEPT: isize = 100;
 /// Entries kept in the global delivery log.
-pub const LOG_KEPT: isize = 1000;
+pub(crate) const LOG_KEPT: isize = 1000;
 /// Response times kept per webhook.
-pub const LATENCIES_KEPT: isize = 1000;
+pub(crate) const LATENCIES_KEPT: isize = 1000;
 
 /// Stats hash of a webhook.
-pub fn stats(id: &str) -> String {
+pub(crate) fn stats(id: &str) -> String {
     format!("webhooks:stats:{id}")
 }
 
 /// Attempt history of a webhook.
-pub fn attempts(id: &str) -> String {
+pub(crate) fn attempts(id: &str) -> String {
     format!("webhooks:attempts:{id}")
 }
 
 /// Recent response times of a webhook.
-pub fn latencies(id: &str) -> String {
+pub(crate) fn latencies(id: &str) -> String {
     format!("webhooks:latencies:{id}")
 }
 
 /// A test receiver.
-pub fn test_receiver(id: &str) -> String {
+pub(crate) fn test_receiver(id: &str) -> String {
     format!("webhook_test_receiver:{id}")
 }
 
 /// The hash of delivery records.
-pub const DELIVERIES: &str = "webhooks:deliveries";
+pub(crate) const DELIVERIES: &str = "webhooks:deliveries";
 /// The sorted set of due ids.
-pub const DUE: &str = "webhooks:due";
+pub(crate) const DUE: &str = "webhooks:due";
 /// The set of instance ids.
-pub const INSTANCES: &str = "webhooks:instances";
+pub(crate) const INSTANCES: &str = "webhooks:instances";
 /// The counter of event sequence numbers.
-pub const SEQUENCE: &str = "webhooks:sequence";
+pub(crate) const SEQUENCE: &str = "webhooks:sequence";
 /// The hash of dead letters.
-pub const DEAD_LETTERS: &str = "webhooks:dead_letters";
+pub(crate) const DEAD_LETTERS: &str = "webhooks:dead_letters";
 /// Dead-letter ids by failure time.
-pub const DEAD_LETTERS_BY_TIME: &str = "webhooks:dead_letters:by_time";
+pub(crate) const DEAD_LETTERS_BY_TIME: &str = "webhooks:dead_letters:by_time";
 
 /// Leases of one instance.
-pub fn leased(instance: &str) -> String {
+pub(crate) fn leased(instance: &str) -> String {
     format!("webhooks:leased:{instance}")
 }
 
 /// Heartbeat of one instance.
-pub fn heartbeat(instance: &str) -> String {
+pub(crate) fn heartbeat(instance: &str) -> String {
     format!("webhooks:instance:{instance}")
 }
 

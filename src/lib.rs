@@ -104,21 +104,22 @@
 //!   request read whole and its reply is written by the connection's own thread.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
-pub mod api;
+mod api;
 pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod event;
-pub mod intake;
+mod intake;
 pub mod json;
 pub mod keys;
 pub mod logging;
-pub mod monitor;
-pub mod net;
-pub mod outcome;
-pub mod rand;
+mod monitor;
+mod net;
+mod outcome;
+mod rand;
 pub mod redis_conn;
-pub mod shutdown;
+mod shutdown;
 pub mod time;
 pub mod webhook;

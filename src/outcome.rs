@@ -3,7 +3,7 @@
 
 /// How an attempt ended, by class (the `outcome` label of the metrics, too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutcomeClass {
+pub(crate) enum OutcomeClass {
     /// 2xx.
     Success,
     /// 3xx: a failure, redirects are never followed.
@@ -24,7 +24,7 @@ pub enum OutcomeClass {
 
 impl OutcomeClass {
     /// Every class, in label order (the metrics list them so).
-    pub const ALL: [OutcomeClass; 8] = [
+    pub(crate) const ALL: [OutcomeClass; 8] = [
         OutcomeClass::Success,
         OutcomeClass::Redirect,
         OutcomeClass::ClientError,
@@ -36,7 +36,7 @@ impl OutcomeClass {
     ];
 
     /// The class of an HTTP status.
-    pub fn of_status(status: u16) -> OutcomeClass {
+    pub(crate) fn of_status(status: u16) -> OutcomeClass {
         match status {
             200..=299 => OutcomeClass::Success,
             300..=399 => OutcomeClass::Redirect,
@@ -46,7 +46,7 @@ impl OutcomeClass {
     }
 
     /// The metric label: 2xx, 3xx, 4xx, 5xx, timeout, connect, dns, ssrf_blocked.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             OutcomeClass::Success => "2xx",
             OutcomeClass::Redirect => "3xx",
@@ -61,7 +61,7 @@ impl OutcomeClass {
 
     /// Whether this class says the endpoint is slow or unreachable (the adaptive concurrency
     /// limit shrinks on these).
-    pub fn is_unreachable(self) -> bool {
+    pub(crate) fn is_unreachable(self) -> bool {
         matches!(self, OutcomeClass::Timeout | OutcomeClass::Connect)
     }
 }

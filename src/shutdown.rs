@@ -15,21 +15,21 @@ use log::{info, warn};
 
 /// The process-wide stop flag. Blocking loops wake at least every half second to check it.
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
+pub(crate) struct Shutdown(Arc<AtomicBool>);
 
 impl Shutdown {
     /// Whether the process is stopping.
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 
     /// Asks every thread to stop.
-    pub fn set(&self) {
+    pub(crate) fn set(&self) {
         self.0.store(true, Ordering::Release);
     }
 
     /// Sleeps for `duration`, returning early when the process stops.
-    pub fn sleep(&self, duration: Duration) {
+    pub(crate) fn sleep(&self, duration: Duration) {
         let deadline = Instant::now() + duration;
         while !self.is_set() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -44,7 +44,7 @@ impl Shutdown {
 /// The wait before the next try after a failure: by default exponential with jitter, 100 ms
 /// doubling to 10 s; [`Backoff::fixed`] waits the same every time.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     failures: u32,
     /// `Some`: every wait is this long, without jitter.
@@ -74,7 +74,7 @@ impl Backoff {
     }
 
     /// The wait before the next try (with ±25% jitter), growing each call.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         if let Some(wait) = self.fixed {
             return wait;
@@ -85,12 +85,12 @@ impl Backoff {
     }
 
     /// Failures since the last success.
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
     /// Back to the shortest wait, after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Backoff::FIRST;
         self.failures = 0;
     }
@@ -99,18 +99,18 @@ impl Backoff {
 /// Whether a dependency (Redis, mostly) is failing, so that a loop warns once when an outage
 /// starts and says once that it is over, instead of a line per try.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Outage {
+pub(crate) struct Outage {
     down: bool,
 }
 
 impl Outage {
     /// Records a failure; true for the first of an outage (warn then, and only then).
-    pub fn failed(&mut self) -> bool {
+    pub(crate) fn failed(&mut self) -> bool {
         !std::mem::replace(&mut self.down, true)
     }
 
     /// Records a success; true when it ends an outage (say so then).
-    pub fn recovered(&mut self) -> bool {
+    pub(crate) fn recovered(&mut self) -> bool {
         std::mem::replace(&mut self.down, false)
     }
 }

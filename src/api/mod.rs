@@ -10,16 +10,16 @@
 //! `router` (the route table), `request`/`reply` (what handlers take and give), `handlers/*`,
 //! `captures` (captured requests under a memory budget), `openapi`, `cors`, `auth`, `state`.
 
-pub mod auth;
+pub(crate) mod auth;
 mod captures;
 mod conn;
-pub mod cors;
+pub(crate) mod cors;
 mod front;
-pub mod handlers;
-pub mod openapi;
-pub mod reply;
+pub(crate) mod handlers;
+pub(crate) mod openapi;
+pub(crate) mod reply;
 mod request;
 mod router;
-pub mod server;
+pub(crate) mod server;
 pub(crate) mod state;
 mod wire;

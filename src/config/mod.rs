@@ -20,79 +20,79 @@ use target::{RedisOptions, Target};
 #[derive(Clone)]
 pub struct Config {
     /// API port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// API listen address.
-    pub host: IpAddr,
+    pub(crate) host: IpAddr,
     /// Redis URL.
-    pub redis_url: String,
+    pub(crate) redis_url: String,
     /// The variable the Redis URL came from (`REDIS_URL` or `HUB_REDIS_URL`).
-    pub redis_url_variable: &'static str,
+    pub(crate) redis_url_variable: &'static str,
     /// TLS and Sentinel settings.
-    pub redis: RedisOptions,
+    pub(crate) redis: RedisOptions,
     /// Allowed CORS origins; `["*"]` allows any.
-    pub cors_origins: Vec<String>,
+    pub(crate) cors_origins: Vec<String>,
     /// `NODE_ENV`, if set.
-    pub node_env: Option<String>,
+    pub(crate) node_env: Option<String>,
     /// First-attempt delivery threads.
-    pub delivery_threads: usize,
+    pub(crate) delivery_threads: usize,
     /// Retry delivery threads.
-    pub retry_threads: usize,
+    pub(crate) retry_threads: usize,
     /// Slow-lane threads.
-    pub slow_threads: usize,
+    pub(crate) slow_threads: usize,
     /// An attempt this long makes its endpoint slow.
-    pub slow_attempt: Duration,
+    pub(crate) slow_attempt: Duration,
     /// Most attempts in flight per webhook.
-    pub max_in_flight_per_endpoint: usize,
+    pub(crate) max_in_flight_per_endpoint: usize,
     /// Capacity of the delivery queue.
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// Time limit of one attempt.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Networks exempt from the SSRF block.
-    pub allowed_networks: Vec<Cidr>,
+    pub(crate) allowed_networks: Vec<Cidr>,
     /// Duplicate-suppression window.
-    pub dedupe_window: Duration,
+    pub(crate) dedupe_window: Duration,
     /// Progress throttle period.
-    pub progress_throttle: Duration,
+    pub(crate) progress_throttle: Duration,
     /// Cap on `Retry-After`.
-    pub max_retry_after: Duration,
+    pub(crate) max_retry_after: Duration,
     /// Registry re-read period.
-    pub registry_refresh: Duration,
+    pub(crate) registry_refresh: Duration,
     /// Bearer token of the API, if any.
-    pub api_token: Option<String>,
+    pub(crate) api_token: Option<String>,
     /// Largest API request body.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Most API connections at once.
-    pub api_max_connections: usize,
+    pub(crate) api_max_connections: usize,
     /// Idle API connections are closed after this.
-    pub api_idle_timeout: Duration,
+    pub(crate) api_idle_timeout: Duration,
     /// Deadline of a whole request head, from its first byte.
-    pub api_head_timeout: Duration,
+    pub(crate) api_head_timeout: Duration,
     /// Deadline of a whole request body, from its head; and of a whole response.
-    pub api_body_timeout: Duration,
+    pub(crate) api_body_timeout: Duration,
     /// Memory for captured requests (monitor sessions; a hundredth per test receiver).
-    pub capture_max_bytes: usize,
+    pub(crate) capture_max_bytes: usize,
     /// Public base URL of the service.
-    pub public_url: String,
+    pub(crate) public_url: String,
     /// Base URL of the monitor UI.
-    pub app_url: String,
+    pub(crate) app_url: String,
     /// This instance's id.
-    pub instance_id: String,
+    pub(crate) instance_id: String,
     /// Heartbeat lifetime.
-    pub instance_ttl: Duration,
+    pub(crate) instance_ttl: Duration,
     /// Grace period on SIGTERM/SIGINT.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Stream to read events from, if any.
-    pub event_stream: Option<String>,
+    pub(crate) event_stream: Option<String>,
     /// Consumer group on the stream.
-    pub stream_group: String,
+    pub(crate) stream_group: String,
     /// Final failures in a row that disconnect a webhook.
-    pub disconnect_after: u64,
+    pub(crate) disconnect_after: u64,
     /// Quiet period of a disconnected webhook.
-    pub half_open_after: Duration,
+    pub(crate) half_open_after: Duration,
     /// Dead letters kept.
-    pub dead_letter_max: u64,
+    pub(crate) dead_letter_max: u64,
     /// Oldest dead letter kept.
-    pub dead_letter_max_age: Duration,
+    pub(crate) dead_letter_max_age: Duration,
     /// Log filter.
     pub log_filter: String,
     /// Log lines as JSON.
@@ -128,11 +128,11 @@ impl fmt::Debug for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The variable.
-    pub variable: &'static str,
+    pub(crate) variable: &'static str,
     /// The value given.
-    pub value: String,
+    pub(crate) value: String,
     /// The rule it breaks.
-    pub rule: String,
+    pub(crate) rule: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -291,7 +291,7 @@ fn instance_id<F: Fn(&str) -> Option<String>>(r: &Reader<F>) -> Result<String, C
 }
 
 /// Hides the password of a `redis://user:password@host` URL.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
@@ -307,7 +307,9 @@ impl Config {
     }
 
     /// Reads settings through `lookup` (tests pass a map instead of the environment).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let r = Reader { lookup };
         let port = r.number("WEBHOOK_SERVICE_PORT", 1, 65_535)? as u16;
         let host_raw = r.raw("WEBHOOK_SERVICE_HOST");

@@ -15,25 +15,25 @@ use super::ssrf;
 use crate::outcome::OutcomeClass;
 
 /// Most bytes of a response body kept for the records (CONTRACT section 6).
-pub const STORED_BODY_BYTES: usize = 4096;
+pub(crate) const STORED_BODY_BYTES: usize = 4096;
 /// Most bytes of a response body read, so a small surplus still lets the connection be reused.
 const READ_BODY_BYTES: u64 = 64 * 1024;
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
-pub struct AttemptOutcome {
+pub(crate) struct AttemptOutcome {
     /// Its class.
-    pub class: OutcomeClass,
+    pub(crate) class: OutcomeClass,
     /// The HTTP status, when a response came.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// From just before the request to the end of the response (or the error).
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The start of the response body, at most [`STORED_BODY_BYTES`].
-    pub response_body: String,
+    pub(crate) response_body: String,
     /// What went wrong, for failures.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The `Retry-After` the endpoint asked for.
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 // The headers every attempt sends, named once: a name given as text is parsed and copied on every
@@ -70,7 +70,7 @@ fn signatures(
 }
 
 /// Makes one attempt of `delivery` to `webhook`.
-pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
+pub(crate) fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
     let now = SystemTime::now();
     let unix_seconds = now
         .duration_since(UNIX_EPOCH)

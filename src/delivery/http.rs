@@ -13,14 +13,14 @@ use super::ssrf::GuardedResolver;
 use crate::net::Cidr;
 
 /// The `User-Agent` of every delivery (the original's).
-pub const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
+pub(crate) const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
 
 /// Builds the delivery client.
 ///
 /// `connections` bounds the idle keep-alive connections kept per host; it should be at least the
 /// number of delivery threads so that a busy endpoint never reconnects. `own_port` is the API
 /// port, whose capture URLs on loopback are always allowed.
-pub fn agent(
+pub(crate) fn agent(
     timeout: Duration,
     connections: usize,
     allowed: Vec<Cidr>,
@@ -66,7 +66,7 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// response (or 64 KiB are held), then sends it at once. Over TLS it wraps
 /// the TLS transport, so the request is also one TLS record.
 #[derive(Debug)]
-pub struct Coalesce;
+pub(crate) struct Coalesce;
 
 impl<In: Transport> Connector<In> for Coalesce {
     type Out = Coalesced<In>;
@@ -86,7 +86,7 @@ impl<In: Transport> Connector<In> for Coalesce {
 
 /// A transport whose writes are held until its reads (see [`Coalesce`]).
 #[derive(Debug)]
-pub struct Coalesced<T> {
+pub(crate) struct Coalesced<T> {
     inner: T,
     held: Vec<u8>,
     /// When the connection was last found open, if nothing was sent or read since.

@@ -28,15 +28,15 @@ const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Retention of dead letters.
 #[derive(Debug, Clone, Copy)]
-pub struct Retention {
+pub(crate) struct Retention {
     /// Most kept.
-    pub max_count: u64,
+    pub(crate) max_count: u64,
     /// Oldest kept.
-    pub max_age: Duration,
+    pub(crate) max_age: Duration,
 }
 
 /// Starts `delivery-poller`.
-pub fn spawn_poller(
+pub(crate) fn spawn_poller(
     durable: Durable,
     lines: std::sync::Arc<Lines>,
     first_tx: Sender<Delivery>,
@@ -144,7 +144,7 @@ fn poll(
 }
 
 /// Starts `delivery-heartbeat`.
-pub fn spawn_heartbeat(
+pub(crate) fn spawn_heartbeat(
     durable: Durable,
     ttl: Duration,
     shutdown: Shutdown,
@@ -183,7 +183,7 @@ fn take_over(durable: &Durable) -> Result<(), super::durable::DurableError> {
 /// (at least once), never lost: they are still leased, and a lease outlives its holder only
 /// until the heartbeat stops.
 #[derive(Debug, Clone)]
-pub struct Completer {
+pub(crate) struct Completer {
     tx: Sender<Settle>,
     /// Deliveries reported and not yet written.
     pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -200,7 +200,11 @@ enum Settle {
 
 impl Completer {
     /// Reports a delivered id; with the completer gone, forgets it directly.
-    pub fn done(&self, durable: &Durable, id: String) -> Result<(), super::durable::DurableError> {
+    pub(crate) fn done(
+        &self,
+        durable: &Durable,
+        id: String,
+    ) -> Result<(), super::durable::DurableError> {
         match self.send(Settle::Done(id)) {
             Some(Settle::Done(id)) => durable.complete(&id),
             _ => Ok(()),
@@ -209,7 +213,7 @@ impl Completer {
 
     /// Puts a leased delivery back as due at `due_ms`; with the completer gone or far behind,
     /// writes it directly. An error means it is in neither place: the caller keeps it.
-    pub fn defer(
+    pub(crate) fn defer(
         &self,
         durable: &Durable,
         delivery: Delivery,
@@ -242,7 +246,7 @@ impl Completer {
     }
 
     /// Waits (up to `limit`) until every reported delivery is written.
-    pub fn flush(&self, limit: Duration) -> bool {
+    pub(crate) fn flush(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while self.pending.load(std::sync::atomic::Ordering::Acquire) > 0 {
             if Instant::now() >= deadline {
@@ -264,7 +268,7 @@ const SETTLE_BATCH: usize = 1024;
 /// Starts `delivery-completer`. While Redis is away, successes wait to be written (they are
 /// retried); deliveries to put back go to `fallback`, the in-memory scheduler, so they are still
 /// made.
-pub fn spawn_completer(
+pub(crate) fn spawn_completer(
     durable: Durable,
     fallback: SchedulerHandle,
     shutdown: Shutdown,

@@ -12,7 +12,7 @@ use crate::webhook::model::RetryPolicy;
 
 /// The next step for a delivery.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Delivered.
     Done,
     /// Try again after this delay.
@@ -26,7 +26,7 @@ pub enum Decision {
 /// Decides what follows attempt number `attempt` (1-based) that ended with `class`/`status`.
 ///
 /// `jitter` is a uniform random number in [0, 1).
-pub fn decide(
+pub(crate) fn decide(
     policy: &RetryPolicy,
     attempt: u32,
     class: OutcomeClass,
@@ -54,7 +54,7 @@ pub fn decide(
 }
 
 /// The delay after failed attempt `attempt` (1-based), with ±20% jitter (`jitter` in [0, 1)).
-pub fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(1000) as i32;
     let base = (policy.initial_delay_ms as f64 * policy.backoff_multiplier.powi(exponent))
         .min(policy.max_delay_ms as f64);
@@ -63,7 +63,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 section 10.2.3).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

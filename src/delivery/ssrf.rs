@@ -20,7 +20,7 @@ use ureq::unversioned::transport::NextTimeout;
 use crate::net::{Cidr, canonical};
 
 /// Why `ip` is not a public unicast address, or `None` if it is one.
-pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => v4_reason(v4),
         IpAddr::V6(v6) => v6_reason(v6),
@@ -72,11 +72,11 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// A target refused by the guard; carried inside the HTTP client's I/O error.
 #[derive(Debug, Clone)]
-pub struct Blocked {
+pub(crate) struct Blocked {
     /// The address refused.
-    pub addr: IpAddr,
+    pub(crate) addr: IpAddr,
     /// Why.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 impl fmt::Display for Blocked {
@@ -102,7 +102,7 @@ type CachedLookup = (Instant, Vec<SocketAddr>);
 /// A resolver that refuses non-public addresses unless allowed, and caches lookups briefly so the
 /// hot path does not spawn a lookup thread per request.
 #[derive(Debug, Clone)]
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     allowed: Arc<Vec<Cidr>>,
     /// The service's own API port: its capture URLs on loopback (test receivers, monitor
     /// sessions, which the monitor UI registers as webhooks) are always allowed.
@@ -112,7 +112,7 @@ pub struct GuardedResolver {
 
 impl GuardedResolver {
     /// A resolver that lets `allowed` networks through.
-    pub fn new(allowed: Vec<Cidr>, own_port: Option<u16>) -> GuardedResolver {
+    pub(crate) fn new(allowed: Vec<Cidr>, own_port: Option<u16>) -> GuardedResolver {
         GuardedResolver {
             allowed: Arc::new(allowed),
             own_port,
@@ -121,7 +121,7 @@ impl GuardedResolver {
     }
 
     /// Whether a connection to `ip` is allowed.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
         match forbidden_reason(ip) {
             Some(reason) if !self.allowed.iter().any(|n| n.contains(ip)) => {
                 Err(Blocked { addr: ip, reason })
@@ -174,7 +174,11 @@ impl GuardedResolver {
     }
 
     /// Resolves `uri` to the addresses a connection may use, refusing non-public ones.
-    pub fn vetted(&self, uri: &Uri, timeout: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
+    pub(crate) fn vetted(
+        &self,
+        uri: &Uri,
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>, ureq::Error> {
         let authority = uri
             .authority()
             .ok_or_else(|| ureq::Error::BadUri(format!("{uri} has no host")))?;
@@ -240,7 +244,7 @@ impl Resolver for GuardedResolver {
 }
 
 /// The guard's refusal inside a ureq error, if that is what the error is.
-pub fn blocked_in(error: &ureq::Error) -> Option<&Blocked> {
+pub(crate) fn blocked_in(error: &ureq::Error) -> Option<&Blocked> {
     match error {
         ureq::Error::Io(e) => e.get_ref()?.downcast_ref::<Blocked>(),
         _ => None,

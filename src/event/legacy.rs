@@ -14,7 +14,7 @@ use super::{Event, EventKind, canonical};
 use crate::json::Object;
 
 /// JavaScript truthiness: everything but `null`, `false`, `0`, `NaN` and `""`.
-pub fn truthy(value: &Value) -> bool {
+pub(crate) fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,

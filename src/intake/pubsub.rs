@@ -26,7 +26,7 @@ const READ_TIMEOUT: Duration = Duration::from_millis(500);
 const PING_AFTER: Duration = Duration::from_secs(10);
 
 /// Starts the subscriber thread.
-pub fn spawn(
+pub(crate) fn spawn(
     redis: Arc<RedisPool>,
     registry: Arc<Registry>,
     intake: Arc<Intake>,

@@ -44,7 +44,7 @@ const DEAD_EVERY: Duration = Duration::from_secs(2);
 const DEAD_CLAIM_IDLE_MS: u64 = 1_000;
 
 /// Starts the stream reader.
-pub fn spawn(
+pub(crate) fn spawn(
     redis: Arc<RedisPool>,
     registry: Arc<Registry>,
     intake: Arc<Intake>,

@@ -14,7 +14,7 @@
 //! with an empty script cache is no trouble.
 
 mod sentinel;
-pub mod status;
+pub(crate) mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,7 @@ use log::{info, warn};
 use parking_lot::Mutex;
 
 use crate::config::target::{Target, TargetError};
-pub use status::RedisStatus;
+pub(crate) use status::RedisStatus;
 
 use crate::shutdown::Shutdown;
 
@@ -73,15 +73,15 @@ impl std::fmt::Debug for RedisPool {
 }
 
 /// A dedicated connection (a subscriber, a stream reader) and the node generation it belongs to.
-pub struct Dedicated {
+pub(crate) struct Dedicated {
     /// The connection.
-    pub conn: redis::Connection,
+    pub(crate) conn: redis::Connection,
     generation: u64,
 }
 
 impl Dedicated {
     /// The generation of the node it was made to (see [`RedisPool::is_current`]).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 }
@@ -112,17 +112,12 @@ impl RedisPool {
     }
 
     /// What `/health` and `/metrics` show about Redis.
-    pub fn status(&self) -> &RedisStatus {
+    pub(crate) fn status(&self) -> &RedisStatus {
         &self.status
     }
 
-    /// How Redis is reached.
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Runs `work` on a pooled connection.
-    pub fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
@@ -157,21 +152,21 @@ impl RedisPool {
     }
 
     /// A connection of its own, with replies awaited for `read` (a subscriber, a stream reader).
-    pub fn dedicated(&self, read: Duration) -> redis::RedisResult<Dedicated> {
+    pub(crate) fn dedicated(&self, read: Duration) -> redis::RedisResult<Dedicated> {
         let (conn, generation) = self.open(read)?;
         Ok(Dedicated { conn, generation })
     }
 
     /// Whether a connection of `generation` still talks to the current node (false after a
     /// failover).
-    pub fn is_current(&self, generation: u64) -> bool {
+    pub(crate) fn is_current(&self, generation: u64) -> bool {
         generation == self.status.generation()
     }
 
     /// Reports an error met on a connection of generation `generation`. One that says the node
     /// is gone or is no longer master drops the idle connections and, with Sentinel, makes the
     /// next connection look the master up again.
-    pub fn failed(&self, error: &redis::RedisError, generation: u64) {
+    pub(crate) fn failed(&self, error: &redis::RedisError, generation: u64) {
         if !node_error(error) {
             return;
         }
@@ -183,7 +178,7 @@ impl RedisPool {
 
     /// A reconnect loop's wait: up to `delay`, less if the process stops or the master moves
     /// (then there is somewhere to reconnect to now).
-    pub fn sleep(&self, shutdown: &Shutdown, delay: Duration) {
+    pub(crate) fn sleep(&self, shutdown: &Shutdown, delay: Duration) {
         let generation = self.status.generation();
         let deadline = Instant::now() + delay;
         while !shutdown.is_set() && self.status.generation() == generation {
@@ -198,7 +193,7 @@ impl RedisPool {
     /// Checks at start-up that Redis accepts this service: a certificate or credentials it
     /// refuses are a configuration error, named by its setting; an unreachable Redis is not
     /// (it is retried with backoff).
-    pub fn check(&self) -> Result<(), TargetError> {
+    pub(crate) fn check(&self) -> Result<(), TargetError> {
         match self.open(COMMAND_TIMEOUT) {
             Ok(_) => Ok(()),
             Err(e) => match refusal(&e, &self.target) {

@@ -13,7 +13,7 @@ use crate::config::target::Mode;
 
 /// Redis as this process sees it. Shared through the pool.
 #[derive(Debug)]
-pub struct RedisStatus {
+pub(crate) struct RedisStatus {
     mode: Mode,
     tls: bool,
     /// The Sentinel master name (empty when standalone).
@@ -42,23 +42,13 @@ impl RedisStatus {
         }
     }
 
-    /// Standalone or Sentinel.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// Whether connections use TLS.
-    pub fn tls(&self) -> bool {
-        self.tls
-    }
-
     /// `host:port` of the node commands go to.
-    pub fn node(&self) -> String {
+    pub(crate) fn node(&self) -> String {
         self.node.lock().clone()
     }
 
     /// Master changes seen since start.
-    pub fn failovers(&self) -> u64 {
+    pub(crate) fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
     }
 
@@ -86,7 +76,7 @@ impl RedisStatus {
     }
 
     /// The `redis` object of `/health`, with `connected` as the intake sees it.
-    pub fn health_json(&self, connected: bool) -> Value {
+    pub(crate) fn health_json(&self, connected: bool) -> Value {
         let last = self.last_failover_ms.load(Ordering::Relaxed);
         let mut value = json!({
             "connected": connected,
@@ -105,7 +95,7 @@ impl RedisStatus {
 
     /// Prometheus lines: `webhook_redis_info` (labels: mode, node, tls) and
     /// `webhook_redis_failovers_total`.
-    pub fn prometheus(&self) -> String {
+    pub(crate) fn prometheus(&self) -> String {
         let mut out = String::with_capacity(512);
         let node = self.node().replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(

@@ -14,38 +14,38 @@ use crate::event::EventKind;
 #[derive(Debug, Clone)]
 pub struct Webhook {
     /// `wh_<ms>_<base36>`.
-    pub id: String,
+    pub(crate) id: String,
     /// Where deliveries go; `http` or `https`, with a host.
-    pub url: String,
+    pub(crate) url: String,
     /// The `events` entries as written.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
     /// The entries of `events` understood, in order.
-    pub subscriptions: Vec<Subscription>,
+    pub(crate) subscriptions: Vec<Subscription>,
     /// The signing secret, when set.
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// The secret being rotated out, and when it stops signing (ms since the epoch).
-    pub previous_secret: Option<(String, u64)>,
+    pub(crate) previous_secret: Option<(String, u64)>,
     /// Which events of a subscribed type reach this webhook.
-    pub filters: Filters,
+    pub(crate) filters: Filters,
     /// Custom request headers, in order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// Retry policy, merged over the defaults.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Inactive webhooks receive nothing.
-    pub active: bool,
+    pub(crate) active: bool,
     /// Static webhooks are never disconnected for failing.
-    pub is_static: bool,
+    pub(crate) is_static: bool,
     /// Disconnected after repeated final failures (reference 5.4).
-    pub disconnected: bool,
+    pub(crate) disconnected: bool,
     /// When the last final failure happened (ms since the epoch).
-    pub last_failure_at: Option<u64>,
+    pub(crate) last_failure_at: Option<u64>,
     /// Final failures since the last success.
-    pub consecutive_failures: u64,
+    pub(crate) consecutive_failures: u64,
 }
 
 /// One entry of `events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subscription {
+pub(crate) enum Subscription {
     /// A canonical name (`job.completed`).
     Canonical(EventKind),
     /// A legacy name (`complete_job`): delivered with the original's name and shape.
@@ -58,7 +58,7 @@ pub enum Subscription {
 
 impl Subscription {
     /// Parses one `events` entry.
-    pub fn parse(entry: &str) -> Option<Subscription> {
+    pub(crate) fn parse(entry: &str) -> Option<Subscription> {
         if entry == "*" {
             return Some(Subscription::All);
         }
@@ -73,13 +73,8 @@ impl Subscription {
         (prefix.ends_with('.') && known).then(|| Subscription::Prefix(prefix.to_string()))
     }
 
-    /// Whether this entry names `kind` exactly (canonical or legacy name).
-    pub fn is_exact_for(&self, kind: EventKind) -> bool {
-        matches!(self, Subscription::Canonical(k) | Subscription::Legacy(k) if *k == kind)
-    }
-
     /// Whether this entry is a pattern that covers `kind`.
-    pub fn pattern_covers(&self, kind: EventKind) -> bool {
+    pub(crate) fn pattern_covers(&self, kind: EventKind) -> bool {
         match self {
             Subscription::All => true,
             Subscription::Prefix(p) => kind.name().starts_with(p.as_str()),
@@ -90,28 +85,28 @@ impl Subscription {
 
 /// The four filters of CONTRACT section 2. An absent or empty list does not filter.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filters {
+pub(crate) struct Filters {
     /// Job types (`service_required`).
-    pub job_types: Vec<String>,
+    pub(crate) job_types: Vec<String>,
     /// Job priorities (`job_priorities`, alias `priorities`).
-    pub job_priorities: Vec<f64>,
+    pub(crate) job_priorities: Vec<f64>,
     /// Machine ids.
-    pub machine_ids: Vec<String>,
+    pub(crate) machine_ids: Vec<String>,
     /// Worker ids.
-    pub worker_ids: Vec<String>,
+    pub(crate) worker_ids: Vec<String>,
 }
 
 /// How failed deliveries are retried (CONTRACT section 6, "Backoff").
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts in all, the first included. 1..=50.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Delay before the second attempt. 10..=86,400,000 ms.
-    pub initial_delay_ms: u64,
+    pub(crate) initial_delay_ms: u64,
     /// Growth of the delay per attempt. 1.0..=10.0.
-    pub backoff_multiplier: f64,
+    pub(crate) backoff_multiplier: f64,
     /// Largest delay; at least `initial_delay_ms`.
-    pub max_delay_ms: u64,
+    pub(crate) max_delay_ms: u64,
 }
 
 impl Default for RetryPolicy {
@@ -129,7 +124,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The stored form.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         let mut map = Map::new();
         map.insert("max_attempts".into(), Value::from(self.max_attempts));
         map.insert(
@@ -151,7 +146,7 @@ impl RetryPolicy {
 
     /// Merges a (possibly partial) stored or requested `retry_config` over `self`, validating each
     /// field (the original's B4: a partial object must not lose the defaults).
-    pub fn merged(&self, value: &Value) -> Result<RetryPolicy, ValidationError> {
+    pub(crate) fn merged(&self, value: &Value) -> Result<RetryPolicy, ValidationError> {
         let mut policy = *self;
         let map = match value {
             Value::Null => return Ok(policy),
@@ -214,14 +209,14 @@ fn integer(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, Validation
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidationError {
     /// The field, dotted for nested ones (`retry_config.max_attempts`).
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong with it.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl ValidationError {
     /// A new error for `field`.
-    pub fn new(field: &str, message: &str) -> ValidationError {
+    pub(crate) fn new(field: &str, message: &str) -> ValidationError {
         ValidationError {
             field: field.to_string(),
             message: message.to_string(),
@@ -356,7 +351,7 @@ fn flag(map: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Vali
 }
 
 /// Checks a target URL: `http` or `https`, a host, no credentials, no fragment.
-pub fn validate_url(url: &str) -> Result<String, ValidationError> {
+pub(crate) fn validate_url(url: &str) -> Result<String, ValidationError> {
     let bad = |why: &str| ValidationError::new("url", why);
     if url.len() > 2048 {
         return Err(bad("must be at most 2048 characters"));

@@ -21,7 +21,7 @@ const MAX_TRIES: usize = 10;
 
 /// A failed webhook write.
 #[derive(Debug)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// Redis failed.
     Redis(redis::RedisError),
     /// The stored value is not a JSON object.
@@ -57,7 +57,7 @@ impl From<redis::RedisError> for StoreError {
 
 /// What an [`update`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Updated {
+pub(crate) enum Updated {
     /// There is no webhook with that id.
     Missing,
     /// The change asked for no write.
@@ -68,7 +68,7 @@ pub enum Updated {
 
 /// Applies `change` to the stored webhook `id` atomically. `change` returns `Ok(false)` to write
 /// nothing, or an error of its own, which is returned as it is and writes nothing.
-pub fn update<E>(
+pub(crate) fn update<E>(
     redis: &RedisPool,
     id: &str,
     change: impl Fn(&mut Map<String, Value>) -> Result<bool, E>,
@@ -135,7 +135,7 @@ fn apply(
 }
 
 /// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).
-pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
+pub(crate) fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     apply(redis, id, |w| {
         w.insert("active".into(), Value::Bool(false));
         w.insert("disabled_reason".into(), Value::from("gone"));
@@ -145,7 +145,7 @@ pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
 }
 
 /// A delivery used up its attempts: count it, and disconnect a non-static webhook at the threshold.
-pub fn record_final_failure(
+pub(crate) fn record_final_failure(
     redis: &RedisPool,
     id: &str,
     is_static: bool,
@@ -174,7 +174,7 @@ pub fn record_final_failure(
 }
 
 /// A delivery succeeded: reset the failure count and reconnect.
-pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
+pub(crate) fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     apply(redis, id, |w| {
         let failures = w
             .get("consecutive_failures")
@@ -197,7 +197,7 @@ pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
 }
 
 /// Reads one stored webhook as JSON (`None`: no such id).
-pub fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, StoreError> {
+pub(crate) fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, StoreError> {
     let raw: Option<String> = redis.with(|conn| conn.hget(keys::REGISTRY, id))?;
     match raw {
         None => Ok(None),
@@ -212,7 +212,7 @@ pub fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, St
 }
 
 /// Every stored webhook that parses as a JSON object, newest `created_at` first.
-pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
+pub(crate) fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
     let all: std::collections::HashMap<String, String> =
         redis.with(|conn| conn.hgetall(keys::REGISTRY))?;
     let mut webhooks: Vec<Map<String, Value>> = all
@@ -251,7 +251,11 @@ fn store_into(pipe: &mut redis::Pipeline, id: &str, webhook: &Map<String, Value>
 }
 
 /// Stores a new webhook (and zeroed stats, as the original does) and announces it.
-pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Result<(), StoreError> {
+pub(crate) fn insert(
+    redis: &RedisPool,
+    id: &str,
+    webhook: &Map<String, Value>,
+) -> Result<(), StoreError> {
     redis.with(|conn| {
         let mut pipe = redis::pipe();
         store_into(pipe.atomic(), id, webhook);
@@ -270,7 +274,7 @@ pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Resu
 }
 
 /// Deletes a webhook with its stats and history; false if there was none.
-pub fn delete(redis: &RedisPool, id: &str) -> Result<bool, StoreError> {
+pub(crate) fn delete(redis: &RedisPool, id: &str) -> Result<bool, StoreError> {
     let removed: (i64,) = redis.with(|conn| {
         redis::pipe()
             .atomic()

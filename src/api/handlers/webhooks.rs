@@ -348,7 +348,7 @@ pub(crate) fn rotate(shared: &Shared, id: &str, query: &Query, body: &Body) -> R
 }
 
 /// A stored webhook as list and get show it: the secret masked, the previous one hidden.
-pub fn view(mut webhook: Map<String, Value>) -> Value {
+pub(crate) fn view(mut webhook: Map<String, Value>) -> Value {
     if let Some(Value::String(secret)) = webhook.get("secret") {
         let masked = ids::mask(secret);
         webhook.insert("secret".into(), Value::from(masked));
@@ -398,7 +398,7 @@ fn valid_secret(value: &Value) -> Result<String, ValidationError> {
 }
 
 /// 400 naming the field.
-pub fn invalid(e: &ValidationError) -> Reply {
+pub(crate) fn invalid(e: &ValidationError) -> Reply {
     Reply::envelope(
         400,
         json!({"success": false, "error": e.to_string(), "field": e.field}),
@@ -406,7 +406,7 @@ pub fn invalid(e: &ValidationError) -> Reply {
 }
 
 /// 503 when Redis is away, 500 otherwise; the detail is logged.
-pub fn store_failed(what: &str, e: &StoreError) -> Reply {
+pub(crate) fn store_failed(what: &str, e: &StoreError) -> Reply {
     error!("could not {what}: {e}");
     match e {
         StoreError::Redis(_) => Reply::unavailable(),

@@ -461,7 +461,7 @@ pub(crate) fn served() -> &'static [u8] {
 }
 
 /// The document: its `paths` are the route table's patterns and methods.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let mut paths = Map::new();
     for op in Operation::ALL {
         let item = paths

@@ -120,7 +120,7 @@ pub(super) fn record_map(d: &Delivery) -> Map<String, Value> {
 /// The stored form of a delivery: the fields of `record_map`, written straight to text (this runs
 /// once per delivery on the intake path). It ends with `}`, and with the sequence last when there
 /// is one: the record script appends the sequence to records that have none yet.
-pub fn encode(d: &Delivery) -> Vec<u8> {
+pub(crate) fn encode(d: &Delivery) -> Vec<u8> {
     // Bodies are JSON this service wrote, so valid UTF-8 and borrowed here, not copied.
     let body = String::from_utf8_lossy(&d.body);
     let mut w = ObjectWriter::new(224 + body.len() + body.len() / 4);
@@ -141,7 +141,7 @@ pub fn encode(d: &Delivery) -> Vec<u8> {
 }
 
 /// A delivery from its stored form (`None` if it is not one).
-pub fn decode(text: &str) -> Option<Delivery> {
+pub(crate) fn decode(text: &str) -> Option<Delivery> {
     let v: Value = serde_json::from_str(text).ok()?;
     Some(Delivery {
         webhook_id: Arc::from(v["webhook_id"].as_str()?),

@@ -11,7 +11,7 @@ use crate::keys::{DEAD_LETTERS, DEAD_LETTERS_BY_TIME, DELIVERIES, DUE};
 
 impl Durable {
     /// A delivery used up its attempts (or its endpoint is gone): keep it as a dead letter.
-    pub fn dead_letter(
+    pub(crate) fn dead_letter(
         &self,
         delivery: &Delivery,
         failed_at: u64,
@@ -46,7 +46,7 @@ impl Durable {
     }
 
     /// Dead letters, newest first, optionally of one webhook.
-    pub fn dead_letters(
+    pub(crate) fn dead_letters(
         &self,
         webhook_id: Option<&str>,
         limit: usize,
@@ -82,7 +82,7 @@ impl Durable {
 
     /// Puts a dead letter back as due now, with its attempts reset (same `event_id`, same body).
     /// Returns the letter, or `None` if there is no such dead letter.
-    pub fn redeliver(&self, id: &str, now_ms: u64) -> Result<Option<Value>, DurableError> {
+    pub(crate) fn redeliver(&self, id: &str, now_ms: u64) -> Result<Option<Value>, DurableError> {
         let letter: Option<String> = self
             .redis
             .with(|conn| conn.hget(DEAD_LETTERS, id))
@@ -119,7 +119,7 @@ impl Durable {
     }
 
     /// Redelivers every dead letter of `webhook_id` that failed at or after `since_ms`.
-    pub fn recover(
+    pub(crate) fn recover(
         &self,
         webhook_id: &str,
         since_ms: u64,
@@ -150,7 +150,7 @@ impl Durable {
 
     /// Drops dead letters older than `max_age_ms` and beyond the newest `max_count`, at most
     /// `batch` per call so a cleanup never holds Redis for long.
-    pub fn trim_dead_letters(
+    pub(crate) fn trim_dead_letters(
         &self,
         now_ms: u64,
         max_age_ms: u64,

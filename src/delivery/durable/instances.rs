@@ -10,7 +10,7 @@ use crate::keys::{DUE, INSTANCES, heartbeat, leased};
 
 impl Durable {
     /// Moves every lease of `instance` back to due now; returns how many.
-    pub fn release_all(&self, instance: &str, now_ms: u64) -> Result<u64, DurableError> {
+    pub(crate) fn release_all(&self, instance: &str, now_ms: u64) -> Result<u64, DurableError> {
         self.redis
             .with(|conn| {
                 redis::Script::new(RELEASE_ALL)
@@ -23,7 +23,7 @@ impl Durable {
     }
 
     /// Refreshes this instance's heartbeat for `ttl_ms`.
-    pub fn heartbeat(&self, ttl_ms: u64) -> Result<(), DurableError> {
+    pub(crate) fn heartbeat(&self, ttl_ms: u64) -> Result<(), DurableError> {
         self.redis
             .with(|conn| {
                 redis::pipe()
@@ -41,7 +41,7 @@ impl Durable {
     }
 
     /// Removes this instance's heartbeat and membership (a clean exit, leases released).
-    pub fn leave(&self) -> Result<(), DurableError> {
+    pub(crate) fn leave(&self) -> Result<(), DurableError> {
         self.redis
             .with(|conn| {
                 redis::pipe()
@@ -55,7 +55,7 @@ impl Durable {
     }
 
     /// Instances whose heartbeat has stopped, other than this one.
-    pub fn dead_instances(&self) -> Result<Vec<String>, DurableError> {
+    pub(crate) fn dead_instances(&self) -> Result<Vec<String>, DurableError> {
         Ok(self
             .other_instances()?
             .into_iter()
@@ -65,7 +65,7 @@ impl Durable {
     }
 
     /// Every other instance, with whether its heartbeat is alive.
-    pub fn other_instances(&self) -> Result<Vec<(String, bool)>, DurableError> {
+    pub(crate) fn other_instances(&self) -> Result<Vec<(String, bool)>, DurableError> {
         let all: Vec<String> = self
             .redis
             .with(|conn| conn.smembers(INSTANCES))
@@ -79,12 +79,12 @@ impl Durable {
     }
 
     /// Whether each claim key is taken (one pipelined round trip).
-    pub fn claimed(&self, keys: &[String]) -> Result<Vec<bool>, DurableError> {
+    pub(crate) fn claimed(&self, keys: &[String]) -> Result<Vec<bool>, DurableError> {
         self.exist(keys, "read event claims")
     }
 
     /// Whether each instance's heartbeat is alive (one pipelined round trip).
-    pub fn alive(&self, instances: &[String]) -> Result<Vec<bool>, DurableError> {
+    pub(crate) fn alive(&self, instances: &[String]) -> Result<Vec<bool>, DurableError> {
         let keys: Vec<String> = instances.iter().map(|i| heartbeat(i)).collect();
         self.exist(&keys, "read heartbeats")
     }
@@ -105,7 +105,7 @@ impl Durable {
     }
 
     /// Forgets a dead instance (after its leases were released).
-    pub fn forget_instance(&self, instance: &str) -> Result<(), DurableError> {
+    pub(crate) fn forget_instance(&self, instance: &str) -> Result<(), DurableError> {
         self.redis
             .with(|conn| conn.srem::<_, _, ()>(INSTANCES, instance))
             .map_err(err("forget an instance"))

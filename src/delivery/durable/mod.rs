@@ -32,7 +32,7 @@ use super::Delivery;
 use crate::keys::{DEAD_LETTERS_BY_TIME, DELIVERIES, DUE, SEQUENCE, leased};
 use crate::redis_conn::RedisPool;
 use codec::{RECORD, TAKE_DUE};
-pub use codec::{decode, encode};
+pub(crate) use codec::{decode, encode};
 
 /// A failed durable-state operation.
 #[derive(Debug)]
@@ -69,13 +69,13 @@ pub struct Durable {
 
 /// What the due set and the dead letters hold, read in one round trip.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DueFigures {
+pub(crate) struct DueFigures {
     /// Deliveries in `webhooks:due`.
-    pub due: u64,
+    pub(crate) due: u64,
     /// When the earliest of them is due (ms since the epoch).
-    pub next_due_ms: Option<u64>,
+    pub(crate) next_due_ms: Option<u64>,
     /// Dead letters kept.
-    pub dead_letters: u64,
+    pub(crate) dead_letters: u64,
 }
 
 impl Durable {
@@ -90,7 +90,7 @@ impl Durable {
     }
 
     /// This instance's id.
-    pub fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         &self.instance
     }
 
@@ -110,7 +110,7 @@ impl Durable {
     /// [`Durable::record`] for several events in one round trip and one script: each event's
     /// claim is taken (or found taken), its sequence number given and its deliveries recorded
     /// atomically. Returns, per event, its sequence number if it was claimed here.
-    pub fn record_many(
+    pub(crate) fn record_many(
         &self,
         events: &[(String, u64, &[Delivery])],
     ) -> Result<Vec<Option<u64>>, DurableError> {
@@ -146,13 +146,13 @@ impl Durable {
     }
 
     /// A delivery succeeded: forget it.
-    pub fn complete(&self, id: &str) -> Result<(), DurableError> {
+    pub(crate) fn complete(&self, id: &str) -> Result<(), DurableError> {
         self.settle_many(&[id.to_string()], &[])
     }
 
     /// Settles many leased deliveries in one atomic round trip: `done` are forgotten, `due` are
     /// put back as due at their time with their attempt counts saved.
-    pub fn settle_many(
+    pub(crate) fn settle_many(
         &self,
         done: &[String],
         due: &[(&Delivery, u64)],
@@ -195,18 +195,18 @@ impl Durable {
     /// Deliveries this process has put back in `webhooks:due` (retries, hand-backs, spills),
     /// counted when written. Every path that puts a leased delivery back as due goes through
     /// [`Durable::settle_many`]; [`Durable::release_all`] reports its own count.
-    pub fn requeued(&self) -> u64 {
+    pub(crate) fn requeued(&self) -> u64 {
         self.requeued.load(Ordering::Relaxed)
     }
 
     /// Puts a leased delivery back as due at `due_ms` (a retry, or a hand-back), saving its
     /// attempt count.
-    pub fn defer(&self, delivery: &Delivery, due_ms: u64) -> Result<(), DurableError> {
+    pub(crate) fn defer(&self, delivery: &Delivery, due_ms: u64) -> Result<(), DurableError> {
         self.settle_many(&[], &[(delivery, due_ms)])
     }
 
     /// The record of delivery `id` (one this instance holds), or `None` if there is none.
-    pub fn load(&self, id: &str) -> Result<Option<Delivery>, DurableError> {
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Delivery>, DurableError> {
         let record: Option<String> = self
             .redis
             .with(|conn| conn.hget(DELIVERIES, id))
@@ -215,7 +215,11 @@ impl Durable {
     }
 
     /// Leases up to `limit` deliveries due by `now_ms`.
-    pub fn take_due(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, DurableError> {
+    pub(crate) fn take_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, DurableError> {
         let records: Vec<String> = self
             .redis
             .with(|conn| {
@@ -232,7 +236,7 @@ impl Durable {
     }
 
     /// When the earliest due delivery is due, if any.
-    pub fn next_due(&self) -> Result<Option<u64>, DurableError> {
+    pub(crate) fn next_due(&self) -> Result<Option<u64>, DurableError> {
         let first: Vec<(String, f64)> = self
             .redis
             .with(|conn| conn.zrange_withscores(DUE, 0, 0))
@@ -241,7 +245,7 @@ impl Durable {
     }
 
     /// The size and head of the due set and the number of dead letters, in one round trip.
-    pub fn figures(&self) -> Result<DueFigures, DurableError> {
+    pub(crate) fn figures(&self) -> Result<DueFigures, DurableError> {
         let (due, first, dead_letters): (u64, Vec<(String, f64)>, u64) = self
             .redis
             .with(|conn| {
