@@ -493,4 +493,24 @@ mod tests {
         assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://***@h:1/0");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
     }
+
+    #[test]
+    fn debug_shows_no_password_or_token() {
+        let config = config(&[
+            (
+                "REDIS_URL",
+                "redis+sentinel://u:url-password@h1:26379/mymaster",
+            ),
+            ("REDIS_SENTINEL_PASSWORD", "sentinel-password"),
+            ("WEBHOOK_API_TOKEN", "api-token-0123456789"),
+        ]);
+        let shown = match config {
+            Ok(config) => format!("{config:?}"),
+            Err(e) => panic!("{e}"),
+        };
+        for hidden in ["url-password", "sentinel-password", "api-token-0123456789"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

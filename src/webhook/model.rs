@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use crate::event::EventKind;
 
-/// A validated webhook.
-#[derive(Debug, Clone)]
+/// A validated webhook. Its `Debug` shows no secret and no custom header value.
+#[derive(Clone)]
 pub struct Webhook {
     /// `wh_<ms>_<base36>`.
     pub(crate) id: String,
@@ -41,6 +41,41 @@ pub struct Webhook {
     pub(crate) last_failure_at: Option<u64>,
     /// Final failures since the last success.
     pub(crate) consecutive_failures: u64,
+}
+
+/// What `Debug` prints for a secret or a custom header's value.
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), REDACTED))
+            .collect();
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("subscriptions", &self.subscriptions)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field(
+                "previous_secret",
+                &self
+                    .previous_secret
+                    .as_ref()
+                    .map(|(_, until)| (REDACTED, until)),
+            )
+            .field("filters", &self.filters)
+            .field("headers", &headers)
+            .field("retry", &self.retry)
+            .field("active", &self.active)
+            .field("is_static", &self.is_static)
+            .field("disconnected", &self.disconnected)
+            .field("last_failure_at", &self.last_failure_at)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .finish()
+    }
 }
 
 /// One entry of `events`.
@@ -474,6 +509,29 @@ mod tests {
         match Webhook::from_json("wh_1_a", &value, EventNames::Strict) {
             Ok(_) => "ok".into(),
             Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret_and_no_header_value() {
+        let stored = json!({"url": "https://example.com/h", "events": ["*"],
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "headers": {"X-Api-Key": "header-value-1234"}});
+        let mut webhook = match Webhook::from_json("wh_1_a", &stored, EventNames::Strict) {
+            Ok(webhook) => webhook,
+            Err(e) => panic!("{e}"),
+        };
+        webhook.previous_secret = Some(("old-secret-5678".into(), 9));
+        let shown = format!("{webhook:?}");
+        for hidden in [
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "header-value-1234",
+            "old-secret-5678",
+        ] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        for kept in ["wh_1_a", "https://example.com/h", "X-Api-Key", "<redacted>"] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
         }
     }
 
