@@ -12,6 +12,7 @@ use log::warn;
 use redis::Commands;
 use serde_json::{Map, Value};
 
+use super::model::{self, EventNames, ValidationError, Webhook};
 use crate::keys;
 use crate::redis_conn::RedisPool;
 use crate::time::now_ms;
@@ -132,6 +133,54 @@ fn apply(
         Ok::<bool, std::convert::Infallible>(change(w))
     })
     .map(|_| ())
+}
+
+/// A client's update of webhook `id` at `now`: its writable fields of `input` over the stored
+/// ones, validated as a whole (an invalid result writes nothing and is returned).
+pub(crate) fn update_fields(
+    redis: &RedisPool,
+    id: &str,
+    input: &Map<String, Value>,
+    now: u64,
+) -> Result<Result<Updated, ValidationError>, StoreError> {
+    update(redis, id, |stored| -> Result<bool, ValidationError> {
+        model::merge_writable(stored, input, now)?;
+        Webhook::from_json(id, &Value::Object(stored.clone()), EventNames::Strict)?;
+        Ok(true)
+    })
+}
+
+/// Clears `disconnected` and the failure count of webhook `id`.
+pub(crate) fn reconnect(redis: &RedisPool, id: &str) -> Result<Updated, StoreError> {
+    infallible(update(redis, id, |w| {
+        model::fields::reconnect(w, now_ms());
+        Ok(true)
+    }))
+}
+
+/// Rotates the secret of webhook `id` to `new_secret` at `now`; the old one keeps signing for
+/// `grace_ms`.
+pub(crate) fn rotate_secret(
+    redis: &RedisPool,
+    id: &str,
+    new_secret: &str,
+    grace_ms: u64,
+    now: u64,
+) -> Result<Updated, StoreError> {
+    infallible(update(redis, id, |w| {
+        model::fields::rotate(w, new_secret, grace_ms, now);
+        Ok(true)
+    }))
+}
+
+/// The outcome of an [`update`] whose change cannot fail.
+fn infallible(
+    result: Result<Result<Updated, std::convert::Infallible>, StoreError>,
+) -> Result<Updated, StoreError> {
+    match result? {
+        Ok(updated) => Ok(updated),
+        Err(never) => match never {},
+    }
 }
 
 /// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).

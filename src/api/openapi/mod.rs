@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::router::{Method, Operation};
+use crate::webhook::model::MAX_GRACE_MS;
 
 mod schemas;
 
@@ -196,7 +197,7 @@ fn operation(op: Operation, method: Method) -> Value {
             "Rotate the secret; the old one keeps signing during the grace period",
             vec![id_param("id")],
             Some(
-                json!({"type": "object", "additionalProperties": false, "properties": {"secret": {"type": "string", "minLength": 8, "maxLength": 512}, "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": 604_800_000}}}),
+                json!({"type": "object", "additionalProperties": false, "properties": {"secret": schemas::secret_schema(), "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_MS}}}),
             ),
             vec![(
                 "200",

@@ -3,10 +3,22 @@
 //! The stored JSON is the original's (reference section 4) plus fields we add; every field we do not
 //! understand is kept untouched by the writers. Validation here is the one place that decides what a
 //! valid webhook is, for the registry loader and for the API alike (CONTRACT sections 2 and 6).
+//! It owns every field rule: the fields a client may write and their limits (`fields.rs`, which
+//! also builds and merges the stored form), the retry policy's bounds (`retry.rs`), URLs, filters
+//! and headers (here). The API and its OpenAPI document read them from here.
 
 use std::fmt;
 
 use serde_json::{Map, Value};
+
+pub(crate) mod fields;
+pub(crate) mod retry;
+
+pub(crate) use fields::{
+    DEFAULT_GRACE_MS, MAX_GRACE_MS, MAX_HEADER_VALUE, MAX_SECRET, MIN_SECRET, SERVER_OWNED,
+    WRITABLE, masked, merge_writable, new_stored, secrets, valid_secret,
+};
+pub(crate) use retry::RetryPolicy;
 
 use crate::event::EventKind;
 
@@ -129,115 +141,6 @@ pub(crate) struct Filters {
     pub(crate) machine_ids: Vec<String>,
     /// Worker ids.
     pub(crate) worker_ids: Vec<String>,
-}
-
-/// How failed deliveries are retried (CONTRACT section 6, "Backoff").
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RetryPolicy {
-    /// Attempts in all, the first included. 1..=50.
-    pub(crate) max_attempts: u32,
-    /// Delay before the second attempt. 10..=86,400,000 ms.
-    pub(crate) initial_delay_ms: u64,
-    /// Growth of the delay per attempt. 1.0..=10.0.
-    pub(crate) backoff_multiplier: f64,
-    /// Largest delay; at least `initial_delay_ms`.
-    pub(crate) max_delay_ms: u64,
-}
-
-impl Default for RetryPolicy {
-    /// 11 attempts: 5 s, 20 s, 80 s, 5 min, 21 min, 85 min, 5.7 h, then 10 h four times, about
-    /// 47 hours in all, after the Standard Webhooks guidance of a schedule spanning days.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 11,
-            initial_delay_ms: 5_000,
-            backoff_multiplier: 4.0,
-            max_delay_ms: 36_000_000,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The stored form.
-    pub(crate) fn to_json(self) -> Value {
-        let mut map = Map::new();
-        map.insert("max_attempts".into(), Value::from(self.max_attempts));
-        map.insert(
-            "initial_delay_ms".into(),
-            Value::from(self.initial_delay_ms),
-        );
-        // Integral multipliers are stored as integers, as JavaScript would write them.
-        let multiplier = if self.backoff_multiplier.fract() == 0.0 {
-            Value::from(self.backoff_multiplier as u64)
-        } else {
-            serde_json::Number::from_f64(self.backoff_multiplier)
-                .map(Value::Number)
-                .unwrap_or(Value::from(2))
-        };
-        map.insert("backoff_multiplier".into(), multiplier);
-        map.insert("max_delay_ms".into(), Value::from(self.max_delay_ms));
-        Value::Object(map)
-    }
-
-    /// Merges a (possibly partial) stored or requested `retry_config` over `self`, validating each
-    /// field (the original's B4: a partial object must not lose the defaults).
-    pub(crate) fn merged(&self, value: &Value) -> Result<RetryPolicy, ValidationError> {
-        let mut policy = *self;
-        let map = match value {
-            Value::Null => return Ok(policy),
-            Value::Object(map) => map,
-            _ => return Err(ValidationError::new("retry_config", "must be an object")),
-        };
-        for (key, v) in map {
-            let field = format!("retry_config.{key}");
-            match key.as_str() {
-                "max_attempts" => {
-                    policy.max_attempts = integer(v, &field, 1, 50)? as u32;
-                }
-                "initial_delay_ms" => {
-                    policy.initial_delay_ms = integer(v, &field, 10, 86_400_000)?;
-                }
-                "backoff_multiplier" => {
-                    let m = v
-                        .as_f64()
-                        .ok_or_else(|| ValidationError::new(&field, "must be a number"))?;
-                    if !(1.0..=10.0).contains(&m) {
-                        return Err(ValidationError::new(&field, "must be between 1.0 and 10.0"));
-                    }
-                    policy.backoff_multiplier = m;
-                }
-                "max_delay_ms" => {
-                    policy.max_delay_ms = integer(v, &field, 10, 7 * 86_400_000)?;
-                }
-                _ => return Err(ValidationError::new(&field, "is not a retry_config field")),
-            }
-        }
-        if policy.max_delay_ms < policy.initial_delay_ms {
-            return Err(ValidationError::new(
-                "retry_config.max_delay_ms",
-                "must be at least retry_config.initial_delay_ms",
-            ));
-        }
-        Ok(policy)
-    }
-}
-
-fn integer(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, ValidationError> {
-    let n = v
-        .as_u64()
-        .or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u64)
-        })
-        .ok_or_else(|| ValidationError::new(field, "must be a whole number"))?;
-    if n < min || n > max {
-        return Err(ValidationError::new(
-            field,
-            &format!("must be between {min} and {max}"),
-        ));
-    }
-    Ok(n)
 }
 
 /// A webhook field that is not acceptable, named.
@@ -492,7 +395,9 @@ fn parse_headers(value: Option<&Value>) -> Result<Vec<(String, String)>, Validat
                 "is set by the service and cannot be overridden",
             ));
         }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) || value.len() > 8192 {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            || value.len() > MAX_HEADER_VALUE
+        {
             return Err(ValidationError::new(&field, "is not a valid header value"));
         }
         headers.push((name.clone(), value.to_string()));
