@@ -21,7 +21,7 @@ use crate::delivery::pool::{self, Context, Job};
 use crate::delivery::scheduler;
 use crate::delivery::scheduler::SchedulerHandle;
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{Delivery, http, recovery};
+use crate::delivery::{Delivery, http, recovery, ssrf};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
@@ -298,12 +298,15 @@ fn start_delivery(
     let lines = Arc::new(Lines::new(config.queue_capacity / 2));
     let durable = &base.durable;
     let (recorder, completer) = start_settling(config, base, &scheduler, threads)?;
+    let (lookups, dns_threads) =
+        ssrf::spawn_lookups(ssrf::DNS_THREADS, &base.shutdown).map_err(spawn_err("dns"))?;
+    threads.rest.extend(dns_threads);
     let ctx = Arc::new(Context {
         agent: http::agent(
             config.timeout,
             config.delivery_threads + config.retry_threads + config.slow_threads,
-            config.allowed_networks.clone(),
-            Some(config.port),
+            (config.allowed_networks.clone(), Some(config.port)),
+            lookups,
         ),
         gate: gate(config),
         lines: lines.clone(),

@@ -60,6 +60,7 @@
 //! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | attempts, on a seat the gate gives: one of the first-attempt seats (reads the first-attempt channel), the retry seats (reads the retry channel: retries and deliveries taken back from Redis; and the job channel: test attempts of `POST /webhooks/:id/test`) or the slow seats (runs slow endpoints' attempts in turn); one thread per seat | its channel, or the gate |
+//! | `delivery-dns-N` (4) | resolving webhook host names for the SSRF guard (a lookup has no time limit of its own; the attempt waits at most its budget); answers are cached 30 s | a lookup |
 //! | `delivery-watch` | moving attempts that run long from first-attempt and retry seats to slow seats; per-job lines whose head did not come back | 50 ms |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |

@@ -9,7 +9,7 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
 };
 
-use super::ssrf::GuardedResolver;
+use super::ssrf::{GuardedResolver, Lookups};
 use crate::net::Cidr;
 
 /// The `User-Agent` of every delivery (the original's).
@@ -19,12 +19,12 @@ pub(crate) const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
 ///
 /// `connections` bounds the idle keep-alive connections kept per host; it should be at least the
 /// number of delivery threads so that a busy endpoint never reconnects. `own_port` is the API
-/// port, whose capture URLs on loopback are always allowed.
+/// port, whose capture URLs on loopback are always allowed; `lookups` resolves host names.
 pub(crate) fn agent(
     timeout: Duration,
     connections: usize,
-    allowed: Vec<Cidr>,
-    own_port: Option<u16>,
+    (allowed, own_port): (Vec<Cidr>, Option<u16>),
+    lookups: Lookups,
 ) -> Agent {
     // A per-read and per-write limit a little under the attempt's: ureq sets a socket timeout
     // before each read and write, and with only the shrinking global budget that value changes
@@ -50,7 +50,7 @@ pub(crate) fn agent(
     Agent::with_parts(
         config,
         DefaultConnector::new().chain(Coalesce),
-        GuardedResolver::new(allowed, own_port),
+        GuardedResolver::new(allowed, own_port, lookups),
     )
 }
 

@@ -9,8 +9,10 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use ureq::config::Config as UreqConfig;
 use ureq::http::Uri;
@@ -18,6 +20,7 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::net::{Cidr, canonical};
+use crate::shutdown::Shutdown;
 
 /// Why `ip` is not a public unicast address, or `None` if it is one.
 pub(crate) fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
@@ -99,8 +102,63 @@ const DNS_CACHE_MAX: usize = 4096;
 /// When a hostname was resolved, and to what.
 type CachedLookup = (Instant, Vec<SocketAddr>);
 
+/// Threads that resolve host names (`delivery-dns-N`). A lookup (getaddrinfo) has no time limit
+/// of its own, so it runs on one of these while the delivery thread waits at most its budget.
+pub(crate) const DNS_THREADS: usize = 4;
+/// Lookups waiting for a `delivery-dns-N` thread, at most.
+const DNS_QUEUE: usize = 256;
+
+/// One host name to resolve, and where its addresses go.
+struct Lookup {
+    query: String,
+    reply: Sender<io::Result<Vec<SocketAddr>>>,
+}
+
+/// The queue of the `delivery-dns-N` threads, which every clone of the resolver shares.
+#[derive(Clone)]
+pub(crate) struct Lookups(Sender<Lookup>);
+
+impl fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lookups({} waiting)", self.0.len())
+    }
+}
+
+/// Starts the `n` `delivery-dns-N` threads. They end at the stop, or when every resolver is gone.
+pub(crate) fn spawn_lookups(
+    n: usize,
+    shutdown: &Shutdown,
+) -> io::Result<(Lookups, Vec<JoinHandle<()>>)> {
+    let (tx, rx) = crossbeam_channel::bounded::<Lookup>(DNS_QUEUE);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let (rx, shutdown) = (rx.clone(), shutdown.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("delivery-dns-{i}"))
+                .spawn(move || {
+                    loop {
+                        match rx.recv_timeout(Duration::from_millis(500)) {
+                            Ok(lookup) => {
+                                let result = lookup
+                                    .query
+                                    .to_socket_addrs()
+                                    .map(|a| a.collect::<Vec<_>>());
+                                // The caller may have stopped waiting: then nobody reads it.
+                                let _ = lookup.reply.send(result);
+                            }
+                            Err(RecvTimeoutError::Timeout) if !shutdown.is_set() => {}
+                            Err(_) => return,
+                        }
+                    }
+                })?,
+        );
+    }
+    Ok((Lookups(tx), threads))
+}
+
 /// A resolver that refuses non-public addresses unless allowed, and caches lookups briefly so the
-/// hot path does not spawn a lookup thread per request.
+/// hot path rarely waits for a lookup.
 #[derive(Debug, Clone)]
 pub(crate) struct GuardedResolver {
     allowed: Arc<Vec<Cidr>>,
@@ -108,15 +166,22 @@ pub(crate) struct GuardedResolver {
     /// sessions, which the monitor UI registers as webhooks) are always allowed.
     own_port: Option<u16>,
     cache: Arc<Mutex<HashMap<String, CachedLookup>>>,
+    /// Where cache misses are resolved.
+    lookups: Lookups,
 }
 
 impl GuardedResolver {
     /// A resolver that lets `allowed` networks through.
-    pub(crate) fn new(allowed: Vec<Cidr>, own_port: Option<u16>) -> GuardedResolver {
+    pub(crate) fn new(
+        allowed: Vec<Cidr>,
+        own_port: Option<u16>,
+        lookups: Lookups,
+    ) -> GuardedResolver {
         GuardedResolver {
             allowed: Arc::new(allowed),
             own_port,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            lookups,
         }
     }
 
@@ -142,16 +207,16 @@ impl GuardedResolver {
         {
             return Ok(addrs.clone());
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let query = key.clone();
-        std::thread::Builder::new()
-            .name("dns-lookup".into())
-            .spawn(move || {
-                let result = query.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-                let _ = tx.send(result);
-            })
-            .map_err(ureq::Error::Io)?;
-        let addrs = match rx.recv_timeout(timeout) {
+        let deadline = Instant::now() + timeout;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let lookup = Lookup {
+            query: key.clone(),
+            reply,
+        };
+        if self.lookups.0.send_deadline(lookup, deadline).is_err() {
+            return Err(ureq::Error::Timeout(ureq::Timeout::Resolve));
+        }
+        let addrs = match answer.recv_deadline(deadline) {
             Ok(Ok(addrs)) if !addrs.is_empty() => addrs,
             Ok(Ok(_)) => return Err(ureq::Error::HostNotFound),
             Ok(Err(e)) => {
@@ -255,6 +320,14 @@ pub(crate) fn blocked_in(error: &ureq::Error) -> Option<&Blocked> {
 mod tests {
     use super::*;
 
+    /// One lookup thread (these tests resolve literals only, so it idles).
+    fn lookups() -> Lookups {
+        match spawn_lookups(1, &Shutdown::default()) {
+            Ok((lookups, _)) => lookups,
+            Err(e) => panic!("spawn: {e}"),
+        }
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
@@ -310,6 +383,7 @@ mod tests {
                 Err(e) => panic!("127.0.0.0/8: {e}"),
             }],
             None,
+            lookups(),
         );
         assert!(guard.check(ip("127.0.0.1")).is_ok());
         assert!(guard.check(ip("::ffff:127.0.0.2")).is_ok());
@@ -321,7 +395,7 @@ mod tests {
     /// sends no packet anywhere.
     #[test]
     fn metadata_url_is_refused_by_the_resolver() {
-        let guard = GuardedResolver::new(vec![], Some(3335));
+        let guard = GuardedResolver::new(vec![], Some(3335), lookups());
         for url in [
             "http://127.0.0.1:3335/webhooks",
             "http://127.0.0.1:3336/test-receivers/abc/webhook",
@@ -343,7 +417,7 @@ mod tests {
 
     #[test]
     fn the_services_own_capture_urls_are_allowed() {
-        let guard = GuardedResolver::new(vec![], Some(3335));
+        let guard = GuardedResolver::new(vec![], Some(3335), lookups());
         for url in [
             "http://127.0.0.1:3335/test-receivers/abc/webhook",
             "http://[::1]:3335/webhook-monitor/session_1",
@@ -353,6 +427,20 @@ mod tests {
                 Err(e) => panic!("{url}: {e}"),
             };
             assert!(guard.vetted(&uri, Duration::from_secs(1)).is_ok(), "{url}");
+        }
+    }
+
+    /// A host name is resolved on a `delivery-dns-N` thread, never on one started for it.
+    #[test]
+    fn host_names_resolve_on_the_lookup_threads() {
+        let guard = GuardedResolver::new(vec![], Some(3335), lookups());
+        let uri: Uri = match "http://localhost:3335/test-receivers/abc/webhook".parse() {
+            Ok(u) => u,
+            Err(e) => panic!("{e}"),
+        };
+        match guard.vetted(&uri, Duration::from_secs(5)) {
+            Ok(addrs) => assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}"),
+            Err(e) => panic!("localhost: {e}"),
         }
     }
 }
