@@ -263,7 +263,7 @@ pub(crate) fn start(config: Config) -> Result<Service, AppError> {
         started,
     }));
     threads.rest.extend(
-        crate::api::server::spawn(
+        crate::api::threads::spawn(
             SocketAddr::new(config.host, config.port),
             shared,
             base.shutdown.clone(),
