@@ -22,13 +22,13 @@
 //!                                  api ─► DeliveryHandle ─► figures, dead letters, test jobs
 //! ```
 //!
-//! `app` owns every thread it starts. A stop (SIGTERM, SIGINT) sets a first flag that stops
+//! `app` owns every thread it starts (each named, each listed below, each joined). A stop (SIGTERM, SIGINT) sets a first flag that stops
 //! intake, the poller and the scheduler, then joins the threads in data-flow order, all within
 //! `WEBHOOK_SHUTDOWN_TIMEOUT_MS`: intake, the record stage (its queue recorded), the poller and
 //! the scheduler, the delivery threads (attempts in flight finish; what is queued or parked goes
 //! back to `webhooks:due`; they end when their channels close), then the settlements are
 //! written, the remaining leases released, and a second flag stops the completer, the recorder,
-//! the heartbeat, the registry and the API. The API serves normally until that flag; then it
+//! the heartbeat, the registry, the DNS lookup threads and the API. The API serves normally until that flag; then it
 //! stops listening, answers every request it has read (with `Connection: close`), closes the
 //! connections between requests and those slow for over a second, and its handler threads end
 //! with the last connection.
@@ -82,6 +82,17 @@
 //!
 //! - Architecture Invariant: data flows one way, Redis → intake → event → dispatcher → delivery →
 //!   monitor. `event` knows no webhooks, `webhook::matching` no HTTP, `delivery` no `api`.
+//! - Architecture Invariant: no module imports from a layer above its own, and no two
+//!   top-level modules import each other (see Layers; `scripts/check-layers` fails CI otherwise).
+//! - Architecture Invariant: every thread is named, listed in the table above, started at
+//!   start-up (a failed spawn is a start-up error, never a thread per request or per lookup),
+//!   and joined at the stop; loops that repeat a step until the stop are started by
+//!   `shutdown::spawn_loop`, and a failing dependency is warned about once per outage
+//!   (`shutdown::Outage`).
+//! - Architecture Invariant: one owner per rule: every Redis key is named in `keys`, every
+//!   webhook field rule in `webhook::model` (the API and the OpenAPI document read them there),
+//!   every write of a stored webhook in `webhook::store`, every figure of `/health` and
+//!   `/metrics` in `monitor::FIGURES`, every route in `api::router`.
 //! - Architecture Invariant: a delivery's body is built once, by the dispatcher; every attempt
 //!   sends the same bytes with the same `event_id`.
 //! - Architecture Invariant: a delivery is recorded in Redis before it is queued, and every

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::router::{Method, Operation};
-use crate::webhook::model::MAX_GRACE_MS;
+use crate::webhook::model::{MAX_GRACE_MS, fields};
 
 mod schemas;
 
@@ -197,7 +197,7 @@ fn operation(op: Operation, method: Method) -> Value {
             "Rotate the secret; the old one keeps signing during the grace period",
             vec![id_param("id")],
             Some(
-                json!({"type": "object", "additionalProperties": false, "properties": {"secret": schemas::secret_schema(), "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_MS}}}),
+                json!({"type": "object", "additionalProperties": false, "properties": {"secret": fields::secret_schema(), "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_MS}}}),
             ),
             vec![(
                 "200",

@@ -3,48 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::webhook::model::retry::{ATTEMPTS, INITIAL_DELAY_MS, MAX_DELAY_MS, MULTIPLIER};
-use crate::webhook::model::{MAX_HEADER_VALUE, MAX_SECRET, MIN_SECRET, SERVER_OWNED, WRITABLE};
-
-/// Every accepted entry of `events`.
-fn event_names() -> Vec<String> {
-    let mut names = vec!["*".to_string()];
-    for kind in crate::event::EventKind::ALL {
-        names.push(kind.name().to_string());
-        if let Some(legacy) = kind.legacy_name() {
-            names.push(legacy.to_string());
-        }
-    }
-    for prefix in ["job", "worker", "machine", "workflow"] {
-        names.push(format!("{prefix}.*"));
-    }
-    names
-}
-
-/// A secret a client may give.
-pub(super) fn secret_schema() -> Value {
-    json!({"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET})
-}
-
-/// The schema of a writable webhook field.
-fn writable_schema(field: &str) -> Value {
-    match field {
-        "url" => json!({"type": "string", "format": "uri", "description": "http or https"}),
-        "events" => {
-            json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"})
-        }
-        "secret" => secret_schema(),
-        "filters" => json!({"$ref": "#/components/schemas/Filters"}),
-        "headers" => json!({
-            "type": "object",
-            "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
-            "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
-            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": "^[^\\r\\n\\x00]*$"},
-        }),
-        "retry_config" => json!({"$ref": "#/components/schemas/RetryConfig"}),
-        "active" | "static" => json!({"type": "boolean"}),
-        _ => json!({}),
-    }
-}
+use crate::webhook::model::{SERVER_OWNED, WRITABLE, fields};
 
 /// `WebhookInput`'s properties: the server-owned fields (ignored), then the writable ones, as
 /// `webhook::model` lists them.
@@ -54,7 +13,7 @@ fn webhook_input_properties() -> Value {
         properties.insert(field.into(), json!({"description": "Ignored"}));
     }
     for field in WRITABLE {
-        properties.insert(field.into(), writable_schema(field));
+        properties.insert(field.into(), fields::schema(field));
     }
     Value::Object(properties)
 }
@@ -197,16 +156,4 @@ pub(super) fn schemas() -> Value {
             },
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_writable_field_has_a_schema() {
-        for field in WRITABLE {
-            assert_ne!(writable_schema(field), json!({}), "{field} has no schema");
-        }
-    }
 }

@@ -50,6 +50,47 @@ pub(crate) const DEFAULT_GRACE_MS: u64 = 86_400_000;
 /// Longest custom header value.
 pub(crate) const MAX_HEADER_VALUE: usize = 8192;
 
+/// Every accepted entry of `events`.
+fn event_names() -> Vec<String> {
+    let mut names = vec!["*".to_string()];
+    for kind in crate::event::EventKind::ALL {
+        names.push(kind.name().to_string());
+        if let Some(legacy) = kind.legacy_name() {
+            names.push(legacy.to_string());
+        }
+    }
+    for prefix in ["job", "worker", "machine", "workflow"] {
+        names.push(format!("{prefix}.*"));
+    }
+    names
+}
+
+/// A secret a client may give.
+pub(crate) fn secret_schema() -> Value {
+    json!({"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET})
+}
+
+/// The JSON Schema of a writable field, for the OpenAPI document (`{}` for no such field).
+pub(crate) fn schema(field: &str) -> Value {
+    match field {
+        "url" => json!({"type": "string", "format": "uri", "description": "http or https"}),
+        "events" => {
+            json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"})
+        }
+        "secret" => secret_schema(),
+        "filters" => json!({"$ref": "#/components/schemas/Filters"}),
+        "headers" => json!({
+            "type": "object",
+            "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
+            "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": "^[^\\r\\n\\x00]*$"},
+        }),
+        "retry_config" => json!({"$ref": "#/components/schemas/RetryConfig"}),
+        "active" | "static" => json!({"type": "boolean"}),
+        _ => json!({}),
+    }
+}
+
 /// A secret a client gave: any text of [`MIN_SECRET`] to [`MAX_SECRET`] characters.
 pub(crate) fn valid_secret(value: &Value) -> Result<String, ValidationError> {
     match value {
@@ -203,4 +244,16 @@ pub(crate) fn reconnect(stored: &mut Map<String, Value>, now: u64) {
     stored.insert("disconnected".into(), Value::Bool(false));
     stored.insert("consecutive_failures".into(), Value::from(0));
     stored.insert("updated_at".into(), Value::from(now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_writable_field_has_a_schema() {
+        for field in WRITABLE {
+            assert_ne!(schema(field), json!({}), "{field} has no schema");
+        }
+    }
 }

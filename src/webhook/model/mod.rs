@@ -15,8 +15,8 @@ pub(crate) mod fields;
 pub(crate) mod retry;
 
 pub(crate) use fields::{
-    DEFAULT_GRACE_MS, MAX_GRACE_MS, MAX_HEADER_VALUE, MAX_SECRET, MIN_SECRET, SERVER_OWNED,
-    WRITABLE, masked, merge_writable, new_stored, secrets, valid_secret,
+    DEFAULT_GRACE_MS, MAX_GRACE_MS, MAX_HEADER_VALUE, SERVER_OWNED, WRITABLE, masked,
+    merge_writable, new_stored, secrets, valid_secret,
 };
 pub(crate) use retry::RetryPolicy;
 
