@@ -36,7 +36,9 @@ fn received(service: &Service) -> u64 {
 
 /// Deliveries recorded in Redis (or, with Redis away, made from memory).
 fn created(service: &Service) -> u64 {
-    service.health()["deliveries"]["created"].as_u64().unwrap_or(0)
+    service.health()["deliveries"]["created"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 fn redis_count(redis: &RedisServer, cmd: &str, key: &str) -> u64 {

@@ -358,7 +358,10 @@ fn a_thousand_idle_connections_keep_nobody_out() {
     serves_others_meanwhile(&service, &redis, "idle connections");
     let threads = service.threads().unwrap_or(0);
     // One thread per kept connection (256 at the default limit) besides the fixed ones.
-    assert!(threads <= fixed + 256 + 8, "{threads} threads, {fixed} before");
+    assert!(
+        threads <= fixed + 256 + 8,
+        "{threads} threads, {fixed} before"
+    );
     drop(idle);
     baseline.restored(&service, "after idle connections");
     still_serving(&mut service);
