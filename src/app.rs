@@ -10,56 +10,30 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use log::{error, info, warn};
 
+use crate::config::target::Target;
 use crate::config::{Config, redact_url};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::durable::Durable;
 use crate::delivery::gate::{EndpointGate, GateConfig};
-use crate::delivery::handle::{DeliveryHandle, Job};
+use crate::delivery::handle::DeliveryHandle;
 use crate::delivery::lines::Lines;
-use crate::delivery::pool::{self, Context};
+use crate::delivery::pool::{self, Context, Job};
 use crate::delivery::scheduler;
 use crate::delivery::scheduler::SchedulerHandle;
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{Delivery, http, recovery};
+use crate::delivery::{Delivery, http, recovery, ssrf};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
-use crate::redis_conn::{RedisPool, Target};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
 use crate::webhook::registry::{self, Registry};
-
-/// The process-wide stop flag. Blocking loops wake at least every half second to check it.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    /// Whether the process is stopping.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// Asks every thread to stop.
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// Sleeps for `duration`, returning early when the process stops.
-    pub fn sleep(&self, duration: Duration) {
-        let deadline = Instant::now() + duration;
-        while !self.is_set() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
-}
 
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum AppError {
     /// A Redis setting is wrong, or Redis refused what it names (certificate, credentials).
-    RedisSetting(crate::redis_conn::TargetError),
+    RedisSetting(crate::config::target::TargetError),
     /// A thread could not be started.
     Spawn(&'static str, std::io::Error),
     /// The API could not listen.
@@ -105,7 +79,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
 }
 
 /// A started service: the stop flags and every thread it started.
-pub struct Service {
+pub(crate) struct Service {
     /// Set first: intake, the poller and the scheduler stop, delivery threads hand deliveries
     /// back instead of attempting them.
     draining: Shutdown,
@@ -161,7 +135,7 @@ impl Service {
     /// attempts in flight finish, and every other delivery in hand goes back to
     /// `webhooks:due` for another instance or the next start. Threads are joined in the order
     /// data flows through them; the log says how many deliveries went back.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let deadline = Instant::now() + self.timeout;
         info!(
             "stopping: intake closed, waiting up to {} ms for attempts in flight",
@@ -228,7 +202,7 @@ fn spawn_err(what: &'static str) -> impl FnOnce(std::io::Error) -> AppError {
 }
 
 /// Builds the shared state and starts every thread.
-pub fn start(config: Config) -> Result<Service, AppError> {
+pub(crate) fn start(config: Config) -> Result<Service, AppError> {
     let started = Instant::now();
     info!(
         "webhook-service {} starting as instance {}: redis {}, {} delivery + {} retry + {} slow threads, timeout {} ms",
@@ -289,7 +263,7 @@ pub fn start(config: Config) -> Result<Service, AppError> {
         started,
     }));
     threads.rest.extend(
-        crate::api::server::spawn(
+        crate::api::threads::spawn(
             SocketAddr::new(config.host, config.port),
             shared,
             base.shutdown.clone(),
@@ -328,17 +302,10 @@ fn start_delivery(
         clients: http::Clients::new(
             config.timeout,
             config.delivery_threads + config.retry_threads + config.slow_threads,
-            config.allowed_networks.clone(),
-            Some(config.port),
+            (config.allowed_networks.clone(), Some(config.port)),
+            ssrf::Lookups::default(),
         ),
-        gate: EndpointGate::new(GateConfig {
-            first: config.delivery_threads,
-            retry: config.retry_threads,
-            slow: config.slow_threads,
-            max_per_endpoint: config.max_in_flight_per_endpoint,
-            slow_after: config.slow_attempt,
-            max_parked: config.queue_capacity,
-        }),
+        gate: gate(config),
         lines: lines.clone(),
         max_retry_after: config.max_retry_after,
         disconnect_after: config.disconnect_after,
@@ -398,6 +365,18 @@ fn start_delivery(
         throttle,
         lines,
         handle,
+    })
+}
+
+/// The endpoint gate, with the seats and limits of `config`.
+fn gate(config: &Config) -> EndpointGate {
+    EndpointGate::new(GateConfig {
+        first: config.delivery_threads,
+        retry: config.retry_threads,
+        slow: config.slow_threads,
+        max_per_endpoint: config.max_in_flight_per_endpoint,
+        slow_after: config.slow_attempt,
+        max_parked: config.queue_capacity,
     })
 }
 

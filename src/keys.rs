@@ -11,41 +11,86 @@
 //! | `webhook_test_receiver:<id>` | string | test receiver JSON with its captured requests, 24 h TTL | yes |
 //! | `webhook_test_receivers:active` | set | test receiver ids | yes |
 //! | `webhooks:changed` | channel | a webhook id, published after a change | no |
+//! | `webhooks:deliveries` | hash | field = delivery id, value = delivery record (JSON) | no |
+//! | `webhooks:due` | sorted set | delivery ids, scored by due time (ms) | no |
+//! | `webhooks:leased:<instance>` | set | delivery ids one instance holds | no |
+//! | `webhooks:instances` | set | instance ids | no |
+//! | `webhooks:instance:<instance>` | string | an instance's heartbeat, with a TTL | no |
+//! | `webhooks:sequence` | string | the counter of event sequence numbers | no |
+//! | `webhooks:claim:<hash>` | string | the instance that claimed an event identity, with a TTL | no |
+//! | `webhooks:dead_letters` | hash | field = delivery id, value = dead letter (JSON) | no |
+//! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids, scored by failure time | no |
+//!
+//! No other file names a key: a key is added here, with its row in this table.
 
 /// Hash of webhook configurations.
-pub const REGISTRY: &str = "webhooks:registry";
+pub(crate) const REGISTRY: &str = "webhooks:registry";
 /// Set of active webhook ids.
-pub const ACTIVE: &str = "webhooks:active";
+pub(crate) const ACTIVE: &str = "webhooks:active";
 /// Global delivery log.
-pub const DELIVERY_LOG: &str = "webhooks:delivery_log";
+pub(crate) const DELIVERY_LOG: &str = "webhooks:delivery_log";
 /// Set of test receiver ids.
-pub const TEST_RECEIVERS: &str = "webhook_test_receivers:active";
+pub(crate) const TEST_RECEIVERS: &str = "webhook_test_receivers:active";
 /// Channel on which writers announce a webhook change, so every instance reloads at once.
-pub const CHANGED_CHANNEL: &str = "webhooks:changed";
+pub(crate) const CHANGED_CHANNEL: &str = "webhooks:changed";
 
 /// Attempts kept per webhook.
-pub const ATTEMPTS_KEPT: isize = 100;
+pub(crate) const ATTEMPTS_KEPT: isize = 100;
 /// Entries kept in the global delivery log.
-pub const LOG_KEPT: isize = 1000;
+pub(crate) const LOG_KEPT: isize = 1000;
 /// Response times kept per webhook.
-pub const LATENCIES_KEPT: isize = 1000;
+pub(crate) const LATENCIES_KEPT: isize = 1000;
 
 /// Stats hash of a webhook.
-pub fn stats(id: &str) -> String {
+pub(crate) fn stats(id: &str) -> String {
     format!("webhooks:stats:{id}")
 }
 
 /// Attempt history of a webhook.
-pub fn attempts(id: &str) -> String {
+pub(crate) fn attempts(id: &str) -> String {
     format!("webhooks:attempts:{id}")
 }
 
 /// Recent response times of a webhook.
-pub fn latencies(id: &str) -> String {
+pub(crate) fn latencies(id: &str) -> String {
     format!("webhooks:latencies:{id}")
 }
 
 /// A test receiver.
-pub fn test_receiver(id: &str) -> String {
+pub(crate) fn test_receiver(id: &str) -> String {
     format!("webhook_test_receiver:{id}")
+}
+
+/// The hash of delivery records.
+pub(crate) const DELIVERIES: &str = "webhooks:deliveries";
+/// The sorted set of due ids.
+pub(crate) const DUE: &str = "webhooks:due";
+/// The set of instance ids.
+pub(crate) const INSTANCES: &str = "webhooks:instances";
+/// The counter of event sequence numbers.
+pub(crate) const SEQUENCE: &str = "webhooks:sequence";
+/// The hash of dead letters.
+pub(crate) const DEAD_LETTERS: &str = "webhooks:dead_letters";
+/// Dead-letter ids by failure time.
+pub(crate) const DEAD_LETTERS_BY_TIME: &str = "webhooks:dead_letters:by_time";
+
+/// Leases of one instance.
+pub(crate) fn leased(instance: &str) -> String {
+    format!("webhooks:leased:{instance}")
+}
+
+/// Heartbeat of one instance.
+pub(crate) fn heartbeat(instance: &str) -> String {
+    format!("webhooks:instance:{instance}")
+}
+
+/// Claim of one event identity.
+pub fn claim(identity: &[u8; 32]) -> String {
+    let mut key = String::with_capacity(16 + 32);
+    key.push_str("webhooks:claim:");
+    for b in &identity[..16] {
+        key.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        key.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    key
 }

@@ -22,16 +22,34 @@
 //!                                  api ─► DeliveryHandle ─► figures, dead letters, test jobs
 //! ```
 //!
-//! `app` owns every thread it starts. A stop (SIGTERM, SIGINT) sets a first flag that stops
+//! `app` owns every thread it starts (each named, each listed below, each joined). A stop (SIGTERM, SIGINT) sets a first flag that stops
 //! intake, the poller and the scheduler, then joins the threads in data-flow order, all within
 //! `WEBHOOK_SHUTDOWN_TIMEOUT_MS`: intake, the record stage (its queue recorded), the poller and
 //! the scheduler, the delivery threads (attempts in flight finish; what is queued or parked goes
 //! back to `webhooks:due`; they end when their channels close), then the settlements are
 //! written, the remaining leases released, and a second flag stops the completer, the recorder,
-//! the heartbeat, the registry and the API. The API serves normally until that flag; then it
+//! the heartbeat, the registry, the DNS lookup threads and the API. The API serves normally until that flag; then it
 //! stops listening, answers every request it has read (with `Connection: close`), closes the
 //! connections between requests and those slow for over a second, and its handler threads end
 //! with the last connection.
+//!
+//! # Layers
+//!
+//! Lowest first; a module imports only from its own layer and those below, and no two
+//! top-level modules import each other (`scripts/check-layers` checks both, in CI):
+//!
+//! 1. leaves, which know nothing of the service: `time`, `rand`, `keys` (every Redis key),
+//!    `shutdown` (the stop flag, backoff, outage warnings, looping threads), `outcome` (attempt
+//!    classes), `net` (IP networks), `json` (JavaScript-compatible JSON), `logging`
+//! 2. `config`: the settings, read and validated once (the Redis target among them)
+//! 3. `redis_conn`: every Redis connection
+//! 4. `event`: source messages to events and `data`
+//! 5. `webhook`: webhooks, their rules, storage and matching
+//! 6. `monitor`: counters, figures and delivery history
+//! 7. `delivery`: dispatch, the pool, the gate, retries, the durable store
+//! 8. `intake`: reading Redis into the dispatcher
+//! 9. `api`: the HTTP API, which reaches delivery only through `delivery::handle`
+//! 10. `app`: wiring, threads, shutdown
 //!
 //! # Threads
 //!
@@ -42,6 +60,7 @@
 //! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | attempts, on a seat the gate gives: one of the first-attempt seats (reads the first-attempt channel), the retry seats (reads the retry channel: retries and deliveries taken back from Redis; and the job channel: test attempts of `POST /webhooks/:id/test`) or the slow seats (runs slow endpoints' attempts in turn); one thread per seat | its channel, or the gate |
+//! | `delivery-dns` (one per host name being resolved, at most 32) | resolving a webhook host name for the SSRF guard: a lookup has no time limit of its own and cannot be interrupted, so the attempt waits at most its budget and the thread ends with its lookup (the stop does not wait for it: it holds nothing of a delivery); a name already being resolved shares the lookup; answers are cached 30 s | started per lookup |
 //! | `delivery-watch` | moving attempts that run long from first-attempt and retry seats to slow seats; per-job lines whose head did not come back | 50 ms |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
@@ -63,6 +82,17 @@
 //!
 //! - Architecture Invariant: data flows one way, Redis → intake → event → dispatcher → delivery →
 //!   monitor. `event` knows no webhooks, `webhook::matching` no HTTP, `delivery` no `api`.
+//! - Architecture Invariant: no module imports from a layer above its own, and no two
+//!   top-level modules import each other (see Layers; `scripts/check-layers` fails CI otherwise).
+//! - Architecture Invariant: every thread is named, listed in the table above, started at
+//!   start-up (a failed spawn is a start-up error, never a thread per request or per lookup),
+//!   and joined at the stop; loops that repeat a step until the stop are started by
+//!   `shutdown::spawn_loop`, and a failing dependency is warned about once per outage
+//!   (`shutdown::Outage`).
+//! - Architecture Invariant: one owner per rule: every Redis key is named in `keys`, every
+//!   webhook field rule in `webhook::model` (the API and the OpenAPI document read them there),
+//!   every write of a stored webhook in `webhook::store`, every figure of `/health` and
+//!   `/metrics` in `monitor::FIGURES`, every route in `api::router`.
 //! - Architecture Invariant: a delivery's body is built once, by the dispatcher; every attempt
 //!   sends the same bytes with the same `event_id`.
 //! - Architecture Invariant: a delivery is recorded in Redis before it is queued, and every
@@ -86,17 +116,22 @@
 //!   request read whole and its reply is written by the connection's own thread.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
-pub mod api;
+mod api;
 pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod event;
-pub mod intake;
+mod intake;
+pub mod json;
 pub mod keys;
 pub mod logging;
-pub mod monitor;
-pub mod rand;
+mod monitor;
+mod net;
+mod outcome;
+mod rand;
 pub mod redis_conn;
+mod shutdown;
 pub mod time;
 pub mod webhook;

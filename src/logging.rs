@@ -17,7 +17,7 @@ use crate::time;
 
 /// A parsed `RUST_LOG`: a default level and per-module overrides.
 #[derive(Debug, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     default: LevelFilter,
     /// (module prefix, level), longest prefix first.
     modules: Vec<(String, LevelFilter)>,
@@ -25,7 +25,7 @@ pub struct Filter {
 
 impl Filter {
     /// Parses `info` or `warn,webhook_service::delivery=debug`.
-    pub fn parse(spec: &str) -> Result<Filter, String> {
+    pub(crate) fn parse(spec: &str) -> Result<Filter, String> {
         let mut filter = Filter {
             default: LevelFilter::Info,
             modules: Vec::new(),
@@ -164,7 +164,7 @@ mod tests {
 /// with the next one that passes. For warnings a failing endpoint or store could otherwise repeat
 /// thousands of times a second.
 #[derive(Debug)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     period_ms: u64,
     last_ms: std::sync::atomic::AtomicU64,
     suppressed: std::sync::atomic::AtomicU64,
@@ -172,7 +172,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// A limit of one line per `period_ms`.
-    pub const fn new(period_ms: u64) -> RateLimit {
+    pub(crate) const fn new(period_ms: u64) -> RateLimit {
         RateLimit {
             period_ms,
             last_ms: std::sync::atomic::AtomicU64::new(0),
@@ -182,7 +182,7 @@ impl RateLimit {
 
     /// `Some(n)` if a line may be written now (`n` lines were held back since the last one),
     /// `None` if this one is held back.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = time::now_ms();
         let last = self.last_ms.load(Relaxed);

@@ -12,7 +12,7 @@ fn seed() -> u64 {
 }
 
 /// A uniform number in [0, 1) (xorshift64*; not for secrets).
-pub fn unit() -> f64 {
+pub(crate) fn unit() -> f64 {
     STATE.with(|state| {
         let mut x = state.get();
         x ^= x >> 12;

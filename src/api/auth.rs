@@ -1,7 +1,7 @@
 //! Bearer-token authentication (`WEBHOOK_API_TOKEN`), compared in constant time.
 
 /// Whether `authorization` (the header's value) carries `token`.
-pub fn authorized(token: &str, authorization: Option<&str>) -> bool {
+pub(crate) fn authorized(token: &str, authorization: Option<&str>) -> bool {
     let Some(given) = authorization.and_then(|h| {
         let (scheme, rest) = h.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::request::Request;
-use crate::event::json::{ObjectWriter, write_str};
+use crate::json::{ObjectWriter, write_str};
 
 /// Captured bodies are cut to this many bytes (capture URLs need no token).
 pub(crate) const BODY_KEPT: usize = 16 * 1024;

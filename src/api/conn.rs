@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use super::captures::BODY_KEPT;
-use super::front::{Phase, Slot};
 use super::reply::Reply;
 use super::request::{Body, Query, Request};
 use super::router::{self, BodyUse};
 use super::server::{self, Admission, Server};
+use super::slot::{Phase, Slot};
 use super::wire::{self, ChunkError, Chunked, Framing, Head, HeadError};
 
 /// Bytes asked of the socket per read.

@@ -3,20 +3,20 @@
 //! exactly, or is `*`. An allowed origin is reflected with credentials, as the monitor UI expects.
 
 /// Methods announced to browsers.
-pub const METHODS: &str = "GET,POST,PUT,DELETE,PATCH,OPTIONS";
+pub(crate) const METHODS: &str = "GET,POST,PUT,DELETE,PATCH,OPTIONS";
 /// Request headers announced to browsers.
-pub const HEADERS: &str = "Content-Type,Authorization,X-Requested-With,Accept,Origin";
+pub(crate) const HEADERS: &str = "Content-Type,Authorization,X-Requested-With,Accept,Origin";
 
 /// The allowed origins.
 #[derive(Debug, Clone)]
-pub struct Cors {
+pub(crate) struct Cors {
     any: bool,
     origins: Vec<String>,
 }
 
 impl Cors {
     /// From `CORS_ORIGINS` entries.
-    pub fn new(origins: &[String]) -> Cors {
+    pub(crate) fn new(origins: &[String]) -> Cors {
         Cors {
             any: origins.iter().any(|o| o == "*"),
             origins: origins.iter().filter(|o| *o != "*").cloned().collect(),
@@ -24,7 +24,7 @@ impl Cors {
     }
 
     /// Whether a browser at `origin` may read responses.
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
         self.any
             || self
                 .origins
@@ -33,7 +33,7 @@ impl Cors {
     }
 
     /// Headers for a response to an allowed `origin`.
-    pub fn response_headers(origin: &str) -> Vec<(&'static str, String)> {
+    pub(crate) fn response_headers(origin: &str) -> Vec<(&'static str, String)> {
         vec![
             ("Access-Control-Allow-Origin", origin.to_string()),
             ("Vary", "Origin".to_string()),
@@ -42,7 +42,7 @@ impl Cors {
     }
 
     /// Headers for an allowed preflight.
-    pub fn preflight_headers(origin: &str) -> Vec<(&'static str, String)> {
+    pub(crate) fn preflight_headers(origin: &str) -> Vec<(&'static str, String)> {
         let mut headers = Cors::response_headers(origin);
         headers.push(("Access-Control-Allow-Methods", METHODS.to_string()));
         headers.push(("Access-Control-Allow-Headers", HEADERS.to_string()));

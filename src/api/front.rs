@@ -38,6 +38,8 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::server::Server;
+use super::slot::{Phase, Slot};
+use crate::shutdown::Outage;
 
 /// Stack of a connection thread: it parses heads and copies bytes; handlers run elsewhere.
 const CONN_STACK: usize = 256 * 1024;
@@ -46,126 +48,6 @@ const SLOW: Duration = Duration::from_secs(1);
 /// A connection opened or answered less than this ago probably has a request on its way: a real
 /// client sends at once.
 const FRESH: Duration = Duration::from_millis(250);
-
-/// What a connection is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Phase {
-    /// Waiting for the first byte of a request.
-    Idle = 0,
-    /// Reading a request head.
-    Head = 1,
-    /// Reading a request body.
-    Body = 2,
-    /// Its request is with a handler: never evicted.
-    Handler = 3,
-    /// Writing a response, or draining a refused body before closing.
-    Writing = 4,
-    /// Evicted: its thread stops at its next step.
-    Evicted = 5,
-}
-
-impl Phase {
-    fn from_u8(n: u8) -> Phase {
-        match n {
-            0 => Phase::Idle,
-            1 => Phase::Head,
-            2 => Phase::Body,
-            3 => Phase::Handler,
-            4 => Phase::Writing,
-            _ => Phase::Evicted,
-        }
-    }
-}
-
-/// One open connection, as the acceptor sees it.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    /// The connection's socket: its thread reads and writes through `&TcpStream`, the acceptor
-    /// shuts it down on eviction (one descriptor per connection).
-    socket: TcpStream,
-    phase: AtomicU8,
-    /// When the phase began, in ms since `epoch`.
-    since_ms: AtomicU64,
-    /// When the connection was accepted, in ms since `epoch`.
-    opened_ms: u64,
-    /// Whether a response has been written on it: the client is a proven one.
-    answered: AtomicBool,
-    epoch: Instant,
-}
-
-/// The connection was evicted; its thread must stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Evicted;
-
-impl Slot {
-    /// The connection's socket.
-    pub(crate) fn socket(&self) -> &TcpStream {
-        &self.socket
-    }
-
-    /// Enters `phase`, unless the connection has been evicted.
-    pub(crate) fn enter(&self, phase: Phase) -> Result<(), Evicted> {
-        let mut current = self.phase.load(Ordering::Acquire);
-        loop {
-            if current == Phase::Evicted as u8 {
-                return Err(Evicted);
-            }
-            match self.phase.compare_exchange_weak(
-                current,
-                phase as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.since_ms.store(now, Ordering::Release);
-        Ok(())
-    }
-
-    /// Records that a response has been written on the connection.
-    pub(crate) fn answered(&self) {
-        self.answered.store(true, Ordering::Release);
-    }
-
-    /// Whether the acceptor evicted the connection.
-    pub(crate) fn is_evicted(&self) -> bool {
-        self.phase.load(Ordering::Acquire) == Phase::Evicted as u8
-    }
-
-    /// The phase and how long it has lasted, in ms.
-    fn state(&self, now_ms: u64) -> (Phase, u64) {
-        let phase = Phase::from_u8(self.phase.load(Ordering::Acquire));
-        let since = self.since_ms.load(Ordering::Acquire);
-        (phase, now_ms.saturating_sub(since))
-    }
-
-    /// How long the connection has been open, in ms.
-    fn age(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.opened_ms)
-    }
-
-    /// Evicts the connection if it is still in `phase`: a connection that has just handed its
-    /// request to a handler keeps its slot.
-    fn evict(&self, phase: Phase) -> bool {
-        let evicted = self
-            .phase
-            .compare_exchange(
-                phase as u8,
-                Phase::Evicted as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok();
-        if evicted {
-            let _ = self.socket.shutdown(NetShutdown::Both);
-        }
-        evicted
-    }
-}
 
 /// The open connections.
 #[derive(Debug)]
@@ -338,19 +220,18 @@ pub(crate) fn spawn(
 }
 
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>) {
-    let mut warned_full = false;
-    let mut warned_accept = false;
+    let mut full = Outage::default();
+    let mut failing_accept = Outage::default();
     while !server.shutdown.is_set() {
         match listener.accept() {
             Ok((client, peer)) => {
-                warned_accept = false;
-                open(client, peer, server, slots, &mut warned_full);
+                failing_accept.recovered();
+                open(client, peer, server, slots, &mut full);
             }
             Err(e) => {
                 // Out of file descriptors or memory: wait for connections to close.
-                if !warned_accept {
+                if failing_accept.failed() {
                     warn!("API cannot accept connections: {e}");
-                    warned_accept = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -363,7 +244,7 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>, slots: &Arc<Slots>)
             let Ok((client, peer)) = listener.accept() else {
                 break;
             };
-            open(client, peer, server, slots, &mut warned_full);
+            open(client, peer, server, slots, &mut full);
         }
     }
 }
@@ -374,23 +255,22 @@ fn open(
     peer: SocketAddr,
     server: &Arc<Server>,
     slots: &Arc<Slots>,
-    warned_full: &mut bool,
+    full: &mut Outage,
 ) {
     let slot = match slots.admit(client) {
         Ok(slot) => slot,
         Err(client) => {
-            if !*warned_full {
+            if full.failed() {
                 warn!(
                     "API has {} connections all waiting on handlers; refusing more with 503",
                     slots.max
                 );
-                *warned_full = true;
             }
             refuse(&client);
             return;
         }
     };
-    *warned_full = false;
+    full.recovered();
     let (server, thread_slots, thread_slot) = (server.clone(), slots.clone(), slot.clone());
     let spawned = std::thread::Builder::new()
         .name("api-conn".into())
@@ -424,6 +304,7 @@ fn refuse(mut client: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::slot::Evicted;
 
     /// A connection for the victim tests: its phase, ms in that phase, ms open, and whether it
     /// has been answered.

@@ -3,23 +3,26 @@
 //!
 //! This module owns the wire (framing, deadlines, connection limits), status codes, envelopes,
 //! CORS, auth and the captured requests; it reads `webhook` and `monitor`, writes webhooks
-//! through `webhook::store`, and reaches delivery only through the state's delivery context.
+//! through `webhook::store`, and reaches delivery only through `delivery::handle`.
 //!
 //! Files: `front` (accepting and bounding connections), `conn` (one connection's requests),
-//! `wire` (HTTP/1.x framing, no I/O), `server` (handler threads and the request pipeline),
+//! `slot` (what a connection is doing), `wire` (HTTP/1.x framing, no I/O), `server` (the
+//! request pipeline), `threads` (listener and handler threads),
 //! `router` (the route table), `request`/`reply` (what handlers take and give), `handlers/*`,
 //! `captures` (captured requests under a memory budget), `openapi`, `cors`, `auth`, `state`.
 
-pub mod auth;
+pub(crate) mod auth;
 mod captures;
 mod conn;
-pub mod cors;
+pub(crate) mod cors;
 mod front;
-pub mod handlers;
-pub mod openapi;
-pub mod reply;
+pub(crate) mod handlers;
+pub(crate) mod openapi;
+pub(crate) mod reply;
 mod request;
 mod router;
-pub mod server;
+pub(crate) mod server;
+mod slot;
 pub(crate) mod state;
+pub(crate) mod threads;
 mod wire;

@@ -5,25 +5,25 @@ use serde_json::{Map, Value, json};
 
 /// A response before CORS and transport headers are added.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body (`Value::Null` for an empty body, e.g. 204).
-    pub body: Value,
+    pub(crate) body: Value,
     /// Extra headers.
-    pub headers: Vec<(&'static str, String)>,
+    pub(crate) headers: Vec<(&'static str, String)>,
     /// A body that is not JSON, with its content type (boxed: rare, and large).
-    pub raw: Option<Box<(&'static str, Vec<u8>)>>,
+    pub(crate) raw: Option<Box<(&'static str, Vec<u8>)>>,
 }
 
 impl Reply {
     /// `{success: true, data}` with `status`.
-    pub fn data(status: u16, data: Value) -> Reply {
+    pub(crate) fn data(status: u16, data: Value) -> Reply {
         Reply::envelope(status, json!({"success": true, "data": data}))
     }
 
     /// `{success: true, data, <extra>…}`.
-    pub fn data_with(status: u16, data: Value, extra: &[(&str, Value)]) -> Reply {
+    pub(crate) fn data_with(status: u16, data: Value, extra: &[(&str, Value)]) -> Reply {
         let mut body = Map::new();
         body.insert("success".into(), Value::Bool(true));
         body.insert("data".into(), data);
@@ -34,12 +34,12 @@ impl Reply {
     }
 
     /// `{success: true, message}`.
-    pub fn message(message: impl Into<String>) -> Reply {
+    pub(crate) fn message(message: impl Into<String>) -> Reply {
         Reply::envelope(200, json!({"success": true, "message": message.into()}))
     }
 
     /// Any body.
-    pub fn envelope(status: u16, body: Value) -> Reply {
+    pub(crate) fn envelope(status: u16, body: Value) -> Reply {
         Reply {
             status,
             body,
@@ -49,7 +49,7 @@ impl Reply {
     }
 
     /// A non-JSON body (the Prometheus exposition, the dashboard page).
-    pub fn raw(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
+    pub(crate) fn raw(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status,
             body: Value::Null,
@@ -59,12 +59,12 @@ impl Reply {
     }
 
     /// `{success: false, error}`.
-    pub fn error(status: u16, error: impl Into<String>) -> Reply {
+    pub(crate) fn error(status: u16, error: impl Into<String>) -> Reply {
         Reply::envelope(status, json!({"success": false, "error": error.into()}))
     }
 
     /// `{success: false, error, message}`.
-    pub fn error_message(
+    pub(crate) fn error_message(
         status: u16,
         error: impl Into<String>,
         message: impl Into<String>,
@@ -76,17 +76,17 @@ impl Reply {
     }
 
     /// 404 for an unknown webhook (the original's text).
-    pub fn webhook_not_found() -> Reply {
+    pub(crate) fn webhook_not_found() -> Reply {
         Reply::error(404, "Webhook not found")
     }
 
     /// 500 for a failure inside the service; the detail goes to the log, not the client.
-    pub fn internal(what: &str) -> Reply {
+    pub(crate) fn internal(what: &str) -> Reply {
         Reply::error_message(500, "Internal server error", what.to_string())
     }
 
     /// 503 when Redis cannot be reached.
-    pub fn unavailable() -> Reply {
+    pub(crate) fn unavailable() -> Reply {
         Reply::error_message(
             503,
             "Service unavailable",
@@ -95,7 +95,7 @@ impl Reply {
     }
 
     /// Adds a header.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
     }

@@ -1,60 +1,34 @@
-//! The API server: its listener, its handler threads, and the pipeline every request goes
-//! through: CORS preflight → route (404/405) → auth (401) → declared size (413) → body → handler
-//! → CORS headers.
+//! The request pipeline every API request goes through: CORS preflight → route (404/405) →
+//! auth (401) → declared size (413) → body → handler → CORS headers. [`Server`] decides from a
+//! head alone ([`Server::admit`]), hands a complete request to a handler lane ([`Server::run`])
+//! and renders the reply ([`render`]); the threads are `threads.rs`'s, the connections
+//! `front.rs`'s and `conn.rs`'s.
 //!
 //! Threads and why (no async runtime; blocking threads, a fixed number per connection):
 //! - `api-accept` accepts connections and bounds them ([`super::front`]);
 //! - one `api-conn` thread per connection ([`super::conn`]) reads each request whole (head and
 //!   body, each under a deadline), admits it, hands it to a handler thread, and writes the
 //!   answer, so no handler thread ever waits on a client's bytes or on a slow reader;
-//! - `api-N` handler threads run the handlers of ordinary routes, `api-slow-N` those that wait
-//!   on something outside (test deliveries), so that those never hold the threads `/health`
-//!   needs, and `api-capture-0` those of the capture URLs, which need no token (a flood of
-//!   them must not slow `/health` either). They take complete requests from bounded channels,
-//!   each under `catch_unwind`.
+//! - handler threads ([`super::threads`]) take complete requests from bounded channels.
 //!
 //! The stop: the first handler thread wakes `api-accept`, which stops listening, closes the
 //! connections between requests, and waits for those with a request in hand, whose answers say
-//! `Connection: close`. Handler threads end only when every connection has ended (the last
-//! sender of their channel gone), so no request read is left unanswered.
+//! `Connection: close`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use log::{error, info};
+use crossbeam_channel::{Sender, TrySendError};
 use serde_json::Value;
 
 use super::auth::authorized;
 use super::cors::Cors;
-use super::front;
-use super::handlers;
 use super::reply::Reply;
 use super::request::Request;
 use super::router::{self, Lane, Method, Miss, Route};
 use super::state::Shared;
 use super::wire::{Framing, Head};
-use crate::app::Shutdown;
-
-/// Threads running the handlers of ordinary routes.
-const QUICK_THREADS: usize = 4;
-/// Threads running handlers that wait on something outside (test deliveries).
-const SLOW_THREADS: usize = 2;
-/// Requests of the slow lane waiting for a thread; more are refused with 503.
-const SLOW_QUEUE: usize = 16;
-/// Threads running the capture URLs' handlers. One: two contended for a flooded test receiver's
-/// record (each capture rewrites it under WATCH, and a conflict redoes the work), and kept both
-/// cores of a small machine busy, so that `/health` took 270 ms instead of 3-7 ms.
-const CAPTURE_THREADS: usize = 1;
-/// Captures waiting for a thread; more are refused with 503. Enough for this service's own
-/// deliveries to a capture URL (each endpoint gets at most half the delivery threads at once).
-const CAPTURE_QUEUE: usize = 64;
-/// How long the handler thread that wakes the acceptor waits for a request before it looks
-/// whether the stop has begun.
-const POLL: Duration = Duration::from_millis(100);
+use crate::shutdown::Shutdown;
 
 /// Deadlines and sizes of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -71,10 +45,10 @@ pub(crate) struct Limits {
 }
 
 /// A request handed to a handler thread, and where its answer goes.
-struct Job {
-    route: Route,
-    request: Request,
-    reply_to: Sender<Reply>,
+pub(crate) struct Job {
+    pub(crate) route: Route,
+    pub(crate) request: Request,
+    pub(crate) reply_to: Sender<Reply>,
 }
 
 /// What every connection thread shares: the API state, the handler lanes, the limits.
@@ -97,6 +71,24 @@ pub(crate) enum Admission {
 }
 
 impl Server {
+    /// The server of `shared`, handing requests to the handler lanes `quick`, `slow` and
+    /// `capture` (see `threads.rs`).
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        limits: Limits,
+        shutdown: Shutdown,
+        (quick, slow, capture): (Sender<Job>, Sender<Job>, Sender<Job>),
+    ) -> Server {
+        Server {
+            shared,
+            limits,
+            shutdown,
+            quick,
+            slow,
+            capture,
+        }
+    }
+
     /// Decides what to do with `head`: the preflight, the route, auth and the declared size are
     /// known before the body, so a refused request never costs a handler thread or body reads.
     pub(crate) fn admit(&self, head: &Head) -> Admission {
@@ -234,7 +226,7 @@ pub(crate) fn render(reply: Reply, origin: Option<&str>) -> Rendered {
         // JavaScript's number formatting, as the original's responses had.
         (_, None) => (
             "application/json; charset=utf-8",
-            crate::event::json::to_vec(&reply.body),
+            crate::json::to_vec(&reply.body),
         ),
     };
     let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(reply.headers.len() + 4);
@@ -254,110 +246,4 @@ pub(crate) fn render(reply: Reply, origin: Option<&str>) -> Rendered {
         headers,
         body,
     }
-}
-
-/// Binds the API and starts its threads.
-pub(crate) fn spawn(
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, String> {
-    let config = shared.config.clone();
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
-    // Descriptors besides API connections: a connection per delivery thread and up to four
-    // idle ones per thread (at least 16) kept by the HTTP client, Redis connections, the log.
-    let delivery_threads = (config.delivery_threads + config.retry_threads).max(16) as u64;
-    let other_files = 64 + 5 * delivery_threads;
-    let max_connections = front::connection_limit(config.api_max_connections, other_files);
-    // Each connection has at most one request in a handler, so this queue never fills.
-    let (quick_tx, quick_rx) = crossbeam_channel::bounded(max_connections);
-    let (slow_tx, slow_rx) = crossbeam_channel::bounded(SLOW_QUEUE);
-    let (capture_tx, capture_rx) = crossbeam_channel::bounded(CAPTURE_QUEUE);
-    let server = Arc::new(Server {
-        shared: shared.clone(),
-        limits: Limits {
-            idle: config.api_idle_timeout,
-            head: config.api_head_timeout,
-            body: config.api_body_timeout,
-            max_body: config.max_body_bytes,
-        },
-        shutdown: shutdown.clone(),
-        quick: quick_tx,
-        slow: slow_tx,
-        capture: capture_tx,
-    });
-    let mut handles = Vec::new();
-    let lanes = [
-        ("api", QUICK_THREADS, quick_rx),
-        ("api-slow", SLOW_THREADS, slow_rx),
-        ("api-capture", CAPTURE_THREADS, capture_rx),
-    ];
-    for (name, threads, rx) in lanes {
-        for i in 0..threads {
-            let (rx, shared, shutdown) = (rx.clone(), shared.clone(), shutdown.clone());
-            // The first handler thread to see the stop wakes the acceptor, blocked in accept.
-            let wake = (name == "api" && i == 0).then_some(local);
-            let handle = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || work(&rx, &shared, &shutdown, wake))
-                .map_err(|e| format!("cannot start API thread: {e}"))?;
-            handles.push(handle);
-        }
-    }
-    handles.push(
-        front::spawn(listener, server, max_connections)
-            .map_err(|e| format!("cannot start the API acceptor: {e}"))?,
-    );
-    info!("API listening on http://{local}");
-    Ok(handles)
-}
-
-/// A handler thread: runs jobs until every connection, and the acceptor, has ended (their
-/// senders dropped), so that every request read before or during the stop is answered. The one
-/// given `wake` also wakes the acceptor, blocked in `accept`, once the stop begins.
-fn work(rx: &Receiver<Job>, shared: &Shared, shutdown: &Shutdown, wake: Option<SocketAddr>) {
-    let mut wake = wake;
-    loop {
-        if let Some(addr) = wake.filter(|_| shutdown.is_set()) {
-            wake = None;
-            let ip = match addr.ip() {
-                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ip => ip,
-            };
-            let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), POLL);
-        }
-        let job = if wake.is_some() {
-            match rx.recv_timeout(POLL) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
-        };
-        let reply = handle(shared, job.route, &job.request);
-        // The connection waits for exactly this reply; it is gone only if it died.
-        let _ = job.reply_to.send(reply);
-    }
-}
-
-/// Runs the handler of `route`; a panic becomes a 500 (and is logged with the route).
-fn handle(shared: &Shared, route: Route, request: &Request) -> Reply {
-    catch_unwind(AssertUnwindSafe(|| {
-        handlers::dispatch(shared, route, request)
-    }))
-    .unwrap_or_else(|_| {
-        error!(
-            "API handler for {} {} panicked",
-            request.method, request.path
-        );
-        Reply::internal("the request could not be handled")
-    })
 }

@@ -1,5 +1,5 @@
 //! The API's state: what its handlers read, and the handles they write through. `app` builds it
-//! once and hands it to [`super::server::spawn`]; it is shared by every API thread as one `Arc`.
+//! once and hands it to [`super::threads::spawn`]; it is shared by every API thread as one `Arc`.
 
 use std::sync::Arc;
 use std::time::Instant;

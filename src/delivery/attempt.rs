@@ -9,30 +9,31 @@ use ureq::http::header::{CONTENT_TYPE, HeaderName};
 use crate::webhook::model::Webhook;
 
 use super::Delivery;
-use super::retry::{OutcomeClass, parse_retry_after};
+use super::retry::parse_retry_after;
 use super::signer::Signer;
 use super::ssrf;
+use crate::outcome::OutcomeClass;
 
 /// Most bytes of a response body kept for the records (CONTRACT section 6).
-pub const STORED_BODY_BYTES: usize = 4096;
+pub(crate) const STORED_BODY_BYTES: usize = 4096;
 /// Most bytes of a response body read, so a small surplus still lets the connection be reused.
 const READ_BODY_BYTES: u64 = 64 * 1024;
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
-pub struct AttemptOutcome {
+pub(crate) struct AttemptOutcome {
     /// Its class.
-    pub class: OutcomeClass,
+    pub(crate) class: OutcomeClass,
     /// The HTTP status, when a response came.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// From just before the request to the end of the response (or the error).
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The start of the response body, at most [`STORED_BODY_BYTES`].
-    pub response_body: String,
+    pub(crate) response_body: String,
     /// What went wrong, for failures.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The `Retry-After` the endpoint asked for.
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 // The headers every attempt sends, named once: a name given as text is parsed and copied on every
@@ -46,8 +47,30 @@ const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
+/// The legacy and the Standard Webhooks signatures of `delivery`, when `webhook` has a secret.
+fn signatures(
+    webhook: &Webhook,
+    delivery: &Delivery,
+    unix_seconds: u64,
+) -> Option<(String, String)> {
+    let signer = Signer::new(webhook.secret.as_ref()?);
+    let mut standard = signer.standard(&delivery.event_id, unix_seconds, &delivery.body);
+    if let Some((previous, expires_at)) = &webhook.previous_secret
+        && *expires_at > crate::time::now_ms()
+    {
+        // During a rotation both secrets sign (CONTRACT section 3).
+        standard.push(' ');
+        standard.push_str(&Signer::new(previous).standard(
+            &delivery.event_id,
+            unix_seconds,
+            &delivery.body,
+        ));
+    }
+    Some((signer.legacy(&delivery.body), standard))
+}
+
 /// Makes one attempt of `delivery` to `webhook`.
-pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
+pub(crate) fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOutcome {
     let now = SystemTime::now();
     let unix_seconds = now
         .duration_since(UNIX_EPOCH)
@@ -67,22 +90,9 @@ pub fn send(agent: &Agent, webhook: &Webhook, delivery: &Delivery) -> AttemptOut
     for (name, value) in &webhook.headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    if let Some(secret) = &webhook.secret {
-        let signer = Signer::new(secret);
-        let mut standard = signer.standard(&delivery.event_id, unix_seconds, &delivery.body);
-        if let Some((previous, expires_at)) = &webhook.previous_secret
-            && *expires_at > crate::time::now_ms()
-        {
-            // During a rotation both secrets sign (CONTRACT section 3).
-            standard.push(' ');
-            standard.push_str(&Signer::new(previous).standard(
-                &delivery.event_id,
-                unix_seconds,
-                &delivery.body,
-            ));
-        }
+    if let Some((legacy, standard)) = signatures(webhook, delivery, unix_seconds) {
         request = request
-            .header(X_WEBHOOK_SIGNATURE, signer.legacy(&delivery.body))
+            .header(X_WEBHOOK_SIGNATURE, legacy)
             .header(WEBHOOK_ID, delivery.event_id.as_str())
             .header(WEBHOOK_TIMESTAMP, unix_seconds.to_string())
             .header(WEBHOOK_SIGNATURE, standard);

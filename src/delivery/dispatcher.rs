@@ -16,18 +16,19 @@ use log::{debug, error, warn};
 use serde_json::Value;
 
 use super::Delivery;
-use super::durable::{self, Durable};
+use super::durable::Durable;
 use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
 use super::throttle::{Offer, Throttle};
-use crate::event::{self, Event, EventKind, canonical, json, legacy};
+use crate::event::{self, Event, EventKind, canonical, legacy};
+use crate::json;
 use crate::monitor::{Counters, bump};
 use crate::webhook::matching::Form;
 use crate::webhook::registry::Registry;
 
 /// The deliveries of one event, built and not yet recorded or queued.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     deliveries: Vec<Delivery>,
     /// Per delivery: its webhook is disconnected (the delivery becomes a dead letter).
     held: Vec<bool>,
@@ -36,23 +37,18 @@ pub struct Prepared {
 
 impl Prepared {
     /// How many deliveries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.deliveries.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty()
     }
 }
 
 /// What [`Dispatcher::dispatch`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dispatched {
+pub(crate) struct Dispatched {
     /// Deliveries queued.
-    pub count: usize,
+    pub(crate) count: usize,
     /// Whether they are all recorded in Redis (true when there are none).
-    pub recorded: bool,
+    pub(crate) recorded: bool,
 }
 
 enum Recorded {
@@ -63,30 +59,30 @@ enum Recorded {
 }
 
 /// Turns events into queued deliveries.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     /// The current webhooks.
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     /// Progress throttle; `None` when turned off.
-    pub throttle: Option<Arc<Throttle>>,
+    pub(crate) throttle: Option<Arc<Throttle>>,
     /// The first-attempt queue (bounded: a full queue makes intake wait).
-    pub first_tx: Sender<Delivery>,
+    pub(crate) first_tx: Sender<Delivery>,
     /// For throttle flushes.
-    pub scheduler: SchedulerHandle,
+    pub(crate) scheduler: SchedulerHandle,
     /// Per-job order of first attempts.
-    pub lines: Arc<Lines>,
+    pub(crate) lines: Arc<Lines>,
     /// Process counters.
-    pub counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     /// Durable delivery state.
-    pub durable: Durable,
+    pub(crate) durable: Durable,
     /// How long an event's claim lasts (0: no claim, a single instance).
-    pub claim_ttl_ms: u64,
+    pub(crate) claim_ttl_ms: u64,
 }
 
 impl Dispatcher {
     /// Queues one delivery per matching webhook. `replayable` says the source will offer the
     /// event again if it is not acknowledged (a stream): then deliveries that cannot be recorded
     /// are not sent from memory either, since they would be sent twice.
-    pub fn dispatch(&self, event: &Event, replayable: bool) -> Dispatched {
+    pub(crate) fn dispatch(&self, event: &Event, replayable: bool) -> Dispatched {
         match self.prepare(event) {
             None => Dispatched {
                 count: 0,
@@ -104,12 +100,12 @@ impl Dispatcher {
 
     /// Queues a batch of prepared events, recording them all in one Redis round trip (falling
     /// back to one at a time if that fails). Pub/sub intake uses it through its record stage.
-    pub fn dispatch_batch(&self, batch: Vec<(Event, Prepared)>) {
+    pub(crate) fn dispatch_batch(&self, batch: Vec<(Event, Prepared)>) {
         let claims: Vec<(String, u64, &[Delivery])> = batch
             .iter()
             .map(|(event, p)| {
                 (
-                    durable::claim(&event.identity),
+                    crate::keys::claim(&event.identity),
                     self.claim_ttl_ms,
                     &p.deliveries[..],
                 )
@@ -143,7 +139,7 @@ impl Dispatcher {
     }
 
     /// Builds the deliveries of an event (matching and bodies), or `None` if nothing matches.
-    pub fn prepare(&self, event: &Event) -> Option<Prepared> {
+    pub(crate) fn prepare(&self, event: &Event) -> Option<Prepared> {
         let snapshot = self.registry.snapshot();
         let now_ms = crate::time::now_ms();
         let job: Option<Arc<str>> = event
@@ -283,7 +279,7 @@ impl Dispatcher {
     /// if another instance claimed the event first. With Redis away (after a few quick tries) the
     /// deliveries go on from memory: at most the crash of this process could lose them then.
     fn record(&self, event: &Event, deliveries: &[Delivery]) -> Recorded {
-        let claim = durable::claim(&event.identity);
+        let claim = crate::keys::claim(&event.identity);
         let mut wait = Duration::from_millis(50);
         for attempt in 1..=4 {
             match self.durable.record(&claim, self.claim_ttl_ms, deliveries) {

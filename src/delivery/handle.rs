@@ -24,15 +24,12 @@ use serde_json::Value;
 use super::Delivery;
 use super::attempt;
 use super::durable::DurableError;
-use super::pool::{self, Context};
-use super::retry::OutcomeClass;
+use super::pool::{self, Context, Job};
 use super::scheduler::Backlog;
 use crate::monitor::Queue;
 use crate::monitor::history::Final;
+use crate::outcome::OutcomeClass;
 use crate::webhook::model::Webhook;
-
-/// Work handed to a delivery thread that is not a delivery (see [`pool::spawn`]).
-pub type Job = Box<dyn FnOnce(&Context) + Send>;
 
 /// Most test attempts waiting for a thread at once; more are refused rather than queued.
 const MAX_WAITING_TESTS: usize = 64;
@@ -42,20 +39,20 @@ const TEST_WAIT_MARGIN: Duration = Duration::from_secs(5);
 
 /// What a test attempt came to.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TestOutcome {
+pub(crate) struct TestOutcome {
     /// A 2xx answer.
-    pub delivered: bool,
+    pub(crate) delivered: bool,
     /// The HTTP status, when a response came.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// How long the attempt took, or how long the caller waited for one that never ran.
-    pub response_time_ms: f64,
+    pub(crate) response_time_ms: f64,
     /// What went wrong.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Delivery as the API and the app see it. See the module docs.
 #[derive(Clone)]
-pub struct DeliveryHandle {
+pub(crate) struct DeliveryHandle {
     ctx: Arc<Context>,
     /// The first-attempt queue, read only for its length.
     first_rx: Receiver<Delivery>,
@@ -79,7 +76,7 @@ impl std::fmt::Debug for DeliveryHandle {
 impl DeliveryHandle {
     /// The handle of the delivery threads sharing `ctx`, whose first attempts wait in
     /// `first_rx`; test attempts go to `jobs`, and an attempt lasts at most `http_timeout`.
-    pub fn new(
+    pub(crate) fn new(
         ctx: Arc<Context>,
         first_rx: Receiver<Delivery>,
         backlog: Arc<Backlog>,
@@ -96,7 +93,7 @@ impl DeliveryHandle {
     }
 
     /// Where deliveries wait now. Figures held in Redis read as 0 while it is away.
-    pub fn queue(&self) -> Queue {
+    pub(crate) fn queue(&self) -> Queue {
         let durable = self.ctx.durable.figures().unwrap_or_else(|e| {
             debug!("{e}; the queue figures leave out what waits in Redis");
             Default::default()
@@ -119,7 +116,7 @@ impl DeliveryHandle {
     }
 
     /// Dead letters as stored (without their bodies), newest first, optionally of one webhook.
-    pub fn dead_letters(
+    pub(crate) fn dead_letters(
         &self,
         webhook_id: Option<&str>,
         limit: usize,
@@ -129,13 +126,13 @@ impl DeliveryHandle {
 
     /// Sends dead letter `id` again (same `event_id`, same body, attempts from 1); returns the
     /// letter, or `None` if there is none.
-    pub fn redeliver(&self, id: &str) -> Result<Option<Value>, DurableError> {
+    pub(crate) fn redeliver(&self, id: &str) -> Result<Option<Value>, DurableError> {
         self.ctx.durable.redeliver(id, crate::time::now_ms())
     }
 
     /// Sends again every dead letter of `webhook_id` that failed at or after `since_ms`; returns
     /// how many.
-    pub fn recover(&self, webhook_id: &str, since_ms: u64) -> Result<u64, DurableError> {
+    pub(crate) fn recover(&self, webhook_id: &str, since_ms: u64) -> Result<u64, DurableError> {
         self.ctx
             .durable
             .recover(webhook_id, since_ms, crate::time::now_ms())
@@ -144,7 +141,11 @@ impl DeliveryHandle {
     /// Makes one test attempt of each delivery to `webhook`, side by side on the retry threads,
     /// and waits for their outcomes (in the same order), each at most the HTTP timeout and a
     /// margin. Attempts are recorded in the history as tests; they are not retried.
-    pub fn test(&self, webhook: Arc<Webhook>, deliveries: Vec<Delivery>) -> Vec<TestOutcome> {
+    pub(crate) fn test(
+        &self,
+        webhook: Arc<Webhook>,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<TestOutcome> {
         let started = Instant::now();
         let deadline = started + self.test_wait;
         let waiting: Vec<Result<Receiver<TestOutcome>, TestOutcome>> = deliveries
@@ -208,13 +209,13 @@ impl DeliveryHandle {
     }
 
     /// Attempts in flight.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.ctx.gate.in_flight()
     }
 
     /// Deliveries this process has put back in `webhooks:due` so far: retries, hand-backs and
     /// spills (the difference over a stop is what the stop handed back).
-    pub fn requeued(&self) -> u64 {
+    pub(crate) fn requeued(&self) -> u64 {
         self.ctx.durable.requeued()
     }
 
@@ -222,7 +223,7 @@ impl DeliveryHandle {
     /// until `deadline` for the settlements in hand to be written (a success not written would
     /// be made again), then puts every delivery still leased by this instance back in
     /// `webhooks:due` and removes its heartbeat. Returns how many leases went back.
-    pub fn hand_back_all(&self, deadline: Instant) -> Result<u64, DurableError> {
+    pub(crate) fn hand_back_all(&self, deadline: Instant) -> Result<u64, DurableError> {
         if !self
             .ctx
             .completer

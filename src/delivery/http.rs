@@ -13,10 +13,11 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
 };
 
-use super::ssrf::{Cidr, GuardedResolver};
+use super::ssrf::{GuardedResolver, Lookups};
+use crate::net::Cidr;
 
 /// The `User-Agent` of every delivery (the original's).
-pub const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
+pub(crate) const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
 
 /// Origins whose agents are kept before idle ones are let go.
 const ORIGINS_KEPT: usize = 1024;
@@ -33,7 +34,7 @@ const ORIGIN_IDLE: Duration = Duration::from_secs(30);
 /// per request, and every delivery thread waited for it in turn. An agent per origin keeps each
 /// list as short as one endpoint's connections.
 #[derive(Debug)]
-pub struct Clients {
+pub(crate) struct Clients {
     timeout: Duration,
     connections: usize,
     resolver: GuardedResolver,
@@ -44,24 +45,24 @@ impl Clients {
     /// The delivery client. `connections` bounds the idle keep-alive connections kept per
     /// origin; it should be at least the number of delivery threads so that a busy endpoint
     /// never reconnects. `own_port` is the API port, whose capture URLs on loopback are always
-    /// allowed.
-    pub fn new(
+    /// allowed; `lookups` resolves host names.
+    pub(crate) fn new(
         timeout: Duration,
         connections: usize,
-        allowed: Vec<Cidr>,
-        own_port: Option<u16>,
+        (allowed, own_port): (Vec<Cidr>, Option<u16>),
+        lookups: Lookups,
     ) -> Clients {
         Clients {
             timeout,
             connections,
-            resolver: GuardedResolver::new(allowed, own_port),
+            resolver: GuardedResolver::new(allowed, own_port, lookups),
             agents: Mutex::new(HashMap::new()),
         }
     }
 
     /// The agent for `url`'s origin (a URL ureq will refuse gets an agent of its own too, and
     /// its error comes from the request).
-    pub fn agent(&self, url: &str) -> Agent {
+    pub(crate) fn agent(&self, url: &str) -> Agent {
         let key = origin(url);
         let now = Instant::now();
         let mut agents = self.agents.lock();
@@ -78,7 +79,8 @@ impl Clients {
     }
 
     /// Origins with an agent.
-    pub fn origins(&self) -> usize {
+    #[cfg(test)]
+    fn origins(&self) -> usize {
         self.agents.lock().len()
     }
 }
@@ -133,7 +135,7 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// response (or 64 KiB are held), then sends it at once. Over TLS it wraps
 /// the TLS transport, so the request is also one TLS record.
 #[derive(Debug)]
-pub struct Coalesce;
+pub(crate) struct Coalesce;
 
 impl<In: Transport> Connector<In> for Coalesce {
     type Out = Coalesced<In>;
@@ -153,7 +155,7 @@ impl<In: Transport> Connector<In> for Coalesce {
 
 /// A transport whose writes are held until its reads (see [`Coalesce`]).
 #[derive(Debug)]
-pub struct Coalesced<T> {
+pub(crate) struct Coalesced<T> {
     inner: T,
     held: Vec<u8>,
     /// When the connection was last found open, if nothing was sent or read since.
@@ -249,7 +251,12 @@ mod tests {
 
     #[test]
     fn one_agent_per_origin_and_idle_ones_go_past_the_cap() {
-        let clients = Clients::new(Duration::from_secs(1), 4, Vec::new(), None);
+        let clients = Clients::new(
+            Duration::from_secs(1),
+            4,
+            (Vec::new(), None),
+            Lookups::default(),
+        );
         clients.agent("http://127.0.0.1:1/a");
         clients.agent("http://127.0.0.1:1/b?x");
         clients.agent("http://127.0.0.1:2/a");

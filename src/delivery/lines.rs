@@ -229,7 +229,7 @@ impl Lines {
     }
 
     /// `delivery`, its line's head, goes to wait in the due set until `due` from now.
-    pub fn away(&self, delivery: &Delivery, due: Duration) {
+    pub(crate) fn away(&self, delivery: &Delivery, due: Duration) {
         let Some(Place { key, sequence }) = Place::of(delivery) else {
             return;
         };
@@ -258,7 +258,7 @@ impl Lines {
     }
 
     /// The record of the head at `place` could not be read back: try again in a while.
-    pub fn fetch_failed(&self, place: Place) {
+    pub(crate) fn fetch_failed(&self, place: Place) {
         let Place { key, sequence } = place;
         let mut state = self.state.lock();
         if let Some(line) = state.lines.get_mut(&key)
@@ -273,7 +273,7 @@ impl Lines {
 
     /// Lets go of heads that have waited in the due set past their grace period, and asks again
     /// for heads whose record could not be read back; returns what comes next in those lines.
-    pub fn expire(&self, now: Instant) -> Vec<Turn> {
+    pub(crate) fn expire(&self, now: Instant) -> Vec<Turn> {
         let mut state = self.state.lock();
         let State {
             lines,
@@ -322,7 +322,7 @@ impl Lines {
     }
 
     /// Deliveries held here.
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.state.lock().waiting
     }
 }

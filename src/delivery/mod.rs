@@ -10,20 +10,20 @@
 //! - [`attempt`], [`signer`], [`retry`], [`http`] and [`ssrf`] are one attempt, its signatures, the
 //!   decision that follows, the HTTP client and its address guard.
 
-pub mod attempt;
+pub(crate) mod attempt;
 pub mod dispatcher;
 pub mod durable;
 pub mod gate;
-pub mod handle;
-pub mod http;
+pub(crate) mod handle;
+pub(crate) mod http;
 pub mod lines;
-pub mod pool;
-pub mod recovery;
-pub mod retry;
-pub mod scheduler;
+pub(crate) mod pool;
+pub(crate) mod recovery;
+pub(crate) mod retry;
+pub(crate) mod scheduler;
 pub mod signer;
-pub mod ssrf;
-pub mod throttle;
+pub(crate) mod ssrf;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 

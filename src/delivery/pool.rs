@@ -20,7 +20,6 @@ use super::Delivery;
 use super::attempt::{self, AttemptOutcome};
 use super::durable::{Durable, DurableError};
 use super::gate::{Admission, EndpointGate, Next, Outcome, Seat, Ticket};
-use super::handle::Job;
 use super::lines::{Entered, Lines, Place, Turn};
 use super::retry::{self, Decision};
 use super::scheduler::{SchedulerHandle, Timed};
@@ -30,6 +29,9 @@ use crate::redis_conn::RedisPool;
 use crate::webhook::model::Webhook;
 use crate::webhook::registry::Registry;
 use crate::webhook::store;
+
+/// Work handed to a delivery thread that is not a delivery (see [`spawn`]): a test attempt.
+pub(crate) type Job = Box<dyn FnOnce(&Context) + Send>;
 
 /// Longest a delivery thread waits for room in a full parking space before it puts the
 /// delivery back in Redis.
@@ -42,39 +44,39 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything a delivery thread needs. Shared by all of them.
-pub struct Context {
+pub(crate) struct Context {
     /// The HTTP client (an agent and connection pool per origin).
-    pub clients: super::http::Clients,
+    pub(crate) clients: super::http::Clients,
     /// The current webhooks.
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     /// Redis, for the rare writes to a webhook (410, failure counts).
-    pub redis: Arc<RedisPool>,
+    pub(crate) redis: Arc<RedisPool>,
     /// Seats, per-endpoint limits and parking.
-    pub gate: EndpointGate,
+    pub(crate) gate: EndpointGate,
     /// Per-job order of first attempts.
-    pub lines: Arc<Lines>,
+    pub(crate) lines: Arc<Lines>,
     /// Where retries go.
-    pub scheduler: SchedulerHandle,
+    pub(crate) scheduler: SchedulerHandle,
     /// Process counters.
-    pub counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     /// Cap on `Retry-After`.
-    pub max_retry_after: Duration,
+    pub(crate) max_retry_after: Duration,
     /// Where attempt records go.
-    pub recorder: Recorder,
+    pub(crate) recorder: Recorder,
     /// Durable delivery state.
-    pub durable: Durable,
+    pub(crate) durable: Durable,
     /// Batches the forgetting of delivered ids.
-    pub completer: super::recovery::Completer,
+    pub(crate) completer: super::recovery::Completer,
     /// Final failures in a row that disconnect a webhook.
-    pub disconnect_after: u64,
+    pub(crate) disconnect_after: u64,
     /// Set when the service stops: no new attempt starts, deliveries are handed back.
-    pub draining: crate::app::Shutdown,
+    pub(crate) draining: crate::shutdown::Shutdown,
 }
 
 /// Starts one thread per seat of the gate, named `delivery-{i}`, reading `first_rx` and
 /// `retry_rx` as their seats say; a thread on a retry seat also runs the [`Job`]s of `jobs`
 /// (test attempts) between deliveries.
-pub fn spawn(
+pub(crate) fn spawn(
     ctx: Arc<Context>,
     first_rx: Receiver<Delivery>,
     retry_rx: Receiver<Delivery>,
@@ -245,7 +247,7 @@ fn next_in_line(ctx: &Context, mut turn: Option<Turn>) -> Option<Delivery> {
 /// Starts `delivery-watch`: every 50 ms it lets the gate move attempts that run long to slow
 /// seats, and lets per-job lines whose head did not come back from Redis go on (their next is
 /// queued, or put back in Redis if the queue is full).
-pub fn spawn_watcher(
+pub(crate) fn spawn_watcher(
     ctx: Arc<Context>,
     first_tx: Sender<Delivery>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -427,7 +429,7 @@ fn settle(
 }
 
 /// The history record of one attempt.
-pub fn record(
+pub(crate) fn record(
     webhook: &Webhook,
     delivery: &Delivery,
     outcome: &AttemptOutcome,
@@ -442,7 +444,7 @@ pub fn record(
         event_type: delivery.event_type.clone(),
         attempt_number: delivery.attempts,
         timestamp: crate::time::now_ms(),
-        success: outcome.class == retry::OutcomeClass::Success,
+        success: outcome.class == crate::outcome::OutcomeClass::Success,
         response_status: outcome.status,
         response_body: outcome.response_body.clone(),
         error_message: outcome.error.clone(),
@@ -492,7 +494,7 @@ fn write(
 /// to be offered again `delay` from now, rounded up: a retry, with its attempt count as it
 /// stands, or a hand-back. A first attempt handed back still heads its job's line: what is
 /// behind it waits for it to come back.
-pub fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
+pub(crate) fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
     if delivery.attempts == 0 {
         ctx.lines.away(&delivery, delay);
     }

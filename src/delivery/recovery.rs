@@ -16,7 +16,7 @@ use super::Delivery;
 use super::durable::Durable;
 use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
-use crate::app::Shutdown;
+use crate::shutdown::{Backoff, Outage, Shutdown, spawn_loop};
 use crate::time::now_ms;
 
 /// Deliveries leased per poll.
@@ -28,15 +28,15 @@ const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Retention of dead letters.
 #[derive(Debug, Clone, Copy)]
-pub struct Retention {
+pub(crate) struct Retention {
     /// Most kept.
-    pub max_count: u64,
+    pub(crate) max_count: u64,
     /// Oldest kept.
-    pub max_age: Duration,
+    pub(crate) max_age: Duration,
 }
 
 /// Starts `delivery-poller`.
-pub fn spawn_poller(
+pub(crate) fn spawn_poller(
     durable: Durable,
     lines: std::sync::Arc<Lines>,
     first_tx: Sender<Delivery>,
@@ -44,61 +44,65 @@ pub fn spawn_poller(
     retention: Retention,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("delivery-poller".into())
-        .spawn(move || {
-            // A previous run under the same instance id may have left leases: they are due now.
-            let mut backoff = crate::redis_conn::Backoff::default();
-            while !shutdown.is_set() {
-                match durable.release_all(durable.instance(), now_ms()) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        info!("resuming {n} deliveries this instance held before it stopped");
-                        break;
-                    }
-                    Err(e) => {
-                        if backoff.failures() == 0 {
-                            warn!("{e}; retrying");
-                        }
-                        shutdown.sleep(backoff.next_delay());
-                    }
+    let mut resumed = false;
+    let mut last_trim = Instant::now();
+    let stop = shutdown.clone();
+    spawn_loop(
+        "delivery-poller",
+        shutdown,
+        Backoff::fixed(Duration::from_secs(1)),
+        "durable deliveries are readable again",
+        move || {
+            if !resumed {
+                resume(&durable, &stop);
+                resumed = true;
+                if stop.is_set() {
+                    return Ok(Duration::ZERO);
                 }
             }
-            let mut failing = false;
-            let mut last_trim = Instant::now();
-            while !shutdown.is_set() {
-                let wait = match poll(&durable, &lines, &first_tx, &retry_tx, &shutdown) {
-                    Ok(wait) => {
-                        if failing {
-                            info!("durable deliveries are readable again");
-                            failing = false;
-                        }
-                        wait
-                    }
-                    Err(e) => {
-                        if !failing {
-                            warn!("{e}; retrying");
-                            failing = true;
-                        }
-                        Duration::from_secs(1)
-                    }
-                };
-                if last_trim.elapsed() >= TRIM_EVERY {
-                    last_trim = Instant::now();
-                    match durable.trim_dead_letters(
-                        now_ms(),
-                        retention.max_age.as_millis() as u64,
-                        retention.max_count,
-                        1000,
-                    ) {
-                        Ok(0) => {}
-                        Ok(n) => info!("dropped {n} dead letters past their retention"),
-                        Err(e) => warn!("{e}"),
-                    }
-                }
-                shutdown.sleep(wait);
+            let polled = poll(&durable, &lines, &first_tx, &retry_tx, &stop);
+            if last_trim.elapsed() >= TRIM_EVERY {
+                last_trim = Instant::now();
+                trim(&durable, retention);
             }
-        })
+            polled
+        },
+    )
+}
+
+/// A previous run under the same instance id may have left leases: they are due now. Tries
+/// until it succeeds or the process stops.
+fn resume(durable: &Durable, shutdown: &Shutdown) {
+    let mut backoff = Backoff::default();
+    while !shutdown.is_set() {
+        match durable.release_all(durable.instance(), now_ms()) {
+            Ok(0) => break,
+            Ok(n) => {
+                info!("resuming {n} deliveries this instance held before it stopped");
+                break;
+            }
+            Err(e) => {
+                if backoff.failures() == 0 {
+                    warn!("{e}; retrying");
+                }
+                shutdown.sleep(backoff.next_delay());
+            }
+        }
+    }
+}
+
+/// Drops the dead letters past their retention.
+fn trim(durable: &Durable, retention: Retention) {
+    match durable.trim_dead_letters(
+        now_ms(),
+        retention.max_age.as_millis() as u64,
+        retention.max_count,
+        1000,
+    ) {
+        Ok(0) => {}
+        Ok(n) => info!("dropped {n} dead letters past their retention"),
+        Err(e) => warn!("{e}"),
+    }
 }
 
 /// Leases and queues what is due; returns how long to wait before the next poll.
@@ -140,35 +144,24 @@ fn poll(
 }
 
 /// Starts `delivery-heartbeat`.
-pub fn spawn_heartbeat(
+pub(crate) fn spawn_heartbeat(
     durable: Durable,
     ttl: Duration,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("delivery-heartbeat".into())
-        .spawn(move || {
-            let every = ttl / 4;
-            let mut failing = false;
-            while !shutdown.is_set() {
-                let result = durable
-                    .heartbeat(ttl.as_millis() as u64)
-                    .and_then(|()| take_over(&durable));
-                match result {
-                    Ok(()) if failing => {
-                        info!("instance heartbeat restored");
-                        failing = false;
-                    }
-                    Ok(()) => {}
-                    Err(e) if !failing => {
-                        warn!("{e}; retrying");
-                        failing = true;
-                    }
-                    Err(_) => {}
-                }
-                shutdown.sleep(every);
-            }
-        })
+    let every = ttl / 4;
+    spawn_loop(
+        "delivery-heartbeat",
+        shutdown,
+        Backoff::fixed(every),
+        "instance heartbeat restored",
+        move || {
+            durable
+                .heartbeat(ttl.as_millis() as u64)
+                .and_then(|()| take_over(&durable))
+                .map(|()| every)
+        },
+    )
 }
 
 fn take_over(durable: &Durable) -> Result<(), super::durable::DurableError> {
@@ -190,7 +183,7 @@ fn take_over(durable: &Durable) -> Result<(), super::durable::DurableError> {
 /// (at least once), never lost: they are still leased, and a lease outlives its holder only
 /// until the heartbeat stops.
 #[derive(Debug, Clone)]
-pub struct Completer {
+pub(crate) struct Completer {
     tx: Sender<Settle>,
     /// Deliveries reported and not yet written.
     pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -207,7 +200,11 @@ enum Settle {
 
 impl Completer {
     /// Reports a delivered id; with the completer gone, forgets it directly.
-    pub fn done(&self, durable: &Durable, id: String) -> Result<(), super::durable::DurableError> {
+    pub(crate) fn done(
+        &self,
+        durable: &Durable,
+        id: String,
+    ) -> Result<(), super::durable::DurableError> {
         match self.send(Settle::Done(id)) {
             Some(Settle::Done(id)) => durable.complete(&id),
             _ => Ok(()),
@@ -216,7 +213,7 @@ impl Completer {
 
     /// Puts a leased delivery back as due at `due_ms`; with the completer gone or far behind,
     /// writes it directly. An error means it is in neither place: the caller keeps it.
-    pub fn defer(
+    pub(crate) fn defer(
         &self,
         durable: &Durable,
         delivery: Delivery,
@@ -249,7 +246,7 @@ impl Completer {
     }
 
     /// Waits (up to `limit`) until every reported delivery is written.
-    pub fn flush(&self, limit: Duration) -> bool {
+    pub(crate) fn flush(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while self.pending.load(std::sync::atomic::Ordering::Acquire) > 0 {
             if Instant::now() >= deadline {
@@ -271,7 +268,7 @@ const SETTLE_BATCH: usize = 1024;
 /// Starts `delivery-completer`. While Redis is away, successes wait to be written (they are
 /// retried); deliveries to put back go to `fallback`, the in-memory scheduler, so they are still
 /// made.
-pub fn spawn_completer(
+pub(crate) fn spawn_completer(
     durable: Durable,
     fallback: SchedulerHandle,
     shutdown: Shutdown,
@@ -284,7 +281,7 @@ pub fn spawn_completer(
         .spawn(move || {
             let mut done: Vec<String> = Vec::with_capacity(SETTLE_BATCH);
             let mut due: Vec<(Delivery, u64)> = Vec::new();
-            let mut failing = false;
+            let mut outage = Outage::default();
             loop {
                 if done.is_empty() && due.is_empty() {
                     match rx.recv_timeout(Duration::from_millis(200)) {
@@ -313,21 +310,19 @@ pub fn spawn_completer(
                 match durable.settle_many(&done, &due_refs) {
                     Ok(()) => {
                         written.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
-                        if failing {
+                        if outage.recovered() {
                             info!("settled deliveries are recorded again");
-                            failing = false;
                         }
                         done.clear();
                         due.clear();
                     }
                     Err(e) => {
-                        if !failing {
+                        if outage.failed() {
                             warn!(
                                 "{e}; completions kept to write later: {}; deliveries made from memory instead of put back as due: {}",
                                 done.len(),
                                 due.len()
                             );
-                            failing = true;
                         }
                         let now_ms = now_ms();
                         written.fetch_sub(due.len(), std::sync::atomic::Ordering::AcqRel);

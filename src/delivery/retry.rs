@@ -7,64 +7,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::outcome::OutcomeClass;
 use crate::webhook::model::RetryPolicy;
-
-/// How an attempt ended, by class (the `outcome` label of the metrics, too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutcomeClass {
-    /// 2xx.
-    Success,
-    /// 3xx: a failure, redirects are never followed.
-    Redirect,
-    /// 4xx.
-    ClientError,
-    /// 5xx (and anything outside 200-599).
-    ServerError,
-    /// No complete response within the time limit.
-    Timeout,
-    /// Connection refused, reset or closed, TLS failure.
-    Connect,
-    /// The host name did not resolve.
-    Dns,
-    /// The target address is not allowed (SSRF guard).
-    SsrfBlocked,
-}
-
-impl OutcomeClass {
-    /// The class of an HTTP status.
-    pub fn of_status(status: u16) -> OutcomeClass {
-        match status {
-            200..=299 => OutcomeClass::Success,
-            300..=399 => OutcomeClass::Redirect,
-            400..=499 => OutcomeClass::ClientError,
-            _ => OutcomeClass::ServerError,
-        }
-    }
-
-    /// The metric label: 2xx, 3xx, 4xx, 5xx, timeout, connect, dns, ssrf_blocked.
-    pub fn label(self) -> &'static str {
-        match self {
-            OutcomeClass::Success => "2xx",
-            OutcomeClass::Redirect => "3xx",
-            OutcomeClass::ClientError => "4xx",
-            OutcomeClass::ServerError => "5xx",
-            OutcomeClass::Timeout => "timeout",
-            OutcomeClass::Connect => "connect",
-            OutcomeClass::Dns => "dns",
-            OutcomeClass::SsrfBlocked => "ssrf_blocked",
-        }
-    }
-
-    /// Whether this class says the endpoint is slow or unreachable (the adaptive concurrency
-    /// limit shrinks on these).
-    pub fn is_unreachable(self) -> bool {
-        matches!(self, OutcomeClass::Timeout | OutcomeClass::Connect)
-    }
-}
 
 /// The next step for a delivery.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Delivered.
     Done,
     /// Try again after this delay.
@@ -78,7 +26,7 @@ pub enum Decision {
 /// Decides what follows attempt number `attempt` (1-based) that ended with `class`/`status`.
 ///
 /// `jitter` is a uniform random number in [0, 1).
-pub fn decide(
+pub(crate) fn decide(
     policy: &RetryPolicy,
     attempt: u32,
     class: OutcomeClass,
@@ -106,7 +54,7 @@ pub fn decide(
 }
 
 /// The delay after failed attempt `attempt` (1-based), with ±20% jitter (`jitter` in [0, 1)).
-pub fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(1000) as i32;
     let base = (policy.initial_delay_ms as f64 * policy.backoff_multiplier.powi(exponent))
         .min(policy.max_delay_ms as f64);
@@ -115,7 +63,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 section 10.2.3).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

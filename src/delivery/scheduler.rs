@@ -16,11 +16,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use super::Delivery;
 use super::lines::{Entered, Lines};
 use super::throttle::{Throttle, ThrottleKey};
-use crate::app::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Something to do at a given time.
 #[derive(Debug)]
-pub enum Timed {
+pub(crate) enum Timed {
     /// Make the next attempt of this delivery.
     Retry(Delivery),
     /// End a throttle period for this key.
@@ -34,24 +34,24 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 /// Figures the API reports.
 #[derive(Debug, Default)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     /// Retries waiting.
-    pub retries: AtomicUsize,
+    pub(crate) retries: AtomicUsize,
     /// Due time of the earliest retry, ms since the epoch (0: none).
-    pub next_retry_due_ms: AtomicU64,
+    pub(crate) next_retry_due_ms: AtomicU64,
 }
 
 /// Where timed items go in.
 #[derive(Debug, Clone)]
-pub struct SchedulerHandle {
+pub(crate) struct SchedulerHandle {
     tx: Sender<(Instant, Timed)>,
     /// Shared with the scheduler thread.
-    pub backlog: Arc<Backlog>,
+    pub(crate) backlog: Arc<Backlog>,
 }
 
 impl SchedulerHandle {
     /// Schedules `item` for `at`. Fails only when the scheduler has stopped.
-    pub fn schedule(&self, at: Instant, item: Timed) -> Result<(), Timed> {
+    pub(crate) fn schedule(&self, at: Instant, item: Timed) -> Result<(), Timed> {
         self.tx.send((at, item)).map_err(|e| e.into_inner().1)
     }
 }
@@ -80,7 +80,7 @@ impl<T> Ord for Entry<T> {
 }
 
 /// The scheduler's channel; the receiver goes to [`spawn`].
-pub fn channel() -> (SchedulerHandle, Receiver<(Instant, Timed)>) {
+pub(crate) fn channel() -> (SchedulerHandle, Receiver<(Instant, Timed)>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     (
         SchedulerHandle {
@@ -92,7 +92,7 @@ pub fn channel() -> (SchedulerHandle, Receiver<(Instant, Timed)>) {
 }
 
 /// Starts the `delivery-scheduler` thread.
-pub fn spawn(
+pub(crate) fn spawn(
     rx: Receiver<(Instant, Timed)>,
     backlog: Arc<Backlog>,
     retry_tx: Sender<Delivery>,

@@ -8,90 +8,20 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use ureq::config::Config as UreqConfig;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
-/// An IP network, `addr/prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` lies inside this network (an IPv4-mapped IPv6 address counts as its IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| "not an IP network like 127.0.0.0/8".to_string())?;
-        let addr = canonical(addr);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("prefix length must be 0 to {max}"))?,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
+use crate::net::{Cidr, canonical};
 
 /// Why `ip` is not a public unicast address, or `None` if it is one.
-pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => v4_reason(v4),
         IpAddr::V6(v6) => v6_reason(v6),
@@ -143,11 +73,11 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// A target refused by the guard; carried inside the HTTP client's I/O error.
 #[derive(Debug, Clone)]
-pub struct Blocked {
+pub(crate) struct Blocked {
     /// The address refused.
-    pub addr: IpAddr,
+    pub(crate) addr: IpAddr,
     /// Why.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 impl fmt::Display for Blocked {
@@ -170,29 +100,102 @@ const DNS_CACHE_MAX: usize = 4096;
 /// When a hostname was resolved, and to what.
 type CachedLookup = (Instant, Vec<SocketAddr>);
 
+/// Host names resolved at once, at most: one `delivery-dns` thread each.
+pub(crate) const MAX_LOOKUPS: usize = 32;
+
+/// What a lookup answers.
+type Answer = io::Result<Vec<SocketAddr>>;
+
+/// Host-name lookups in progress, which every clone of the resolver shares.
+///
+/// A lookup (getaddrinfo) has no time limit of its own and cannot be interrupted, so each runs on
+/// a `delivery-dns` thread of its own while the delivery thread waits at most its budget. One
+/// thread per host name, not per request: a name already being resolved gets the same answer.
+/// And not a fixed few threads with a queue: a name whose servers hang would then make every
+/// other name wait behind it. At most [`MAX_LOOKUPS`] run at once; past that a lookup fails at
+/// once (the attempt is retried). The threads end when their lookup does, and the process does
+/// not wait for one at its stop (nothing of a delivery is in one).
+#[derive(Clone, Default)]
+pub(crate) struct Lookups(Arc<Mutex<HashMap<String, Vec<Sender<Answer>>>>>);
+
+impl fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lookups({} in progress)", self.0.lock().len())
+    }
+}
+
+impl Lookups {
+    /// Resolves `query` (`host:port`), waiting until `deadline` at most.
+    fn resolve(&self, query: &str, deadline: Instant) -> Result<Answer, ureq::Error> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        {
+            let mut running = self.0.lock();
+            if let Some(waiting) = running.get_mut(query) {
+                waiting.push(reply);
+            } else if running.len() >= MAX_LOOKUPS {
+                return Err(ureq::Error::Io(io::Error::other(format!(
+                    "dns lookup of {query} not started: {MAX_LOOKUPS} lookups are in progress"
+                ))));
+            } else {
+                let (lookups, owned) = (self.clone(), query.to_string());
+                std::thread::Builder::new()
+                    .name("delivery-dns".into())
+                    .spawn(move || {
+                        let result = owned.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+                        let waiting = lookups.0.lock().remove(&owned).unwrap_or_default();
+                        for reply in waiting {
+                            // The caller may have stopped waiting: then nobody reads it.
+                            let copy = match &result {
+                                Ok(addrs) => Ok(addrs.clone()),
+                                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                            };
+                            let _ = reply.send(copy);
+                        }
+                    })
+                    .map_err(|e| {
+                        ureq::Error::Io(io::Error::other(format!(
+                            "dns lookup of {query} not started: {e}"
+                        )))
+                    })?;
+                running.insert(query.to_string(), vec![reply]);
+            }
+        }
+        answer
+            .recv_deadline(deadline)
+            .map_err(|_| ureq::Error::Timeout(ureq::Timeout::Resolve))
+    }
+}
+
 /// A resolver that refuses non-public addresses unless allowed, and caches lookups briefly so the
-/// hot path does not spawn a lookup thread per request.
+/// hot path rarely waits for a lookup.
 #[derive(Debug, Clone)]
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     allowed: Arc<Vec<Cidr>>,
     /// The service's own API port: its capture URLs on loopback (test receivers, monitor
     /// sessions, which the monitor UI registers as webhooks) are always allowed.
     own_port: Option<u16>,
     cache: Arc<Mutex<HashMap<String, CachedLookup>>>,
+    /// Where cache misses are resolved.
+    lookups: Lookups,
 }
 
 impl GuardedResolver {
     /// A resolver that lets `allowed` networks through.
-    pub fn new(allowed: Vec<Cidr>, own_port: Option<u16>) -> GuardedResolver {
+    pub(crate) fn new(
+        allowed: Vec<Cidr>,
+        own_port: Option<u16>,
+        lookups: Lookups,
+    ) -> GuardedResolver {
         GuardedResolver {
             allowed: Arc::new(allowed),
             own_port,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            lookups,
         }
     }
 
     /// Whether a connection to `ip` is allowed.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
         match forbidden_reason(ip) {
             Some(reason) if !self.allowed.iter().any(|n| n.contains(ip)) => {
                 Err(Blocked { addr: ip, reason })
@@ -213,25 +216,16 @@ impl GuardedResolver {
         {
             return Ok(addrs.clone());
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let query = key.clone();
-        std::thread::Builder::new()
-            .name("dns-lookup".into())
-            .spawn(move || {
-                let result = query.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-                let _ = tx.send(result);
-            })
-            .map_err(ureq::Error::Io)?;
-        let addrs = match rx.recv_timeout(timeout) {
-            Ok(Ok(addrs)) if !addrs.is_empty() => addrs,
-            Ok(Ok(_)) => return Err(ureq::Error::HostNotFound),
-            Ok(Err(e)) => {
+        let deadline = Instant::now() + timeout;
+        let addrs = match self.lookups.resolve(&key, deadline)? {
+            Ok(addrs) if !addrs.is_empty() => addrs,
+            Ok(_) => return Err(ureq::Error::HostNotFound),
+            Err(e) => {
                 return Err(ureq::Error::Io(io::Error::new(
                     io::ErrorKind::NotFound,
                     format!("dns lookup of {host} failed: {e}"),
                 )));
             }
-            Err(_) => return Err(ureq::Error::Timeout(ureq::Timeout::Resolve)),
         };
         let mut cache = self.cache.lock();
         if cache.len() >= DNS_CACHE_MAX {
@@ -245,7 +239,11 @@ impl GuardedResolver {
     }
 
     /// Resolves `uri` to the addresses a connection may use, refusing non-public ones.
-    pub fn vetted(&self, uri: &Uri, timeout: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
+    pub(crate) fn vetted(
+        &self,
+        uri: &Uri,
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>, ureq::Error> {
         let authority = uri
             .authority()
             .ok_or_else(|| ureq::Error::BadUri(format!("{uri} has no host")))?;
@@ -311,7 +309,7 @@ impl Resolver for GuardedResolver {
 }
 
 /// The guard's refusal inside a ureq error, if that is what the error is.
-pub fn blocked_in(error: &ureq::Error) -> Option<&Blocked> {
+pub(crate) fn blocked_in(error: &ureq::Error) -> Option<&Blocked> {
     match error {
         ureq::Error::Io(e) => e.get_ref()?.downcast_ref::<Blocked>(),
         _ => None,
@@ -321,6 +319,78 @@ pub fn blocked_in(error: &ureq::Error) -> Option<&Blocked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lookups() -> Lookups {
+        Lookups::default()
+    }
+
+    #[test]
+    fn a_name_being_resolved_shares_its_lookup() {
+        let lookups = Lookups::default();
+        // A lookup of this name is in progress (as if its thread were still waiting for DNS).
+        lookups
+            .0
+            .lock()
+            .insert("hook.invalid:80".into(), Vec::new());
+        let asking = lookups.clone();
+        let waiter = std::thread::spawn(move || {
+            asking.resolve("hook.invalid:80", Instant::now() + Duration::from_secs(10))
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reply = loop {
+            if let Some(reply) = lookups
+                .0
+                .lock()
+                .get_mut("hook.invalid:80")
+                .and_then(Vec::pop)
+            {
+                break reply;
+            }
+            assert!(Instant::now() < deadline, "the second asker never joined");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let addr = SocketAddr::new(ip("203.0.113.7"), 80);
+        assert!(reply.send(Ok(vec![addr])).is_ok());
+        match waiter.join() {
+            Ok(Ok(Ok(addrs))) => assert_eq!(addrs, vec![addr]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn past_the_cap_a_lookup_fails_at_once() {
+        let lookups = Lookups::default();
+        for i in 0..MAX_LOOKUPS {
+            lookups
+                .0
+                .lock()
+                .insert(format!("slow-{i}.invalid:80"), Vec::new());
+        }
+        let started = Instant::now();
+        let result = lookups.resolve("other.invalid:80", Instant::now() + Duration::from_secs(10));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        match result {
+            Err(ureq::Error::Io(e)) => {
+                assert!(e.to_string().contains("lookups are in progress"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lookup_runs_and_is_forgotten_when_it_ends() {
+        let lookups = Lookups::default();
+        let answer = lookups.resolve("localhost:80", Instant::now() + Duration::from_secs(10));
+        assert!(
+            matches!(answer, Ok(Ok(ref addrs)) if !addrs.is_empty()),
+            "{answer:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !lookups.0.lock().is_empty() {
+            assert!(Instant::now() < deadline, "the lookup stayed in progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
@@ -372,11 +442,12 @@ mod tests {
     #[test]
     fn allowed_networks_let_addresses_through() {
         let guard = GuardedResolver::new(
-            vec!["127.0.0.0/8".parse().unwrap_or(Cidr {
-                addr: ip("0.0.0.0"),
-                prefix: 32,
-            })],
+            vec![match "127.0.0.0/8".parse::<Cidr>() {
+                Ok(cidr) => cidr,
+                Err(e) => panic!("127.0.0.0/8: {e}"),
+            }],
             None,
+            lookups(),
         );
         assert!(guard.check(ip("127.0.0.1")).is_ok());
         assert!(guard.check(ip("::ffff:127.0.0.2")).is_ok());
@@ -388,7 +459,7 @@ mod tests {
     /// sends no packet anywhere.
     #[test]
     fn metadata_url_is_refused_by_the_resolver() {
-        let guard = GuardedResolver::new(vec![], Some(3335));
+        let guard = GuardedResolver::new(vec![], Some(3335), lookups());
         for url in [
             "http://127.0.0.1:3335/webhooks",
             "http://127.0.0.1:3336/test-receivers/abc/webhook",
@@ -410,7 +481,7 @@ mod tests {
 
     #[test]
     fn the_services_own_capture_urls_are_allowed() {
-        let guard = GuardedResolver::new(vec![], Some(3335));
+        let guard = GuardedResolver::new(vec![], Some(3335), lookups());
         for url in [
             "http://127.0.0.1:3335/test-receivers/abc/webhook",
             "http://[::1]:3335/webhook-monitor/session_1",
@@ -423,11 +494,17 @@ mod tests {
         }
     }
 
+    /// A host name is resolved on a `delivery-dns-N` thread, never on one started for it.
     #[test]
-    fn cidrs_parse() {
-        assert!("10.0.0.0/8".parse::<Cidr>().is_ok());
-        assert!("::1".parse::<Cidr>().is_ok());
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("nope".parse::<Cidr>().is_err());
+    fn host_names_resolve_on_the_lookup_threads() {
+        let guard = GuardedResolver::new(vec![], Some(3335), lookups());
+        let uri: Uri = match "http://localhost:3335/test-receivers/abc/webhook".parse() {
+            Ok(u) => u,
+            Err(e) => panic!("{e}"),
+        };
+        match guard.vetted(&uri, Duration::from_secs(5)) {
+            Ok(addrs) => assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}"),
+            Err(e) => panic!("localhost: {e}"),
+        }
     }
 }

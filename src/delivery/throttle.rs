@@ -16,11 +16,11 @@ use parking_lot::Mutex;
 use super::Delivery;
 
 /// Identifies one throttled stream: (webhook id, job id).
-pub type ThrottleKey = (Arc<str>, Arc<str>);
+pub(crate) type ThrottleKey = (Arc<str>, Arc<str>);
 
 /// What to do with an offered delivery.
 #[derive(Debug)]
-pub enum Offer {
+pub(crate) enum Offer {
     /// Send it now, and ask for a flush of this key at the given time.
     SendNow(Delivery, Instant),
     /// Held until the flush; the delivery it replaced, if any, is returned (superseded).
@@ -30,14 +30,14 @@ pub enum Offer {
 /// The throttle state. Every key in the map has a flush scheduled, which sends the held delivery
 /// or removes the key, so the map only holds keys active within the last period.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     period: Duration,
     slots: Mutex<HashMap<ThrottleKey, Option<Delivery>>>,
 }
 
 impl Throttle {
     /// A throttle with this period.
-    pub fn new(period: Duration) -> Throttle {
+    pub(crate) fn new(period: Duration) -> Throttle {
         Throttle {
             period,
             slots: Mutex::new(HashMap::new()),
@@ -45,7 +45,7 @@ impl Throttle {
     }
 
     /// Offers a progress delivery for `key` at `now`.
-    pub fn offer(&self, key: ThrottleKey, delivery: Delivery, now: Instant) -> Offer {
+    pub(crate) fn offer(&self, key: ThrottleKey, delivery: Delivery, now: Instant) -> Offer {
         let mut slots = self.slots.lock();
         match slots.get_mut(&key) {
             Some(held) => Offer::Held(held.replace(delivery)),
@@ -60,7 +60,7 @@ impl Throttle {
     /// flushed again at the time returned), or returns `None` (the key is gone). `send` runs under
     /// the throttle's lock, so a later event of the job, which [`Throttle::cancel`]s first, is
     /// queued after the flushed update, never before it.
-    pub fn flush<R>(
+    pub(crate) fn flush<R>(
         &self,
         key: &ThrottleKey,
         now: Instant,
@@ -82,17 +82,17 @@ impl Throttle {
     /// A later event of the job reached the webhook: drops the update held for `key`, if any,
     /// and returns it (to be forgotten). The key stays until its flush, so the next update still
     /// waits for the period to end.
-    pub fn cancel(&self, key: &ThrottleKey) -> Option<Delivery> {
+    pub(crate) fn cancel(&self, key: &ThrottleKey) -> Option<Delivery> {
         self.slots.lock().get_mut(key).and_then(Option::take)
     }
 
     /// Keys currently throttled.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.lock().len()
     }
 
     /// Whether nothing is throttled.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::json::Object;
 use super::{Event, EventKind};
+use crate::json::Object;
 
 const IDENTITY: [&str; 4] = ["job_id", "worker_id", "machine_id", "workflow_id"];
 

@@ -10,11 +10,11 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::json::Object;
 use super::{Event, EventKind, canonical};
+use crate::json::Object;
 
 /// JavaScript truthiness: everything but `null`, `false`, `0`, `NaN` and `""`.
-pub fn truthy(value: &Value) -> bool {
+pub(crate) fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -28,28 +28,7 @@ pub fn truthy(value: &Value) -> bool {
 pub fn data(event: &Event) -> Object<'_> {
     let f = &event.fields;
     match event.kind {
-        EventKind::JobSubmitted => {
-            let job_type = f
-                .get("service_required")
-                .filter(|v| truthy(v))
-                .or_else(|| f.get("job_type"));
-            let mut data = common(event, job_type);
-            data.insert("job_status", Cow::Owned(Value::from("pending")));
-            let priority = f
-                .get("priority")
-                .filter(|v| truthy(v))
-                .map_or_else(|| Cow::Owned(Value::from(50)), Cow::Borrowed);
-            data.insert("priority", priority);
-            copy(&mut data, f, &["payload", "requirements", "customer_id"]);
-            // The original fell back to its event's timestamp here, which is the envelope's:
-            // the message's, or the time of receipt.
-            let submitted_at = f
-                .get("created_at")
-                .filter(|v| truthy(v))
-                .unwrap_or(&event.timestamp);
-            data.insert("submitted_at", Cow::Borrowed(submitted_at));
-            data
-        }
+        EventKind::JobSubmitted => job_submitted(event),
         EventKind::JobProgress => {
             let mut data = common(event, f.get("job_type"));
             let progress = f
@@ -72,24 +51,7 @@ pub fn data(event: &Event) -> Object<'_> {
             }
             data
         }
-        EventKind::JobFailed => {
-            let mut data = common(event, f.get("job_type"));
-            let error = f
-                .get("error")
-                .filter(|v| truthy(v))
-                .map_or_else(|| Cow::Owned(Value::from("Unknown error")), Cow::Borrowed);
-            data.insert("error", error);
-            // `failed_at || timestamp` of the message itself: the base worker's failures carry
-            // neither, and had no `failed_at` in the original's bodies.
-            let failed_at = f
-                .get("failed_at")
-                .filter(|v| truthy(v))
-                .or_else(|| f.get("timestamp"));
-            if let Some(failed_at) = failed_at {
-                data.insert("failed_at", Cow::Borrowed(failed_at));
-            }
-            data
-        }
+        EventKind::JobFailed => job_failed(event),
         EventKind::WorkflowSubmitted => {
             let mut data = common(event, None);
             // B6: the original kept only the common part.
@@ -146,6 +108,52 @@ pub fn data(event: &Event) -> Object<'_> {
         }
         _ => canonical::data(event),
     }
+}
+
+/// `job_submitted`: the job's type, `pending`, its priority (50 by default) and what it asked for.
+fn job_submitted(event: &Event) -> Object<'_> {
+    let f = &event.fields;
+    let job_type = f
+        .get("service_required")
+        .filter(|v| truthy(v))
+        .or_else(|| f.get("job_type"));
+    let mut data = common(event, job_type);
+    data.insert("job_status", Cow::Owned(Value::from("pending")));
+    let priority = f
+        .get("priority")
+        .filter(|v| truthy(v))
+        .map_or_else(|| Cow::Owned(Value::from(50)), Cow::Borrowed);
+    data.insert("priority", priority);
+    copy(&mut data, f, &["payload", "requirements", "customer_id"]);
+    // The original fell back to its event's timestamp here, which is the envelope's:
+    // the message's, or the time of receipt.
+    let submitted_at = f
+        .get("created_at")
+        .filter(|v| truthy(v))
+        .unwrap_or(&event.timestamp);
+    data.insert("submitted_at", Cow::Borrowed(submitted_at));
+    data
+}
+
+/// `job_failed`: the error (`Unknown error` without one) and when it failed.
+fn job_failed(event: &Event) -> Object<'_> {
+    let f = &event.fields;
+    let mut data = common(event, f.get("job_type"));
+    let error = f
+        .get("error")
+        .filter(|v| truthy(v))
+        .map_or_else(|| Cow::Owned(Value::from("Unknown error")), Cow::Borrowed);
+    data.insert("error", error);
+    // `failed_at || timestamp` of the message itself: the base worker's failures carry
+    // neither, and had no `failed_at` in the original's bodies.
+    let failed_at = f
+        .get("failed_at")
+        .filter(|v| truthy(v))
+        .or_else(|| f.get("timestamp"));
+    if let Some(failed_at) = failed_at {
+        data.insert("failed_at", Cow::Borrowed(failed_at));
+    }
+    data
 }
 
 /// The original's common part: these keys, in this order, each only when truthy.

@@ -5,7 +5,6 @@
 //! (the original's underscore names and shapes). This module knows nothing of webhooks or HTTP.
 
 pub mod canonical;
-pub mod json;
 pub mod legacy;
 pub mod parse;
 
@@ -51,7 +50,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in a fixed order (the index of a kind is `kind as usize`).
-    pub const ALL: [EventKind; 16] = [
+    pub(crate) const ALL: [EventKind; 16] = [
         EventKind::JobSubmitted,
         EventKind::JobAssigned,
         EventKind::JobProgress,
@@ -71,7 +70,7 @@ impl EventKind {
     ];
 
     /// The canonical (dotted) name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             EventKind::JobSubmitted => "job.submitted",
             EventKind::JobAssigned => "job.assigned",
@@ -93,7 +92,7 @@ impl EventKind {
     }
 
     /// The original's underscore name, for the kinds that have one.
-    pub fn legacy_name(self) -> Option<&'static str> {
+    pub(crate) fn legacy_name(self) -> Option<&'static str> {
         Some(match self {
             EventKind::JobSubmitted => "job_submitted",
             EventKind::JobProgress => "update_job_progress",
@@ -110,19 +109,19 @@ impl EventKind {
     }
 
     /// Looks a kind up by its canonical name.
-    pub fn from_name(name: &str) -> Option<EventKind> {
+    pub(crate) fn from_name(name: &str) -> Option<EventKind> {
         EventKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     /// Looks a kind up by its legacy name.
-    pub fn from_legacy_name(name: &str) -> Option<EventKind> {
+    pub(crate) fn from_legacy_name(name: &str) -> Option<EventKind> {
         EventKind::ALL
             .into_iter()
             .find(|k| k.legacy_name() == Some(name))
     }
 
     /// True for the kinds whose subject is a job.
-    pub fn is_job(self) -> bool {
+    pub(crate) fn is_job(self) -> bool {
         self.name().starts_with("job.")
     }
 }
@@ -134,35 +133,35 @@ impl EventKind {
 #[derive(Clone, Debug)]
 pub struct Event {
     /// What happened.
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// The channel the message came from (for metrics and logs).
-    pub source: String,
+    pub(crate) source: String,
     /// The source message's fields.
-    pub fields: Map<String, Value>,
+    pub(crate) fields: Map<String, Value>,
     /// The envelope timestamp: the message's `timestamp`, or the time it was received.
     pub timestamp: Value,
     /// Milliseconds since the epoch for `event_id`: the numeric timestamp, or the receive time.
-    pub timestamp_ms: u64,
+    pub(crate) timestamp_ms: u64,
     /// Hash of the identity that makes two messages "the same event" (CONTRACT section 6).
-    pub identity: [u8; 32],
+    pub(crate) identity: [u8; 32],
     /// For `job.status_changed`: the status the job moved to.
-    pub new_status: Option<String>,
+    pub(crate) new_status: Option<String>,
     /// For `job.status_changed`: the status before, when known.
-    pub old_status: Option<String>,
+    pub(crate) old_status: Option<String>,
     /// The job's type when the message does not carry it but an earlier `job.submitted` did.
-    pub known_job_type: Option<String>,
+    pub(crate) known_job_type: Option<String>,
     /// The job's priority when the message does not carry it but an earlier `job.submitted` did.
-    pub known_priority: Option<Value>,
+    pub(crate) known_priority: Option<Value>,
 }
 
 impl Event {
     /// A string field of the message, when present and non-empty (numbers are printed).
-    pub fn str_field(&self, key: &str) -> Option<String> {
+    pub(crate) fn str_field(&self, key: &str) -> Option<String> {
         id_string(self.fields.get(key)?)
     }
 
     /// The job id, if the event concerns a job.
-    pub fn job_id(&self) -> Option<String> {
+    pub(crate) fn job_id(&self) -> Option<String> {
         self.str_field("job_id").or_else(|| match self.kind {
             EventKind::JobAssigned => self.str_field("current_job_id"),
             _ => None,
@@ -170,12 +169,12 @@ impl Event {
     }
 
     /// The worker id, when present.
-    pub fn worker_id(&self) -> Option<String> {
+    pub(crate) fn worker_id(&self) -> Option<String> {
         self.str_field("worker_id")
     }
 
     /// The machine id: top level, else `machine_config.machine_id`.
-    pub fn machine_id(&self) -> Option<String> {
+    pub(crate) fn machine_id(&self) -> Option<String> {
         self.str_field("machine_id").or_else(|| {
             self.fields
                 .get("machine_config")
@@ -186,7 +185,7 @@ impl Event {
 
     /// The job type: `service_required`, `job_type` or `service_type`, else what an earlier
     /// `job.submitted` for the same job said.
-    pub fn job_type(&self) -> Option<String> {
+    pub(crate) fn job_type(&self) -> Option<String> {
         ["service_required", "job_type", "service_type"]
             .iter()
             .find_map(|k| self.str_field(k))
@@ -195,7 +194,7 @@ impl Event {
 
     /// The job priority (JavaScript `priority || 50` for submissions), else what an earlier
     /// `job.submitted` said.
-    pub fn priority(&self) -> Option<Value> {
+    pub(crate) fn priority(&self) -> Option<Value> {
         match self.fields.get("priority") {
             Some(v) if legacy::truthy(v) => Some(v.clone()),
             _ if self.kind == EventKind::JobSubmitted => Some(Value::from(50)),
@@ -205,7 +204,7 @@ impl Event {
 }
 
 /// The text of an id-like value: a non-empty string, or a number.
-pub fn id_string(value: &Value) -> Option<String> {
+pub(crate) fn id_string(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -214,7 +213,7 @@ pub fn id_string(value: &Value) -> Option<String> {
 }
 
 /// Hashes the parts of an identity, unambiguously (each part is length-prefixed).
-pub fn identity_hash(parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn identity_hash(parts: &[&[u8]]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update((part.len() as u64).to_le_bytes());
@@ -226,7 +225,7 @@ pub fn identity_hash(parts: &[&[u8]]) -> [u8; 32] {
 /// The stable `event_id` one webhook sees for one event: `wh_<ms>_<9 base36 chars>`, the suffix
 /// derived from the webhook id and the event identity, so every attempt and every redelivery of the
 /// same event to the same webhook carries the same id (CONTRACT section 6).
-pub fn event_id(webhook_id: &str, event: &Event) -> String {
+pub(crate) fn event_id(webhook_id: &str, event: &Event) -> String {
     let digest = identity_hash(&[
         webhook_id.as_bytes(),
         &event.identity,

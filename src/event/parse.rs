@@ -8,10 +8,11 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{Event, EventKind, id_string, identity_hash, json};
+use super::{Event, EventKind, id_string, identity_hash};
+use crate::json;
 
 /// Channels read with SUBSCRIBE.
-pub const CHANNELS: [&str; 14] = [
+pub(crate) const CHANNELS: [&str; 14] = [
     "job_submitted",
     "update_job_progress",
     "complete_job",
@@ -29,7 +30,7 @@ pub const CHANNELS: [&str; 14] = [
 ];
 
 /// Channel patterns read with PSUBSCRIBE (their messages arrive as `pmessage`).
-pub const PATTERNS: [&str; 1] = ["machine:status:*"];
+pub(crate) const PATTERNS: [&str; 1] = ["machine:status:*"];
 
 /// Prefix of the machine status channels matched by [`PATTERNS`].
 const MACHINE_STATUS_PREFIX: &str = "machine:status:";
@@ -43,24 +44,24 @@ pub struct Parsed {
     /// The events, in the order they happened.
     pub events: Vec<Event>,
     /// The job lifecycle step this message reports, if any.
-    pub status: Option<StatusHint>,
+    pub(crate) status: Option<StatusHint>,
 }
 
 /// A job moved to a new status; the job tracker knows the previous one.
 #[derive(Debug, Clone)]
-pub struct StatusHint {
+pub(crate) struct StatusHint {
     /// The job.
-    pub job_id: String,
+    pub(crate) job_id: String,
     /// Its new status: pending, assigned, in_progress, completed, failed or cancelled.
-    pub new_status: &'static str,
+    pub(crate) new_status: &'static str,
     /// The worker, when the message names one.
-    pub worker_id: Option<Value>,
+    pub(crate) worker_id: Option<Value>,
     /// The job type, when the message names one (submissions do).
-    pub job_type: Option<String>,
+    pub(crate) job_type: Option<String>,
     /// The priority, when the message has one (submissions do).
-    pub priority: Option<Value>,
+    pub(crate) priority: Option<Value>,
     /// The message that reported the step, for the derived event's identity and timestamp.
-    pub source: Event,
+    pub(crate) source: Event,
 }
 
 /// Why a message could not be turned into events.
@@ -85,7 +86,7 @@ pub enum ParseError {
 
 impl ParseError {
     /// A short, stable name for the kind of problem (for counting and log-once).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ParseError::NotJson(_) => "not_json",
             ParseError::NotObject => "not_object",

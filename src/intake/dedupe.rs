@@ -13,7 +13,7 @@ const MAX_ENTRIES: usize = 500_000;
 
 /// Identities seen within the window.
 #[derive(Debug)]
-pub struct Dedupe {
+pub(crate) struct Dedupe {
     window: Duration,
     seen: HashSet<u128, BuildHasherDefault<PrefixHasher>>,
     order: VecDeque<(Instant, u128)>,
@@ -21,7 +21,7 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// Remembers identities for `window` (zero turns suppression off).
-    pub fn new(window: Duration) -> Dedupe {
+    pub(crate) fn new(window: Duration) -> Dedupe {
         Dedupe {
             window,
             seen: HashSet::default(),
@@ -30,7 +30,7 @@ impl Dedupe {
     }
 
     /// Records `identity` at `now`; false if it was already seen within the window.
-    pub fn first_time(&mut self, identity: &[u8; 32], now: Instant) -> bool {
+    pub(crate) fn first_time(&mut self, identity: &[u8; 32], now: Instant) -> bool {
         if self.window.is_zero() {
             return true;
         }
@@ -55,7 +55,7 @@ impl Dedupe {
     /// (a stream entry left pending) and must not be taken for a duplicate of itself then. Its
     /// old place in the arrival order stays, so it may expire early: the Redis claim still
     /// catches a duplicate from another instance.
-    pub fn forget(&mut self, identity: &[u8; 32]) {
+    pub(crate) fn forget(&mut self, identity: &[u8; 32]) {
         let mut key = [0u8; 16];
         key.copy_from_slice(&identity[..16]);
         self.seen.remove(&u128::from_le_bytes(key));

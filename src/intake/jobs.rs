@@ -19,7 +19,7 @@ struct Job {
 
 /// Recent jobs, bounded.
 #[derive(Debug, Default)]
-pub struct JobTracker {
+pub(crate) struct JobTracker {
     /// Keyed by job id; the same id is shared with `order` (one allocation per job).
     jobs: HashMap<Arc<str>, Job>,
     order: VecDeque<Arc<str>>,
@@ -28,7 +28,7 @@ pub struct JobTracker {
 impl JobTracker {
     /// Records a lifecycle step; returns the previous status if it differs from `new_status`
     /// (`Some(None)`: changed, previous unknown), or `None` if the status did not change.
-    pub fn transition(
+    pub(crate) fn transition(
         &mut self,
         job_id: &str,
         new_status: &'static str,
@@ -49,7 +49,7 @@ impl JobTracker {
     }
 
     /// Whether the job's last known status is terminal (completed, failed or cancelled).
-    pub fn finished(&self, job_id: &str) -> bool {
+    pub(crate) fn finished(&self, job_id: &str) -> bool {
         self.jobs
             .get(job_id)
             .and_then(|j| j.status)
@@ -57,7 +57,7 @@ impl JobTracker {
     }
 
     /// The type and priority a submission gave this job.
-    pub fn known(&self, job_id: &str) -> (Option<String>, Option<Value>) {
+    pub(crate) fn known(&self, job_id: &str) -> (Option<String>, Option<Value>) {
         self.jobs
             .get(job_id)
             .map(|j| (j.job_type.clone(), j.priority.clone()))

@@ -6,12 +6,12 @@
 //! published after its job's terminal event is stale: it is skipped, so no receiver sees a
 //! finished job move back to "in progress" (issue #11).
 
-pub mod dedupe;
-pub mod jobs;
-pub mod pubsub;
-pub mod share;
-pub mod stage;
-pub mod stream;
+pub(crate) mod dedupe;
+pub(crate) mod jobs;
+pub(crate) mod pubsub;
+pub(crate) mod share;
+pub(crate) mod stage;
+pub(crate) mod stream;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use dedupe::Dedupe;
 use jobs::JobTracker;
 
 /// The per-message pipeline shared by every intake thread.
-pub struct Intake {
+pub(crate) struct Intake {
     dispatcher: Arc<Dispatcher>,
     counters: Arc<Counters>,
     state: Mutex<State>,
@@ -46,7 +46,7 @@ struct State {
 
 impl Intake {
     /// A pipeline dispatching through `dispatcher`.
-    pub fn new(
+    pub(crate) fn new(
         dispatcher: Arc<Dispatcher>,
         counters: Arc<Counters>,
         dedupe_window: Duration,
@@ -68,7 +68,13 @@ impl Intake {
     /// channel, or the pattern for pattern subscriptions). Returns true when nothing of it can be
     /// lost any more: its deliveries are recorded in Redis, or it has none (a stream entry may be
     /// acknowledged then).
-    pub fn process(&self, source: &str, channel: &str, payload: &[u8], replayable: bool) -> bool {
+    pub(crate) fn process(
+        &self,
+        source: &str,
+        channel: &str,
+        payload: &[u8],
+        replayable: bool,
+    ) -> bool {
         bump(&self.counters.events_received);
         let now_ms = crate::time::now_ms();
         let parsed = match parse(channel, payload, now_ms) {
@@ -138,7 +144,7 @@ impl Intake {
     }
 
     /// Counts a stream entry without `channel` and `message`.
-    pub fn malformed_entry(&self, source: &str, id: &str) {
+    pub(crate) fn malformed_entry(&self, source: &str, id: &str) {
         bump(&self.counters.events_received);
         self.counters.malformed(source);
         let first = self

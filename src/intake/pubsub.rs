@@ -12,11 +12,12 @@ use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
 use super::Intake;
-use crate::app::Shutdown;
 use crate::event::parse::{CHANNELS, PATTERNS};
 use crate::keys;
 use crate::monitor::Counters;
-use crate::redis_conn::{Backoff, RedisPool};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
+use crate::shutdown::{Backoff, Outage};
 use crate::webhook::registry::Registry;
 
 /// How long one read waits before checking for shutdown.
@@ -25,7 +26,7 @@ const READ_TIMEOUT: Duration = Duration::from_millis(500);
 const PING_AFTER: Duration = Duration::from_secs(10);
 
 /// Starts the subscriber thread.
-pub fn spawn(
+pub(crate) fn spawn(
     redis: Arc<RedisPool>,
     registry: Arc<Registry>,
     intake: Arc<Intake>,
@@ -37,6 +38,7 @@ pub fn spawn(
         .name("intake-pubsub".into())
         .spawn(move || {
             let mut backoff = Backoff::default();
+            let mut outage = Outage::default();
             let mut was_connected = false;
             while !shutdown.is_set() {
                 // Match nothing against an empty registry: load it before the first event.
@@ -51,16 +53,18 @@ pub fn spawn(
                         &registry_notify,
                         &counters,
                         &shutdown,
-                        &mut backoff,
+                        (&mut backoff, &mut outage),
                     )
                 });
                 counters.redis_connected.store(false, Ordering::Relaxed);
                 if shutdown.is_set() {
                     break;
                 }
+                // The subscription ended, with or without an error: the outage starts here.
+                let first_failure = outage.failed();
                 let delay = backoff.next_delay();
                 match result {
-                    Err(e) if backoff.failures() == 1 => {
+                    Err(e) if first_failure => {
                         if was_connected {
                             warn!("lost the Redis subscription: {e}; reconnecting with backoff");
                         } else {
@@ -85,7 +89,7 @@ fn subscribe_and_read(
     registry_notify: &Sender<()>,
     counters: &Counters,
     shutdown: &Shutdown,
-    backoff: &mut Backoff,
+    (backoff, outage): (&mut Backoff, &mut Outage),
 ) -> redis::RedisResult<()> {
     let mut dedicated = redis.dedicated(READ_TIMEOUT)?;
     let generation = dedicated.generation();
@@ -98,7 +102,7 @@ fn subscribe_and_read(
         for pattern in PATTERNS {
             pubsub.psubscribe(pattern)?;
         }
-        if backoff.failures() > 0 {
+        if outage.recovered() {
             info!("subscribed to Redis again");
         } else {
             info!(

@@ -25,14 +25,14 @@ use crate::event::Event;
 /// on a loaded machine to get to its events (at 500 ms, instances on a 2-core machine at load 10
 /// took up to a third of each other's share); it is also how late an event is when its owner
 /// has died and its heartbeat has not expired yet.
-pub const GRACE: Duration = Duration::from_secs(2);
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
 /// How often the live instances are re-read.
 const REFRESH: Duration = Duration::from_secs(1);
 
 /// Which events this instance claims first. Read by the subscriber, refreshed by the record
 /// stage.
 #[derive(Debug, Default)]
-pub struct Share {
+pub(crate) struct Share {
     state: Mutex<State>,
 }
 
@@ -49,7 +49,7 @@ struct State {
 
 impl Share {
     /// Names this instance; with `claims` off every event is its own.
-    pub fn start(&self, me: &str, claims: bool) {
+    pub(crate) fn start(&self, me: &str, claims: bool) {
         let mut state = self.state.lock();
         state.me = Arc::from(me);
         state.claims = claims;
@@ -57,7 +57,7 @@ impl Share {
 
     /// Re-reads the live instances when a second has passed (keeps the last list if Redis is
     /// away: a stale list only changes who claims first).
-    pub fn refresh(&self, durable: &Durable) {
+    pub(crate) fn refresh(&self, durable: &Durable) {
         {
             let mut state = self.state.lock();
             if state.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
@@ -85,7 +85,7 @@ impl Share {
     }
 
     /// Whether this instance claims `event` first.
-    pub fn owns(&self, event: &Event) -> bool {
+    pub(crate) fn owns(&self, event: &Event) -> bool {
         let (me, others) = {
             let state = self.state.lock();
             if !state.claims || state.others.is_empty() {

@@ -25,16 +25,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error};
 
 use super::share::{GRACE, Share};
-use crate::app::Shutdown;
 use crate::delivery::dispatcher::{Dispatcher, Prepared};
-use crate::delivery::durable;
 use crate::event::Event;
 use crate::monitor::bump;
+use crate::shutdown::Shutdown;
 
 /// Events waiting for the stage before the subscriber waits.
 const CAPACITY: usize = 1024;
 /// Deliveries waiting for the stage before the subscriber waits.
-pub const MAX_WAITING_DELIVERIES: usize = 16_384;
+pub(crate) const MAX_WAITING_DELIVERIES: usize = 16_384;
 /// Most events recorded in one round trip.
 const BATCH: usize = 256;
 /// Deliveries after which a batch is closed (a batch holds at least one event).
@@ -47,7 +46,7 @@ const MAX_DEFERRED: usize = 20_000;
 
 /// What the subscriber hands over.
 #[derive(Debug)]
-pub enum Staged {
+pub(crate) enum Staged {
     /// An event this instance owns, with its deliveries built.
     Ready(Event, Prepared),
     /// An event another instance owns: built and recorded here only if its owner has not
@@ -57,7 +56,7 @@ pub enum Staged {
 
 /// The subscriber's end.
 #[derive(Debug, Clone)]
-pub struct StageSender {
+pub(crate) struct StageSender {
     tx: Sender<Staged>,
     waiting: Waiting,
     share: Arc<Share>,
@@ -66,12 +65,12 @@ pub struct StageSender {
 impl StageSender {
     /// Whether this instance claims `event` first (else hand it over with [`StageSender::defer`],
     /// unbuilt).
-    pub fn owns(&self, event: &Event) -> bool {
+    pub(crate) fn owns(&self, event: &Event) -> bool {
         self.share.owns(event)
     }
 
     /// Hands an event over (waits while the stage is full: backpressure on the subscriber).
-    pub fn send(&self, event: Event, prepared: Prepared) {
+    pub(crate) fn send(&self, event: Event, prepared: Prepared) {
         let started = Instant::now();
         while self.waiting.deliveries.load(Ordering::Acquire) >= MAX_WAITING_DELIVERIES
             && started.elapsed() < MAX_WAIT
@@ -82,7 +81,7 @@ impl StageSender {
     }
 
     /// Hands over an event another instance owns.
-    pub fn defer(&self, event: Event) {
+    pub(crate) fn defer(&self, event: Event) {
         self.hand_over(Staged::Deferred(event));
     }
 
@@ -95,18 +94,6 @@ impl StageSender {
             self.waiting.deliveries.fetch_sub(n, Ordering::AcqRel);
             error!("the record stage has stopped; a pub/sub event is dropped");
         }
-    }
-
-    /// Waits (up to `limit`) until every event handed over is queued.
-    pub fn drain(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.waiting.events.load(Ordering::Acquire) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
     }
 }
 
@@ -122,7 +109,7 @@ impl Staged {
 
 /// What waits for the stage, shared by the subscriber's end and the stage.
 #[derive(Debug, Clone, Default)]
-pub struct Waiting {
+pub(crate) struct Waiting {
     /// Events handed over and not yet queued for delivery (or found claimed elsewhere).
     events: Arc<AtomicUsize>,
     /// Their deliveries built so far.
@@ -132,7 +119,7 @@ pub struct Waiting {
 }
 
 /// The stage's channel.
-pub fn channel() -> (StageSender, Receiver<Staged>, Waiting) {
+pub(crate) fn channel() -> (StageSender, Receiver<Staged>, Waiting) {
     let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
     let waiting = Waiting::default();
     (
@@ -147,7 +134,7 @@ pub fn channel() -> (StageSender, Receiver<Staged>, Waiting) {
 }
 
 /// Starts `intake-record`.
-pub fn spawn(
+pub(crate) fn spawn(
     rx: Receiver<Staged>,
     waiting: Waiting,
     dispatcher: Arc<Dispatcher>,
@@ -250,7 +237,10 @@ impl Stage {
             return;
         }
         batch.events += due.len();
-        let keys: Vec<String> = due.iter().map(|e| durable::claim(&e.identity)).collect();
+        let keys: Vec<String> = due
+            .iter()
+            .map(|e| crate::keys::claim(&e.identity))
+            .collect();
         // Redis away: build them all; recording decides (or they go on from memory).
         let claimed = dispatcher.durable.claimed(&keys).unwrap_or_else(|e| {
             debug!("{e}; taking on other instances' events unchecked");

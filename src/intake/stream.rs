@@ -24,8 +24,9 @@ use redis::streams::{
 };
 
 use super::Intake;
-use crate::app::Shutdown;
-use crate::redis_conn::{Backoff, RedisPool};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
+use crate::shutdown::{Backoff, Outage};
 use crate::webhook::registry::Registry;
 
 /// Entries read per call.
@@ -43,7 +44,7 @@ const DEAD_EVERY: Duration = Duration::from_secs(2);
 const DEAD_CLAIM_IDLE_MS: u64 = 1_000;
 
 /// Starts the stream reader.
-pub fn spawn(
+pub(crate) fn spawn(
     redis: Arc<RedisPool>,
     registry: Arc<Registry>,
     intake: Arc<Intake>,
@@ -62,17 +63,18 @@ pub fn spawn(
                 intake,
             };
             let mut backoff = Backoff::default();
+            let mut outage = Outage::default();
             while !shutdown.is_set() {
                 let result = match registry.is_loaded() {
                     true => Ok(()),
                     false => registry.reload(&redis),
                 }
-                .and_then(|()| reader.run(&redis, &shutdown, &mut backoff));
+                .and_then(|()| reader.run(&redis, &shutdown, &mut backoff, &mut outage));
                 if shutdown.is_set() {
                     break;
                 }
                 match result {
-                    Err(e) if backoff.failures() == 0 => {
+                    Err(e) if outage.failed() => {
                         warn!(
                             "cannot read stream {}: {e}; retrying with backoff",
                             reader.stream
@@ -100,10 +102,17 @@ impl Reader {
         redis: &RedisPool,
         shutdown: &Shutdown,
         backoff: &mut Backoff,
+        outage: &mut Outage,
     ) -> redis::RedisResult<()> {
         let mut dedicated = redis.dedicated(Duration::from_millis(BLOCK_MS as u64 + 5_000))?;
         let generation = dedicated.generation();
-        let result = self.read_all(redis, generation, &mut dedicated.conn, shutdown, backoff);
+        let result = self.read_all(
+            redis,
+            generation,
+            &mut dedicated.conn,
+            shutdown,
+            (backoff, outage),
+        );
         if let Err(e) = &result {
             redis.failed(e, generation);
         }
@@ -117,10 +126,10 @@ impl Reader {
         generation: u64,
         conn: &mut redis::Connection,
         shutdown: &Shutdown,
-        backoff: &mut Backoff,
+        (backoff, outage): (&mut Backoff, &mut Outage),
     ) -> redis::RedisResult<()> {
         self.ensure_group(conn)?;
-        if backoff.failures() > 0 {
+        if outage.recovered() {
             info!("reading stream {} again", self.stream);
         } else {
             info!(

@@ -20,10 +20,11 @@ use redis::Commands;
 use serde_json::{Map, Value, json};
 
 use super::{Counters, bump};
-use crate::app::Shutdown;
-use crate::event::json::ObjectWriter;
+use crate::json::ObjectWriter;
 use crate::keys;
-use crate::redis_conn::{Backoff, RedisPool};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
+use crate::shutdown::{Backoff, Outage};
 
 /// Most records waiting for the recorder.
 const QUEUE: usize = 65_536;
@@ -65,7 +66,7 @@ return 1
 
 /// How a delivery stands after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Final {
+pub(crate) enum Final {
     /// More attempts may follow.
     Pending,
     /// Delivered.
@@ -76,45 +77,45 @@ pub enum Final {
 
 /// One attempt, as recorded.
 #[derive(Debug, Clone)]
-pub struct AttemptRecord {
+pub(crate) struct AttemptRecord {
     /// The webhook.
-    pub webhook_id: Arc<str>,
+    pub(crate) webhook_id: Arc<str>,
     /// Its URL at the time.
-    pub url: String,
+    pub(crate) url: String,
     /// The event.
-    pub event_id: String,
+    pub(crate) event_id: String,
     /// The name it was delivered under.
-    pub event_type: Arc<str>,
+    pub(crate) event_type: Arc<str>,
     /// 1-based.
-    pub attempt_number: u32,
+    pub(crate) attempt_number: u32,
     /// When the attempt ended (ms since the epoch).
-    pub timestamp: u64,
+    pub(crate) timestamp: u64,
     /// 2xx?
-    pub success: bool,
+    pub(crate) success: bool,
     /// The HTTP status, when a response came.
-    pub response_status: Option<u16>,
+    pub(crate) response_status: Option<u16>,
     /// The start of the response body (already truncated).
-    pub response_body: String,
+    pub(crate) response_body: String,
     /// What went wrong.
-    pub error_message: Option<String>,
+    pub(crate) error_message: Option<String>,
     /// When the next attempt is due, if one is.
-    pub next_retry_at: Option<u64>,
+    pub(crate) next_retry_at: Option<u64>,
     /// Duration of the attempt, when a response came.
-    pub response_time_ms: Option<f64>,
+    pub(crate) response_time_ms: Option<f64>,
     /// Outcome class label.
-    pub outcome: &'static str,
+    pub(crate) outcome: &'static str,
     /// Where the delivery stands.
-    pub state: Final,
+    pub(crate) state: Final,
     /// The body that was sent.
-    pub payload: Arc<[u8]>,
+    pub(crate) payload: Arc<[u8]>,
     /// True for `POST /webhooks/:id/test` deliveries.
-    pub test: bool,
+    pub(crate) test: bool,
 }
 
 impl AttemptRecord {
     /// The `webhooks:attempts:<id>` entry (the original's `WebhookDeliveryAttempt`, plus
     /// `response_time_ms` and `outcome`).
-    pub fn attempt_text(&self) -> Vec<u8> {
+    pub(crate) fn attempt_text(&self) -> Vec<u8> {
         let mut w = ObjectWriter::new(256 + self.response_body.len());
         let id = format!("{}_{}", self.event_id, self.attempt_number);
         w.str("id", &id)
@@ -141,7 +142,7 @@ impl AttemptRecord {
     /// The `webhooks:delivery_log` entry (the original's shape, plus `response_time_ms`,
     /// `outcome` and the `payload` the monitor UI shows). The body is JSON this service wrote,
     /// so it is copied in rather than parsed and written again.
-    pub fn log_text(&self) -> Vec<u8> {
+    pub(crate) fn log_text(&self) -> Vec<u8> {
         let logged = self.payload.len() <= MAX_LOGGED_PAYLOAD;
         let payload = if logged { self.payload.len() } else { 0 };
         let mut w = ObjectWriter::new(384 + self.response_body.len() + payload);
@@ -178,7 +179,7 @@ impl AttemptRecord {
 
 /// Where delivery threads send records.
 #[derive(Debug, Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     tx: Sender<AttemptRecord>,
     counters: Arc<Counters>,
 }
@@ -186,7 +187,7 @@ pub struct Recorder {
 impl Recorder {
     /// Queues a record; when the recorder is far behind the record is counted as dropped (the
     /// delivery itself is unaffected).
-    pub fn record(&self, record: AttemptRecord) {
+    pub(crate) fn record(&self, record: AttemptRecord) {
         // An unbounded (list) channel with a length check, not a bounded (array) one: an array
         // channel allocates and touches every slot up front, megabytes of idle memory.
         if self.tx.len() >= QUEUE || self.tx.send(record).is_err() {
@@ -196,13 +197,13 @@ impl Recorder {
 }
 
 /// The recorder's channel.
-pub fn channel(counters: Arc<Counters>) -> (Recorder, Receiver<AttemptRecord>) {
+pub(crate) fn channel(counters: Arc<Counters>) -> (Recorder, Receiver<AttemptRecord>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     (Recorder { tx, counters }, rx)
 }
 
 /// Starts the `monitor-recorder` thread.
-pub fn spawn(
+pub(crate) fn spawn(
     rx: Receiver<AttemptRecord>,
     redis: Arc<RedisPool>,
     counters: Arc<Counters>,
@@ -212,6 +213,7 @@ pub fn spawn(
         .name("monitor-recorder".into())
         .spawn(move || {
             let mut backoff = Backoff::default();
+            let mut outage = Outage::default();
             let mut batch: Vec<AttemptRecord> = Vec::with_capacity(BATCH);
             loop {
                 if batch.is_empty() {
@@ -228,14 +230,14 @@ pub fn spawn(
                 batch.extend(rx.try_iter().take(BATCH - batch.len()));
                 match write(&redis, &batch) {
                     Ok(()) => {
-                        if backoff.failures() > 0 {
+                        if outage.recovered() {
                             info!("delivery history is being recorded again");
                         }
                         backoff.reset();
                         batch.clear();
                     }
                     Err(e) => {
-                        if backoff.failures() == 0 {
+                        if outage.failed() {
                             warn!("cannot record delivery history: {e}; retrying with backoff");
                         }
                         // Keep what we have, up to a bound, while Redis is away.
@@ -352,19 +354,23 @@ fn write(redis: &RedisPool, batch: &[AttemptRecord]) -> redis::RedisResult<()> {
 }
 
 /// The newest `limit` attempts of a webhook, newest first.
-pub fn attempts(redis: &RedisPool, id: &str, limit: usize) -> redis::RedisResult<Vec<Value>> {
+pub(crate) fn attempts(
+    redis: &RedisPool,
+    id: &str,
+    limit: usize,
+) -> redis::RedisResult<Vec<Value>> {
     let raw: Vec<String> =
         redis.with(|conn| conn.lrange(keys::attempts(id), 0, limit as isize - 1))?;
     Ok(parse_all(raw))
 }
 
 /// Number of attempts kept for a webhook.
-pub fn attempts_len(redis: &RedisPool, id: &str) -> redis::RedisResult<usize> {
+pub(crate) fn attempts_len(redis: &RedisPool, id: &str) -> redis::RedisResult<usize> {
     redis.with(|conn| conn.llen(keys::attempts(id)))
 }
 
 /// The newest `limit` delivery log entries, newest first.
-pub fn recent(redis: &RedisPool, limit: usize) -> redis::RedisResult<Vec<Value>> {
+pub(crate) fn recent(redis: &RedisPool, limit: usize) -> redis::RedisResult<Vec<Value>> {
     let raw: Vec<String> =
         redis.with(|conn| conn.lrange(keys::DELIVERY_LOG, 0, limit as isize - 1))?;
     Ok(parse_all(raw))
@@ -389,7 +395,7 @@ const STAT_FIELDS: [&str; 6] = [
 /// A webhook's stats, every field of the contract present (zeros where nothing happened yet).
 /// The p95 is computed now from the newest response times, so it includes every attempt
 /// recorded so far.
-pub fn stats(redis: &RedisPool, id: &str) -> redis::RedisResult<Map<String, Value>> {
+pub(crate) fn stats(redis: &RedisPool, id: &str) -> redis::RedisResult<Map<String, Value>> {
     let (raw, times): (HashMap<String, String>, Vec<f64>) = redis.with(|conn| {
         redis::pipe()
             .hgetall(keys::stats(id))
@@ -400,7 +406,7 @@ pub fn stats(redis: &RedisPool, id: &str) -> redis::RedisResult<Map<String, Valu
 }
 
 /// Stats of many webhooks in one round trip, without the p95.
-pub fn stats_many(
+pub(crate) fn stats_many(
     redis: &RedisPool,
     ids: &[String],
 ) -> redis::RedisResult<Vec<Map<String, Value>>> {
@@ -464,7 +470,10 @@ fn stats_object(raw: &HashMap<String, String>, p95_ms: Option<f64>) -> Map<Strin
 }
 
 /// A summary of attempts in the delivery log since `since_ms`: (total, succeeded, failed).
-pub fn log_counts_since(redis: &RedisPool, since_ms: u64) -> redis::RedisResult<(u64, u64, u64)> {
+pub(crate) fn log_counts_since(
+    redis: &RedisPool,
+    since_ms: u64,
+) -> redis::RedisResult<(u64, u64, u64)> {
     let entries = recent(redis, keys::LOG_KEPT as usize)?;
     let mut counts = (0, 0, 0);
     for entry in entries

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Counters, FIGURES, Gauges, Kind, OUTCOMES, Unit};
+use super::{Counters, FIGURES, Gauges, Kind, Unit};
+use crate::outcome::OutcomeClass;
 
 /// Upper bounds of the duration buckets, in seconds.
-pub const BUCKETS: [f64; 14] = [
+pub(crate) const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Most webhooks with a series of their own.
-pub const MAX_WEBHOOK_SERIES: usize = 200;
+pub(crate) const MAX_WEBHOOK_SERIES: usize = 200;
 
 #[derive(Debug, Clone, Default)]
 struct Series {
@@ -30,13 +31,13 @@ struct Series {
 
 /// Attempt durations per webhook.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     series: Mutex<HashMap<Arc<str>, Series>>,
 }
 
 impl Histogram {
     /// Records one attempt of `webhook` that took `seconds`.
-    pub fn observe(&self, webhook: &Arc<str>, seconds: f64) {
+    pub(crate) fn observe(&self, webhook: &Arc<str>, seconds: f64) {
         let mut series = self.series.lock();
         let key = if series.contains_key(webhook) || series.len() < MAX_WEBHOOK_SERIES {
             webhook.clone()
@@ -75,7 +76,7 @@ fn escape(value: &str) -> String {
 
 /// The exposition text: the labelled families, then every figure of [`FIGURES`]. Every family
 /// has its `# HELP` and `# TYPE` lines even before its first sample.
-pub fn render(counters: &Counters, histogram: &Histogram, gauges: &Gauges) -> String {
+pub(crate) fn render(counters: &Counters, histogram: &Histogram, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(8192);
     family(
         &mut out,
@@ -110,7 +111,7 @@ pub fn render(counters: &Counters, histogram: &Histogram, gauges: &Gauges) -> St
         "Delivery attempts, by outcome class.",
         Kind::Counter,
     );
-    for class in OUTCOMES {
+    for class in OutcomeClass::ALL {
         let _ = writeln!(
             out,
             "webhook_deliveries_total{{outcome=\"{}\"}} {}",
@@ -175,7 +176,7 @@ fn render_histogram(out: &mut String, histogram: &Histogram) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::retry::OutcomeClass;
+    use crate::outcome::OutcomeClass;
 
     #[test]
     fn exposition_has_every_family_and_bounded_series() {

@@ -7,88 +7,76 @@
 //! its Prometheus family and its help text: a new counter is a field of [`Counters`] and a row
 //! there (and a line in the README's Metrics section, which a test checks).
 
-pub mod history;
-pub mod metrics;
+pub(crate) mod history;
+pub(crate) mod metrics;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
-use crate::delivery::retry::OutcomeClass;
-
-/// The outcome classes, in label order.
-pub const OUTCOMES: [OutcomeClass; 8] = [
-    OutcomeClass::Success,
-    OutcomeClass::Redirect,
-    OutcomeClass::ClientError,
-    OutcomeClass::ServerError,
-    OutcomeClass::Timeout,
-    OutcomeClass::Connect,
-    OutcomeClass::Dns,
-    OutcomeClass::SsrfBlocked,
-];
+use crate::outcome::OutcomeClass;
 
 /// Counters of the whole process.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Messages received from Redis (event channels only).
-    pub events_received: AtomicU64,
+    pub(crate) events_received: AtomicU64,
     /// Messages that parsed into at least one event.
-    pub events_processed: AtomicU64,
+    pub(crate) events_processed: AtomicU64,
     /// Events that reached no webhook, were duplicates, or describe nothing deliverable.
-    pub events_skipped: AtomicU64,
+    pub(crate) events_skipped: AtomicU64,
     /// Messages that could not be parsed.
-    pub events_malformed: AtomicU64,
+    pub(crate) events_malformed: AtomicU64,
     /// Events whose handling failed inside the service.
-    pub events_failed: AtomicU64,
+    pub(crate) events_failed: AtomicU64,
     /// Events suppressed as duplicates.
-    pub events_duplicate: AtomicU64,
+    pub(crate) events_duplicate: AtomicU64,
     /// Events another instance claimed first.
-    pub events_claimed_elsewhere: AtomicU64,
+    pub(crate) events_claimed_elsewhere: AtomicU64,
     /// Events whose deliveries could not be recorded in Redis (delivered from memory).
-    pub events_unrecorded: AtomicU64,
+    pub(crate) events_unrecorded: AtomicU64,
     /// Deliveries that waited in Redis because the in-memory queue or parking space was full.
-    pub deliveries_spilled: AtomicU64,
+    pub(crate) deliveries_spilled: AtomicU64,
     /// Deliveries created (one per event and webhook).
-    pub deliveries_created: AtomicU64,
+    pub(crate) deliveries_created: AtomicU64,
     /// Progress deliveries superseded by a later one within the throttle period.
-    pub deliveries_throttled: AtomicU64,
+    pub(crate) deliveries_throttled: AtomicU64,
     /// Deliveries that succeeded.
-    pub deliveries_succeeded: AtomicU64,
+    pub(crate) deliveries_succeeded: AtomicU64,
     /// Deliveries that used up their attempts.
-    pub deliveries_failed: AtomicU64,
+    pub(crate) deliveries_failed: AtomicU64,
     /// Deliveries dropped because their webhook was deleted or deactivated.
-    pub deliveries_dropped: AtomicU64,
+    pub(crate) deliveries_dropped: AtomicU64,
     /// History records not written because the recorder was too far behind.
-    pub records_dropped: AtomicU64,
-    /// Attempts by outcome class (index as in [`OUTCOMES`]).
+    pub(crate) records_dropped: AtomicU64,
+    /// Attempts by outcome class (index as in [`OutcomeClass::ALL`]).
     attempts: [AtomicU64; 8],
     /// Sum of attempt durations, in microseconds.
-    pub attempt_micros: AtomicU64,
+    pub(crate) attempt_micros: AtomicU64,
     /// Whether the intake subscriber is connected to Redis.
-    pub redis_connected: AtomicBool,
+    pub(crate) redis_connected: AtomicBool,
     /// Malformed messages per source.
     malformed_by_source: Mutex<BTreeMap<String, u64>>,
     /// Events received per (type, source).
     /// Events by source, then type (looked up by `&str`: no allocation per event).
     events_by_source: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     /// Attempt durations per webhook.
-    pub durations: metrics::Histogram,
+    pub(crate) durations: metrics::Histogram,
 }
 
 impl Counters {
     /// Counts one attempt.
-    pub fn attempt(&self, class: OutcomeClass, micros: u64) {
-        if let Some(i) = OUTCOMES.iter().position(|c| *c == class) {
+    pub(crate) fn attempt(&self, class: OutcomeClass, micros: u64) {
+        if let Some(i) = OutcomeClass::ALL.iter().position(|c| *c == class) {
             self.attempts[i].fetch_add(1, Relaxed);
         }
         self.attempt_micros.fetch_add(micros, Relaxed);
     }
 
     /// Attempts of one class so far.
-    pub fn attempts(&self, class: OutcomeClass) -> u64 {
-        OUTCOMES
+    pub(crate) fn attempts(&self, class: OutcomeClass) -> u64 {
+        OutcomeClass::ALL
             .iter()
             .position(|c| *c == class)
             .map(|i| self.attempts[i].load(Relaxed))
@@ -96,7 +84,7 @@ impl Counters {
     }
 
     /// Counts a malformed message from `source`.
-    pub fn malformed(&self, source: &str) {
+    pub(crate) fn malformed(&self, source: &str) {
         self.events_malformed.fetch_add(1, Relaxed);
         *self
             .malformed_by_source
@@ -106,12 +94,12 @@ impl Counters {
     }
 
     /// Malformed messages per source so far.
-    pub fn malformed_by_source(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn malformed_by_source(&self) -> BTreeMap<String, u64> {
         self.malformed_by_source.lock().clone()
     }
 
     /// Counts one event of `kind` from `source`.
-    pub fn event(&self, kind: &'static str, source: &str) {
+    pub(crate) fn event(&self, kind: &'static str, source: &str) {
         let mut sources = self.events_by_source.lock();
         let kinds = match sources.get_mut(source) {
             Some(kinds) => kinds,
@@ -121,7 +109,7 @@ impl Counters {
     }
 
     /// Events per (type, source) so far.
-    pub fn events_by_type(&self) -> BTreeMap<(&'static str, String), u64> {
+    pub(crate) fn events_by_type(&self) -> BTreeMap<(&'static str, String), u64> {
         let sources = self.events_by_source.lock();
         sources
             .iter()
@@ -136,35 +124,35 @@ impl Counters {
 
 /// Figures of delivery that are read when shown, not counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Queue {
+pub(crate) struct Queue {
     /// Deliveries waiting for a delivery thread (queued, or parked behind a busy webhook).
-    pub depth: u64,
+    pub(crate) depth: u64,
     /// Attempts in flight.
-    pub in_flight: u64,
+    pub(crate) in_flight: u64,
     /// Deliveries waiting for their time: in `webhooks:due`, or in memory while Redis is away.
-    pub retry_backlog: u64,
+    pub(crate) retry_backlog: u64,
     /// How long the earliest of them has waited past its time (0 if none is late).
-    pub oldest_pending_age_ms: u64,
+    pub(crate) oldest_pending_age_ms: u64,
     /// Dead letters kept.
-    pub dead_letters: u64,
+    pub(crate) dead_letters: u64,
 }
 
 /// Gauges: what is true at the moment of reading.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Delivery's figures.
-    pub queue: Queue,
+    pub(crate) queue: Queue,
     /// Webhooks loaded.
-    pub webhooks: u64,
+    pub(crate) webhooks: u64,
     /// Webhooks currently disconnected.
-    pub disconnected_webhooks: u64,
+    pub(crate) disconnected_webhooks: u64,
     /// Whether the intake subscriber is connected to Redis.
-    pub redis_connected: bool,
+    pub(crate) redis_connected: bool,
 }
 
 /// Where `/health` shows a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
+pub(crate) enum Group {
     /// `events`: what intake did with messages.
     Events,
     /// `deliveries`: what became of deliveries.
@@ -176,8 +164,9 @@ pub enum Group {
 }
 
 impl Group {
-    /// The `/health` object of the group.
-    pub fn key(self) -> &'static str {
+    /// The `/health` object of the group (the tests check the table against it).
+    #[cfg(test)]
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Group::Events => "events",
             Group::Deliveries => "deliveries",
@@ -189,7 +178,7 @@ impl Group {
 
 /// How a figure behaves over time, as Prometheus types it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Only grows.
     Counter,
     /// Goes up and down.
@@ -198,7 +187,7 @@ pub enum Kind {
 
 /// The unit of a figure's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// A number of things.
     Count,
     /// Milliseconds in `/health`; seconds, the base unit, in `/metrics`.
@@ -207,26 +196,26 @@ pub enum Unit {
 
 /// One figure: where `/health` shows it, the `/metrics` family it is, and how to read it.
 #[derive(Debug, Clone, Copy)]
-pub struct Figure {
+pub(crate) struct Figure {
     /// The `/health` object it is in.
-    pub group: Group,
+    pub(crate) group: Group,
     /// Its name in that object.
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// Its Prometheus family.
-    pub metric: &'static str,
+    pub(crate) metric: &'static str,
     /// The family's help text.
-    pub help: &'static str,
+    pub(crate) help: &'static str,
     /// Counter or gauge.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Its unit.
-    pub unit: Unit,
+    pub(crate) unit: Unit,
     /// Reads it.
-    pub read: Read,
+    pub(crate) read: Read,
 }
 
 /// Every counter and gauge, in the order `/health` and `/metrics` show them.
 #[rustfmt::skip] // One row per figure reads as a table.
-pub const FIGURES: &[Figure] = &[
+pub(crate) const FIGURES: &[Figure] = &[
     count(Group::Events, "received", "webhook_events_received_total",
         "Messages received from Redis (event channels only).",
         |c, _| get(&c.events_received)),
@@ -299,7 +288,7 @@ pub const FIGURES: &[Figure] = &[
 ];
 
 /// How a figure is read.
-pub type Read = fn(&Counters, &Gauges) -> u64;
+pub(crate) type Read = fn(&Counters, &Gauges) -> u64;
 
 const fn count(
     group: Group,
@@ -339,12 +328,12 @@ const fn gauge(
 }
 
 /// Reads a counter.
-pub fn get(counter: &AtomicU64) -> u64 {
+pub(crate) fn get(counter: &AtomicU64) -> u64 {
     counter.load(Relaxed)
 }
 
 /// Adds one to a counter.
-pub fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 

@@ -1,6 +1,6 @@
 //! Redis connections: every connection of every thread is made here, so TLS, ACL credentials and
 //! Sentinel failover are handled once. A small pool serves commands; subscribers and stream
-//! readers take dedicated connections from the same place; reconnect loops share [`Backoff`].
+//! readers take dedicated connections from the same place; reconnect loops share [`crate::shutdown::Backoff`].
 //!
 //! # Failover
 //!
@@ -14,8 +14,7 @@
 //! with an empty script cache is no trouble.
 
 mod sentinel;
-pub mod status;
-pub mod target;
+pub(crate) mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +23,10 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use parking_lot::Mutex;
 
-pub use status::RedisStatus;
-pub use target::{RedisOptions, Target, TargetError};
+use crate::config::target::{Target, TargetError};
+pub(crate) use status::RedisStatus;
 
-use crate::app::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Time allowed to connect to Redis (TCP, TLS handshake and AUTH).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -74,15 +73,15 @@ impl std::fmt::Debug for RedisPool {
 }
 
 /// A dedicated connection (a subscriber, a stream reader) and the node generation it belongs to.
-pub struct Dedicated {
+pub(crate) struct Dedicated {
     /// The connection.
-    pub conn: redis::Connection,
+    pub(crate) conn: redis::Connection,
     generation: u64,
 }
 
 impl Dedicated {
     /// The generation of the node it was made to (see [`RedisPool::is_current`]).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 }
@@ -113,17 +112,12 @@ impl RedisPool {
     }
 
     /// What `/health` and `/metrics` show about Redis.
-    pub fn status(&self) -> &RedisStatus {
+    pub(crate) fn status(&self) -> &RedisStatus {
         &self.status
     }
 
-    /// How Redis is reached.
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Runs `work` on a pooled connection.
-    pub fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
@@ -158,21 +152,21 @@ impl RedisPool {
     }
 
     /// A connection of its own, with replies awaited for `read` (a subscriber, a stream reader).
-    pub fn dedicated(&self, read: Duration) -> redis::RedisResult<Dedicated> {
+    pub(crate) fn dedicated(&self, read: Duration) -> redis::RedisResult<Dedicated> {
         let (conn, generation) = self.open(read)?;
         Ok(Dedicated { conn, generation })
     }
 
     /// Whether a connection of `generation` still talks to the current node (false after a
     /// failover).
-    pub fn is_current(&self, generation: u64) -> bool {
+    pub(crate) fn is_current(&self, generation: u64) -> bool {
         generation == self.status.generation()
     }
 
     /// Reports an error met on a connection of generation `generation`. One that says the node
     /// is gone or is no longer master drops the idle connections and, with Sentinel, makes the
     /// next connection look the master up again.
-    pub fn failed(&self, error: &redis::RedisError, generation: u64) {
+    pub(crate) fn failed(&self, error: &redis::RedisError, generation: u64) {
         if !node_error(error) {
             return;
         }
@@ -184,7 +178,7 @@ impl RedisPool {
 
     /// A reconnect loop's wait: up to `delay`, less if the process stops or the master moves
     /// (then there is somewhere to reconnect to now).
-    pub fn sleep(&self, shutdown: &Shutdown, delay: Duration) {
+    pub(crate) fn sleep(&self, shutdown: &Shutdown, delay: Duration) {
         let generation = self.status.generation();
         let deadline = Instant::now() + delay;
         while !shutdown.is_set() && self.status.generation() == generation {
@@ -199,7 +193,7 @@ impl RedisPool {
     /// Checks at start-up that Redis accepts this service: a certificate or credentials it
     /// refuses are a configuration error, named by its setting; an unreachable Redis is not
     /// (it is retried with backoff).
-    pub fn check(&self) -> Result<(), TargetError> {
+    pub(crate) fn check(&self) -> Result<(), TargetError> {
         match self.open(COMMAND_TIMEOUT) {
             Ok(_) => Ok(()),
             Err(e) => match refusal(&e, &self.target) {
@@ -365,42 +359,4 @@ fn tls_error(error: &redis::RedisError) -> Option<rustls::Error> {
     }
     let io = inner.downcast_ref::<std::io::Error>()?;
     io.get_ref()?.downcast_ref::<rustls::Error>().cloned()
-}
-
-/// Exponential backoff with jitter for reconnect loops: 100 ms doubling to 10 s.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    failures: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(100),
-            failures: 0,
-        }
-    }
-}
-
-impl Backoff {
-    const MAX: Duration = Duration::from_secs(10);
-
-    /// The wait before the next try (with ±25% jitter), growing each call.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        base.mul_f64(0.75 + 0.5 * crate::rand::unit())
-    }
-
-    /// Failures since the last success.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    /// Back to the shortest wait, after a success.
-    pub fn reset(&mut self) {
-        *self = Backoff::default();
-    }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use log::debug;
 use parking_lot::Mutex;
 
-use super::target::Sentinels;
 use super::{CONNECT_TIMEOUT, Target};
+use crate::config::target::Sentinels;
 
 /// Time allowed for a sentinel's or a candidate master's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);

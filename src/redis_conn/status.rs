@@ -9,28 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-/// How Redis is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// One server named by the URL.
-    Standalone,
-    /// The master of a set named to Sentinel.
-    Sentinel,
-}
-
-impl Mode {
-    /// The name shown in `/health` and `/metrics`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Standalone => "standalone",
-            Mode::Sentinel => "sentinel",
-        }
-    }
-}
+use crate::config::target::Mode;
 
 /// Redis as this process sees it. Shared through the pool.
 #[derive(Debug)]
-pub struct RedisStatus {
+pub(crate) struct RedisStatus {
     mode: Mode,
     tls: bool,
     /// The Sentinel master name (empty when standalone).
@@ -59,23 +42,13 @@ impl RedisStatus {
         }
     }
 
-    /// Standalone or Sentinel.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// Whether connections use TLS.
-    pub fn tls(&self) -> bool {
-        self.tls
-    }
-
     /// `host:port` of the node commands go to.
-    pub fn node(&self) -> String {
+    pub(crate) fn node(&self) -> String {
         self.node.lock().clone()
     }
 
     /// Master changes seen since start.
-    pub fn failovers(&self) -> u64 {
+    pub(crate) fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
     }
 
@@ -103,7 +76,7 @@ impl RedisStatus {
     }
 
     /// The `redis` object of `/health`, with `connected` as the intake sees it.
-    pub fn health_json(&self, connected: bool) -> Value {
+    pub(crate) fn health_json(&self, connected: bool) -> Value {
         let last = self.last_failover_ms.load(Ordering::Relaxed);
         let mut value = json!({
             "connected": connected,
@@ -122,7 +95,7 @@ impl RedisStatus {
 
     /// Prometheus lines: `webhook_redis_info` (labels: mode, node, tls) and
     /// `webhook_redis_failovers_total`.
-    pub fn prometheus(&self) -> String {
+    pub(crate) fn prometheus(&self) -> String {
         let mut out = String::with_capacity(512);
         let node = self.node().replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(

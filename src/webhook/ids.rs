@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// `n` random base-36 characters.
-pub fn random_base36(n: usize) -> String {
+pub(crate) fn random_base36(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     if getrandom::fill(&mut bytes).is_err() {
         // No OS randomness: ids need uniqueness, not secrecy.
@@ -22,12 +22,12 @@ pub fn random_base36(n: usize) -> String {
 }
 
 /// A new webhook id, `wh_<ms>_<9 base36>`.
-pub fn webhook_id(now_ms: u64) -> String {
+pub(crate) fn webhook_id(now_ms: u64) -> String {
     format!("wh_{now_ms}_{}", random_base36(9))
 }
 
 /// A new signing secret: `whsec_` and 24 random bytes in standard base64 (Standard Webhooks).
-pub fn secret() -> Result<String, getrandom::Error> {
+pub(crate) fn secret() -> Result<String, getrandom::Error> {
     let mut key = [0u8; 24];
     getrandom::fill(&mut key)?;
     Ok(format!("whsec_{}", STANDARD.encode(key)))

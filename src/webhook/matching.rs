@@ -14,7 +14,7 @@ use super::model::{Filters, Subscription, Webhook};
 
 /// Which `data` a delivery carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     /// Canonical data (dotted names).
     Canonical,
     /// The original's data for the legacy name.
@@ -48,14 +48,14 @@ struct Route {
 #[derive(Debug)]
 pub struct Match<'a> {
     /// The webhook.
-    pub webhook: &'a Arc<Webhook>,
+    pub(crate) webhook: &'a Arc<Webhook>,
     /// The `event_type` it receives.
-    pub event_type: &'a Arc<str>,
+    pub(crate) event_type: &'a Arc<str>,
     /// The shape of `data` it receives.
-    pub form: Form,
+    pub(crate) form: Form,
     /// The webhook is disconnected and not yet due for a probe: keep the delivery as a dead
     /// letter (recoverable) rather than send it.
-    pub held: bool,
+    pub(crate) held: bool,
 }
 
 impl Snapshot {
@@ -84,12 +84,12 @@ impl Snapshot {
     }
 
     /// Every webhook, in registry order.
-    pub fn webhooks(&self) -> &[Arc<Webhook>] {
+    pub(crate) fn webhooks(&self) -> &[Arc<Webhook>] {
         &self.webhooks
     }
 
     /// The webhook with this id.
-    pub fn get(&self, id: &str) -> Option<&Arc<Webhook>> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Webhook>> {
         self.by_id.get(id).map(|i| &self.webhooks[*i])
     }
 
@@ -134,7 +134,7 @@ impl Snapshot {
     /// Whether a webhook takes deliveries at all right now: active, and not disconnected, or
     /// disconnected long enough ago that deliveries are tried again (half-open; a success
     /// reconnects it, a failure starts the quiet period again).
-    pub fn receives(&self, webhook: &Webhook, now_ms: u64) -> bool {
+    pub(crate) fn receives(&self, webhook: &Webhook, now_ms: u64) -> bool {
         if !webhook.active {
             return false;
         }

@@ -5,5 +5,5 @@
 pub mod ids;
 pub mod matching;
 pub mod model;
-pub mod registry;
-pub mod store;
+pub(crate) mod registry;
+pub(crate) mod store;

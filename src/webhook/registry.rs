@@ -21,16 +21,17 @@ use serde_json::Value;
 
 use super::matching::Snapshot;
 use super::model::{EventNames, Webhook};
-use crate::app::Shutdown;
 use crate::keys;
-use crate::redis_conn::{Backoff, RedisPool};
+use crate::redis_conn::RedisPool;
+use crate::shutdown::Shutdown;
+use crate::shutdown::{Backoff, Outage};
 
 /// A stored webhook's text and what it validated to (`None`: invalid).
 type Known = (String, Option<Arc<Webhook>>);
 
 /// The current snapshot, and what it was built from.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     current: RwLock<Arc<Snapshot>>,
     /// What the snapshot was built from, and which read it came from.
     loaded: Mutex<Loaded>,
@@ -57,7 +58,7 @@ const REFRESH_FOR_EVERY_MS: u64 = 500;
 
 impl Registry {
     /// An empty registry; disconnected webhooks are tried again after `half_open_after_ms`.
-    pub fn new(half_open_after_ms: u64) -> Registry {
+    pub(crate) fn new(half_open_after_ms: u64) -> Registry {
         Registry {
             current: RwLock::new(Arc::new(Snapshot::new(Vec::new(), half_open_after_ms))),
             loaded: Mutex::new(Loaded::default()),
@@ -68,12 +69,12 @@ impl Registry {
     }
 
     /// The current webhooks.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().clone()
     }
 
     /// Whether the registry has been read from Redis at least once.
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         self.reloaded_ms.load(Ordering::Acquire) != 0
     }
 
@@ -81,7 +82,7 @@ impl Registry {
     /// returns `Ok`, the snapshot is at least as new as the hash was when it was called: a read
     /// that started later and finished first is kept rather than replaced by this one's older
     /// view (what it missed was written after it started, and its writer reads again).
-    pub fn reload(&self, redis: &RedisPool) -> redis::RedisResult<()> {
+    pub(crate) fn reload(&self, redis: &RedisPool) -> redis::RedisResult<()> {
         let read = self.next_read.fetch_add(1, Ordering::AcqRel) + 1;
         let started_ms = crate::time::now_ms().max(1);
         let stored: HashMap<String, String> = redis.with(|conn| conn.hgetall(keys::REGISTRY))?;
@@ -129,7 +130,7 @@ impl Registry {
     /// API answers: an event published once the answer is out is matched against the change
     /// (read-your-writes). Other instances follow through `webhooks:changed`. If Redis fails
     /// now, the change reaches this instance with the next periodic reload.
-    pub fn reload_after_write(&self, redis: &RedisPool, id: &str) {
+    pub(crate) fn reload_after_write(&self, redis: &RedisPool, id: &str) {
         if let Err(e) = self.reload(redis) {
             warn!(
                 "webhook {id} is changed in {} but this instance could not read it back ({e}); it follows within the refresh period",
@@ -143,7 +144,7 @@ impl Registry {
     /// or the registry not read yet at start-up). The registry is read again unless the copy is
     /// from after `existed_ms`, and at most every 500 ms otherwise. An error means it cannot
     /// tell.
-    pub fn refresh_for(
+    pub(crate) fn refresh_for(
         &self,
         redis: &RedisPool,
         id: &str,
@@ -201,7 +202,7 @@ fn validate(id: &str, text: &str) -> Option<Arc<Webhook>> {
 }
 
 /// Starts the `webhook-registry` thread: reloads every `period`, and at once on a notification.
-pub fn spawn_refresher(
+pub(crate) fn spawn_refresher(
     registry: Arc<Registry>,
     redis: Arc<RedisPool>,
     notify: Receiver<()>,
@@ -212,17 +213,18 @@ pub fn spawn_refresher(
         .name("webhook-registry".into())
         .spawn(move || {
             let mut backoff = Backoff::default();
+            let mut outage = Outage::default();
             while !shutdown.is_set() {
                 let wait = match registry.reload(&redis) {
                     Ok(()) => {
-                        if backoff.failures() > 0 {
+                        if outage.recovered() {
                             info!("webhook registry is readable again");
                         }
                         backoff.reset();
                         period
                     }
                     Err(e) => {
-                        if backoff.failures() == 0 {
+                        if outage.failed() {
                             warn!("cannot read {}: {e}; retrying with backoff", keys::REGISTRY);
                         }
                         backoff.next_delay()

@@ -12,6 +12,7 @@ use log::warn;
 use redis::Commands;
 use serde_json::{Map, Value};
 
+use super::model::{self, EventNames, ValidationError, Webhook};
 use crate::keys;
 use crate::redis_conn::RedisPool;
 use crate::time::now_ms;
@@ -21,7 +22,7 @@ const MAX_TRIES: usize = 10;
 
 /// A failed webhook write.
 #[derive(Debug)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// Redis failed.
     Redis(redis::RedisError),
     /// The stored value is not a JSON object.
@@ -57,7 +58,7 @@ impl From<redis::RedisError> for StoreError {
 
 /// What an [`update`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Updated {
+pub(crate) enum Updated {
     /// There is no webhook with that id.
     Missing,
     /// The change asked for no write.
@@ -68,7 +69,7 @@ pub enum Updated {
 
 /// Applies `change` to the stored webhook `id` atomically. `change` returns `Ok(false)` to write
 /// nothing, or an error of its own, which is returned as it is and writes nothing.
-pub fn update<E>(
+pub(crate) fn update<E>(
     redis: &RedisPool,
     id: &str,
     change: impl Fn(&mut Map<String, Value>) -> Result<bool, E>,
@@ -134,8 +135,56 @@ fn apply(
     .map(|_| ())
 }
 
+/// A client's update of webhook `id` at `now`: its writable fields of `input` over the stored
+/// ones, validated as a whole (an invalid result writes nothing and is returned).
+pub(crate) fn update_fields(
+    redis: &RedisPool,
+    id: &str,
+    input: &Map<String, Value>,
+    now: u64,
+) -> Result<Result<Updated, ValidationError>, StoreError> {
+    update(redis, id, |stored| -> Result<bool, ValidationError> {
+        model::merge_writable(stored, input, now)?;
+        Webhook::from_json(id, &Value::Object(stored.clone()), EventNames::Strict)?;
+        Ok(true)
+    })
+}
+
+/// Clears `disconnected` and the failure count of webhook `id`.
+pub(crate) fn reconnect(redis: &RedisPool, id: &str) -> Result<Updated, StoreError> {
+    infallible(update(redis, id, |w| {
+        model::fields::reconnect(w, now_ms());
+        Ok(true)
+    }))
+}
+
+/// Rotates the secret of webhook `id` to `new_secret` at `now`; the old one keeps signing for
+/// `grace_ms`.
+pub(crate) fn rotate_secret(
+    redis: &RedisPool,
+    id: &str,
+    new_secret: &str,
+    grace_ms: u64,
+    now: u64,
+) -> Result<Updated, StoreError> {
+    infallible(update(redis, id, |w| {
+        model::fields::rotate(w, new_secret, grace_ms, now);
+        Ok(true)
+    }))
+}
+
+/// The outcome of an [`update`] whose change cannot fail.
+fn infallible(
+    result: Result<Result<Updated, std::convert::Infallible>, StoreError>,
+) -> Result<Updated, StoreError> {
+    match result? {
+        Ok(updated) => Ok(updated),
+        Err(never) => match never {},
+    }
+}
+
 /// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).
-pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
+pub(crate) fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     apply(redis, id, |w| {
         w.insert("active".into(), Value::Bool(false));
         w.insert("disabled_reason".into(), Value::from("gone"));
@@ -145,7 +194,7 @@ pub fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
 }
 
 /// A delivery used up its attempts: count it, and disconnect a non-static webhook at the threshold.
-pub fn record_final_failure(
+pub(crate) fn record_final_failure(
     redis: &RedisPool,
     id: &str,
     is_static: bool,
@@ -174,7 +223,7 @@ pub fn record_final_failure(
 }
 
 /// A delivery succeeded: reset the failure count and reconnect.
-pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
+pub(crate) fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     apply(redis, id, |w| {
         let failures = w
             .get("consecutive_failures")
@@ -197,7 +246,7 @@ pub fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
 }
 
 /// Reads one stored webhook as JSON (`None`: no such id).
-pub fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, StoreError> {
+pub(crate) fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, StoreError> {
     let raw: Option<String> = redis.with(|conn| conn.hget(keys::REGISTRY, id))?;
     match raw {
         None => Ok(None),
@@ -212,7 +261,7 @@ pub fn get(redis: &RedisPool, id: &str) -> Result<Option<Map<String, Value>>, St
 }
 
 /// Every stored webhook that parses as a JSON object, newest `created_at` first.
-pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
+pub(crate) fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
     let all: std::collections::HashMap<String, String> =
         redis.with(|conn| conn.hgetall(keys::REGISTRY))?;
     let mut webhooks: Vec<Map<String, Value>> = all
@@ -237,7 +286,7 @@ pub fn list(redis: &RedisPool) -> Result<Vec<Map<String, Value>>, StoreError> {
 /// Adds the commands that store a webhook as the original does: its JSON in the registry hash,
 /// its id in or out of the active set.
 fn store_into(pipe: &mut redis::Pipeline, id: &str, webhook: &Map<String, Value>) {
-    let text = String::from_utf8_lossy(&crate::event::json::object_to_vec(webhook)).into_owned();
+    let text = String::from_utf8_lossy(&crate::json::object_to_vec(webhook)).into_owned();
     pipe.hset(keys::REGISTRY, id, text).ignore();
     if webhook
         .get("active")
@@ -251,7 +300,11 @@ fn store_into(pipe: &mut redis::Pipeline, id: &str, webhook: &Map<String, Value>
 }
 
 /// Stores a new webhook (and zeroed stats, as the original does) and announces it.
-pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Result<(), StoreError> {
+pub(crate) fn insert(
+    redis: &RedisPool,
+    id: &str,
+    webhook: &Map<String, Value>,
+) -> Result<(), StoreError> {
     redis.with(|conn| {
         let mut pipe = redis::pipe();
         store_into(pipe.atomic(), id, webhook);
@@ -270,7 +323,7 @@ pub fn insert(redis: &RedisPool, id: &str, webhook: &Map<String, Value>) -> Resu
 }
 
 /// Deletes a webhook with its stats and history; false if there was none.
-pub fn delete(redis: &RedisPool, id: &str) -> Result<bool, StoreError> {
+pub(crate) fn delete(redis: &RedisPool, id: &str) -> Result<bool, StoreError> {
     let removed: (i64,) = redis.with(|conn| {
         redis::pipe()
             .atomic()

@@ -237,9 +237,10 @@ fn a_sentinel_failover_loses_no_stream_event_and_pubsub_resumes() {
 /// the event's deliveries stay leased to it and are never queued.
 #[test]
 fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
+    use webhook_service::config::target::{RedisOptions, Target};
     use webhook_service::delivery::Delivery;
-    use webhook_service::delivery::durable::{self, Durable};
-    use webhook_service::redis_conn::{RedisOptions, RedisPool, Target};
+    use webhook_service::delivery::durable::Durable;
+    use webhook_service::redis_conn::RedisPool;
 
     let redis = crate::support::redis::RedisServer::start();
     let pool = |url: &str| {
@@ -259,7 +260,7 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
         job: None,
         sequence: None,
     };
-    let claim = durable::claim(&[7; 32]);
+    let claim = webhook_service::keys::claim(&[7; 32]);
     let deliveries = [delivery];
     let first = here.record(&claim, 60_000, &deliveries);
     assert!(matches!(first, Ok(Some(_))), "{first:?}");

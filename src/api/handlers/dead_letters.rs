@@ -9,10 +9,9 @@ use super::super::reply::Reply;
 use super::super::request::Query;
 use super::super::state::Shared;
 use super::limit;
-use crate::delivery::durable::DurableError;
 use crate::keys;
 
-fn failed(what: &str, e: &DurableError) -> Reply {
+fn failed(what: &str, e: &impl std::fmt::Display) -> Reply {
     error!("could not {what}: {e}");
     Reply::unavailable()
 }

@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 use crate::api::reply::Reply;
 use crate::api::state::Shared;
 use crate::monitor::metrics::render;
-use crate::monitor::{FIGURES, Gauges, Group, OUTCOMES, get};
+use crate::monitor::{FIGURES, Gauges, Group, get};
+use crate::outcome::OutcomeClass;
 
 /// The gauges as they are now.
 fn gauges(shared: &Shared) -> Gauges {
@@ -65,7 +66,7 @@ pub(crate) fn health(shared: &Shared) -> Reply {
     let mut events = group(shared, &gauges, Group::Events);
     events.insert("malformed_by_source".into(), json!(c.malformed_by_source()));
     let mut deliveries = group(shared, &gauges, Group::Deliveries);
-    let attempts: Map<String, Value> = OUTCOMES
+    let attempts: Map<String, Value> = OutcomeClass::ALL
         .iter()
         .map(|o| (o.label().to_string(), Value::from(c.attempts(*o))))
         .collect();

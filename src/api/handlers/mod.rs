@@ -3,13 +3,13 @@
 //! maps a [`Route`] to its handler; it is exhaustive, so a route without a handler does not
 //! compile.
 
-pub mod dead_letters;
-pub mod health;
-pub mod receivers;
-pub mod sessions;
-pub mod stats;
-pub mod test_delivery;
-pub mod webhooks;
+pub(crate) mod dead_letters;
+pub(crate) mod health;
+pub(crate) mod receivers;
+pub(crate) mod sessions;
+pub(crate) mod stats;
+pub(crate) mod test_delivery;
+pub(crate) mod webhooks;
 
 use super::reply::Reply;
 use super::request::{Query, Request};

@@ -16,7 +16,7 @@ use super::super::reply::Reply;
 use super::super::request::{Query, Request};
 use super::super::state::Shared;
 use super::{json_array, limit};
-use crate::event::json::ObjectWriter;
+use crate::json::ObjectWriter;
 use crate::keys;
 use crate::time::{iso8601, now_ms};
 use crate::webhook::ids;

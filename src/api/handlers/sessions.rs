@@ -9,7 +9,7 @@ use super::super::reply::Reply;
 use super::super::request::{Query, Request};
 use super::super::state::Shared;
 use super::{json_array, limit};
-use crate::event::json::ObjectWriter;
+use crate::json::ObjectWriter;
 
 /// `ANY /webhook-monitor/:sessionId`.
 pub(crate) fn capture(shared: &Shared, session: &str, request: &Request) -> Reply {

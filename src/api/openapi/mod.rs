@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::router::{Method, Operation};
+use crate::webhook::model::{MAX_GRACE_MS, fields};
 
 mod schemas;
 
@@ -196,7 +197,7 @@ fn operation(op: Operation, method: Method) -> Value {
             "Rotate the secret; the old one keeps signing during the grace period",
             vec![id_param("id")],
             Some(
-                json!({"type": "object", "additionalProperties": false, "properties": {"secret": {"type": "string", "minLength": 8, "maxLength": 512}, "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": 604_800_000}}}),
+                json!({"type": "object", "additionalProperties": false, "properties": {"secret": fields::secret_schema(), "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_MS}}}),
             ),
             vec![(
                 "200",
@@ -457,11 +458,11 @@ pub(crate) fn described_methods(op: Operation) -> Vec<Method> {
 pub(crate) fn served() -> &'static [u8] {
     static SERVED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     // JavaScript's number formatting, as every JSON response of the API.
-    SERVED.get_or_init(|| crate::event::json::to_vec(&document()))
+    SERVED.get_or_init(|| crate::json::to_vec(&document()))
 }
 
 /// The document: its `paths` are the route table's patterns and methods.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let mut paths = Map::new();
     for op in Operation::ALL {
         let item = paths

@@ -1,24 +1,21 @@
 //! The document's `components.schemas`: the shapes of webhooks, envelopes and figures.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-/// Every accepted entry of `events`.
-fn event_names() -> Vec<String> {
-    let mut names = vec!["*".to_string()];
-    for kind in crate::event::EventKind::ALL {
-        names.push(kind.name().to_string());
-        if let Some(legacy) = kind.legacy_name() {
-            names.push(legacy.to_string());
-        }
-    }
-    for prefix in ["job", "worker", "machine", "workflow"] {
-        names.push(format!("{prefix}.*"));
-    }
-    names
-}
+use crate::webhook::model::retry::{ATTEMPTS, INITIAL_DELAY_MS, MAX_DELAY_MS, MULTIPLIER};
+use crate::webhook::model::{SERVER_OWNED, WRITABLE, fields};
 
-fn secret_schema() -> Value {
-    json!({"type": "string", "minLength": 8, "maxLength": 512})
+/// `WebhookInput`'s properties: the server-owned fields (ignored), then the writable ones, as
+/// `webhook::model` lists them.
+fn webhook_input_properties() -> Value {
+    let mut properties = Map::new();
+    for field in SERVER_OWNED {
+        properties.insert(field.into(), json!({"description": "Ignored"}));
+    }
+    for field in WRITABLE {
+        properties.insert(field.into(), fields::schema(field));
+    }
+    Value::Object(properties)
 }
 
 pub(super) fn schemas() -> Value {
@@ -38,10 +35,10 @@ pub(super) fn schemas() -> Value {
             "type": "object",
             "additionalProperties": false,
             "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
-                "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 86_400_000},
-                "backoff_multiplier": {"type": "number", "minimum": 1, "maximum": 10},
-                "max_delay_ms": {"type": "integer", "minimum": 10, "maximum": 604_800_000},
+                "max_attempts": {"type": "integer", "minimum": ATTEMPTS.0, "maximum": ATTEMPTS.1},
+                "initial_delay_ms": {"type": "integer", "minimum": INITIAL_DELAY_MS.0, "maximum": INITIAL_DELAY_MS.1},
+                "backoff_multiplier": {"type": "number", "minimum": MULTIPLIER.0, "maximum": MULTIPLIER.1},
+                "max_delay_ms": {"type": "integer", "minimum": MAX_DELAY_MS.0, "maximum": MAX_DELAY_MS.1},
             },
         },
         "Filters": {
@@ -60,33 +57,7 @@ pub(super) fn schemas() -> Value {
             "type": "object",
             "description": "Writable fields. Server-owned fields (id, created_at, counters, ...) are ignored if sent.",
             "additionalProperties": false,
-            "properties": {
-                "id": {"description": "Ignored"},
-                "created_at": {"description": "Ignored"},
-                "updated_at": {"description": "Ignored"},
-                "consecutive_failures": {"description": "Ignored"},
-                "disconnected": {"description": "Ignored"},
-                "last_success_at": {"description": "Ignored"},
-                "last_failure_at": {"description": "Ignored"},
-                "last_delivery_at": {"description": "Ignored"},
-                "disabled_reason": {"description": "Ignored"},
-                "previous_secret": {"description": "Ignored"},
-                "previous_expires_at": {"description": "Ignored"},
-                "has_secret": {"description": "Ignored"},
-                "url": {"type": "string", "format": "uri", "description": "http or https"},
-                "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"},
-                "secret": secret_schema(),
-                "filters": {"$ref": "#/components/schemas/Filters"},
-                "headers": {
-                    "type": "object",
-                    "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
-                    "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
-                    "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": "^[^\\r\\n\\x00]*$"},
-                },
-                "retry_config": {"$ref": "#/components/schemas/RetryConfig"},
-                "active": {"type": "boolean"},
-                "static": {"type": "boolean"},
-            },
+            "properties": webhook_input_properties(),
         },
         "WebhookCreate": {
             "allOf": [{"$ref": "#/components/schemas/WebhookInput"}, {"type": "object", "required": ["url", "events"]}],

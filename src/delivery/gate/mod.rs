@@ -81,7 +81,7 @@ pub struct GateConfig {
 
 impl GateConfig {
     /// Threads the pool needs: one per seat.
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.first + self.retry + self.slow
     }
 }
@@ -160,7 +160,7 @@ impl EndpointGate {
     }
 
     /// The sizes.
-    pub fn config(&self) -> &GateConfig {
+    pub(crate) fn config(&self) -> &GateConfig {
         &self.config
     }
 
@@ -184,7 +184,7 @@ impl EndpointGate {
     }
 
     /// Gives a seat back (a thread stops).
-    pub fn give_back(&self, seat: Seat) {
+    pub(crate) fn give_back(&self, seat: Seat) {
         self.state.lock().give_back(seat);
         self.seats.notify_one();
     }
@@ -249,7 +249,7 @@ impl EndpointGate {
     /// Moves attempts that have run `slow_after` on a first or retry seat to slow seats, marks
     /// endpoints whose attempts stalled as slow, and forgets long-idle endpoints. Called by the
     /// watcher every few tens of ms.
-    pub fn watch(&self, now: Instant) {
+    pub(crate) fn watch(&self, now: Instant) {
         let mut state = self.state.lock();
         let freed = state.watch(&self.config, now);
         for _ in 0..freed {
@@ -261,17 +261,18 @@ impl EndpointGate {
     }
 
     /// Deliveries parked, all endpoints together.
-    pub fn parked(&self) -> usize {
+    pub(crate) fn parked(&self) -> usize {
         self.state.lock().parked()
     }
 
     /// Attempts in flight.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.state.lock().in_flight(None)
     }
 
-    /// Attempts in flight on slow seats (for tests and figures).
-    pub fn in_flight_slow(&self) -> usize {
+    /// Attempts in flight on slow seats (for tests).
+    #[cfg(test)]
+    pub(crate) fn in_flight_slow(&self) -> usize {
         self.state.lock().in_flight(Some(Seat::Slow))
     }
 }

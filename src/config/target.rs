@@ -17,7 +17,24 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertific
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::status::Mode;
+/// How Redis is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One server named by the URL.
+    Standalone,
+    /// The master of a set named to Sentinel.
+    Sentinel,
+}
+
+impl Mode {
+    /// The name shown in `/health` and `/metrics`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Standalone => "standalone",
+            Mode::Sentinel => "sentinel",
+        }
+    }
+}
 
 /// Default port of a sentinel.
 const SENTINEL_PORT: u16 = 26379;
@@ -26,17 +43,17 @@ const SENTINEL_PORT: u16 = 26379;
 #[derive(Clone, Default)]
 pub struct RedisOptions {
     /// `REDIS_TLS_CA_FILE`: PEM certificates trusted instead of the built-in roots.
-    pub tls_ca_file: Option<String>,
+    pub(crate) tls_ca_file: Option<String>,
     /// `REDIS_TLS_CERT_FILE`: PEM client certificate chain (mutual TLS).
-    pub tls_cert_file: Option<String>,
+    pub(crate) tls_cert_file: Option<String>,
     /// `REDIS_TLS_KEY_FILE`: PEM private key of that certificate.
-    pub tls_key_file: Option<String>,
+    pub(crate) tls_key_file: Option<String>,
     /// `REDIS_TLS_UNSAFE_SKIP_VERIFY`: accept any server certificate (test setups only).
-    pub tls_unsafe_skip_verify: bool,
+    pub(crate) tls_unsafe_skip_verify: bool,
     /// `REDIS_SENTINEL_USERNAME`.
-    pub sentinel_username: Option<String>,
+    pub(crate) sentinel_username: Option<String>,
     /// `REDIS_SENTINEL_PASSWORD`.
-    pub sentinel_password: Option<String>,
+    pub(crate) sentinel_password: Option<String>,
 }
 
 impl fmt::Debug for RedisOptions {
@@ -59,9 +76,9 @@ impl fmt::Debug for RedisOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetError {
     /// The variable at fault.
-    pub variable: &'static str,
+    pub(crate) variable: &'static str,
     /// What is wrong with it.
-    pub rule: String,
+    pub(crate) rule: String,
 }
 
 impl fmt::Display for TargetError {
@@ -232,7 +249,7 @@ impl Target {
     }
 
     /// Standalone or Sentinel.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         match self.sentinels {
             Some(_) => Mode::Sentinel,
             None => Mode::Standalone,
@@ -240,7 +257,7 @@ impl Target {
     }
 
     /// Whether connections use TLS.
-    pub fn tls(&self) -> bool {
+    pub(crate) fn tls(&self) -> bool {
         self.tls.is_some()
     }
 
@@ -260,7 +277,7 @@ impl Target {
     }
 
     /// For logs: the server, or the master name and its sentinels (never credentials).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.standalone, &self.sentinels) {
             (Some((node, _)), _) => node.clone(),
             (None, Some(s)) => {

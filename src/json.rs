@@ -1,4 +1,5 @@
-//! JSON text exactly as JavaScript's `JSON.stringify` writes it.
+//! JSON text exactly as JavaScript's `JSON.stringify` writes it (a leaf: it knows no other module;
+//! event bodies, stored records and API replies are all written with it).
 //!
 //! Receivers of the original service verify the legacy signature by re-serialising the body they
 //! parsed with `JSON.stringify` (reference section 5.2), so our bytes must be the bytes JavaScript
@@ -17,21 +18,21 @@ use serde_json::{Map, Number, Value};
 const MAX_SAFE: u64 = 1 << 53;
 
 /// Serialises `value` as `JSON.stringify(value)` would.
-pub fn to_vec(value: &Value) -> Vec<u8> {
+pub(crate) fn to_vec(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_value(&mut out, value);
     out
 }
 
 /// Serialises an object as `JSON.stringify(object)` would.
-pub fn object_to_vec(map: &Map<String, Value>) -> Vec<u8> {
+pub(crate) fn object_to_vec(map: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_object(&mut out, map);
     out
 }
 
 /// Appends the JavaScript serialisation of `value` to `out`.
-pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -53,7 +54,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 }
 
 /// Appends the JavaScript serialisation of an object to `out`.
-pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+pub(crate) fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
     write_entries(out, map.iter().map(|(key, value)| (key.as_str(), value)));
 }
 
@@ -74,7 +75,7 @@ fn write_entries<'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v str, 
 /// itself on a hot path, where building a `serde_json::Map` first would cost more than the text.
 ///
 /// ```
-/// # use webhook_service::event::json::ObjectWriter;
+/// # use webhook_service::json::ObjectWriter;
 /// let mut w = ObjectWriter::new(64);
 /// w.str("id", "a\"b").u64("n", 7).bool("ok", true).f64("ms", Some(1.5)).raw("body", b"{}");
 /// assert_eq!(w.finish(), br#"{"id":"a\"b","n":7,"ok":true,"ms":1.5,"body":{}}"#);
@@ -108,7 +109,7 @@ impl ObjectWriter {
     }
 
     /// A string field, or `null`.
-    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+    pub(crate) fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         match value {
             Some(value) => self.str(key, value),
             None => self.raw(key, b"null"),
@@ -159,7 +160,7 @@ pub struct Object<'a> {
 
 impl<'a> Object<'a> {
     /// Sets `key` (in place if it is there already).
-    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Cow<'a, Value>) {
+    pub(crate) fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Cow<'a, Value>) {
         let key = key.into();
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
@@ -168,22 +169,22 @@ impl<'a> Object<'a> {
     }
 
     /// Appends `key`, which the caller knows is not among the entries yet.
-    pub fn push_new(&mut self, key: impl Into<Cow<'a, str>>, value: Cow<'a, Value>) {
+    pub(crate) fn push_new(&mut self, key: impl Into<Cow<'a, str>>, value: Cow<'a, Value>) {
         self.entries.push((key.into(), value));
     }
 
     /// Whether `key` is among the first `n` entries.
-    pub fn first_contain(&self, n: usize, key: &str) -> bool {
+    pub(crate) fn first_contain(&self, n: usize, key: &str) -> bool {
         self.entries.iter().take(n).any(|(k, _)| k == key)
     }
 
     /// Whether `key` is set.
-    pub fn contains_key(&self, key: &str) -> bool {
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
         self.first_contain(self.entries.len(), key)
     }
 
     /// Number of keys.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
@@ -204,7 +205,7 @@ impl<'a> Object<'a> {
 }
 
 /// Appends a JSON string literal.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     // Writing into a Vec cannot fail, and serde_json's string escaping has no other error path.
     if serde_json::to_writer(&mut *out, s).is_err() {
         out.extend_from_slice(b"\"\"");
@@ -234,7 +235,7 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 /// Formats a double the way `Number.prototype.toString()` does (ECMA-262 `Number::toString`).
 ///
 /// ```
-/// # use webhook_service::event::json::format_f64;
+/// # use webhook_service::json::format_f64;
 /// assert_eq!(format_f64(1.0), "1");
 /// assert_eq!(format_f64(0.1), "0.1");
 /// assert_eq!(format_f64(1e21), "1e+21");

@@ -3,49 +3,96 @@
 //! The stored JSON is the original's (reference section 4) plus fields we add; every field we do not
 //! understand is kept untouched by the writers. Validation here is the one place that decides what a
 //! valid webhook is, for the registry loader and for the API alike (CONTRACT sections 2 and 6).
+//! It owns every field rule: the fields a client may write and their limits (`fields.rs`, which
+//! also builds and merges the stored form), the retry policy's bounds (`retry.rs`), URLs, filters
+//! and headers (here). The API and its OpenAPI document read them from here.
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
+pub(crate) mod fields;
+pub(crate) mod retry;
+
+pub(crate) use fields::{
+    DEFAULT_GRACE_MS, MAX_GRACE_MS, MAX_HEADER_VALUE, SERVER_OWNED, WRITABLE, masked,
+    merge_writable, new_stored, secrets, valid_secret,
+};
+pub(crate) use retry::RetryPolicy;
+
 use crate::event::EventKind;
 
-/// A validated webhook.
-#[derive(Debug, Clone)]
+/// A validated webhook. Its `Debug` shows no secret and no custom header value.
+#[derive(Clone)]
 pub struct Webhook {
     /// `wh_<ms>_<base36>`.
-    pub id: String,
+    pub(crate) id: String,
     /// Where deliveries go; `http` or `https`, with a host.
-    pub url: String,
+    pub(crate) url: String,
     /// The `events` entries as written.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
     /// The entries of `events` understood, in order.
-    pub subscriptions: Vec<Subscription>,
+    pub(crate) subscriptions: Vec<Subscription>,
     /// The signing secret, when set.
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// The secret being rotated out, and when it stops signing (ms since the epoch).
-    pub previous_secret: Option<(String, u64)>,
+    pub(crate) previous_secret: Option<(String, u64)>,
     /// Which events of a subscribed type reach this webhook.
-    pub filters: Filters,
+    pub(crate) filters: Filters,
     /// Custom request headers, in order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// Retry policy, merged over the defaults.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Inactive webhooks receive nothing.
-    pub active: bool,
+    pub(crate) active: bool,
     /// Static webhooks are never disconnected for failing.
-    pub is_static: bool,
+    pub(crate) is_static: bool,
     /// Disconnected after repeated final failures (reference 5.4).
-    pub disconnected: bool,
+    pub(crate) disconnected: bool,
     /// When the last final failure happened (ms since the epoch).
-    pub last_failure_at: Option<u64>,
+    pub(crate) last_failure_at: Option<u64>,
     /// Final failures since the last success.
-    pub consecutive_failures: u64,
+    pub(crate) consecutive_failures: u64,
+}
+
+/// What `Debug` prints for a secret or a custom header's value.
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), REDACTED))
+            .collect();
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("subscriptions", &self.subscriptions)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field(
+                "previous_secret",
+                &self
+                    .previous_secret
+                    .as_ref()
+                    .map(|(_, until)| (REDACTED, until)),
+            )
+            .field("filters", &self.filters)
+            .field("headers", &headers)
+            .field("retry", &self.retry)
+            .field("active", &self.active)
+            .field("is_static", &self.is_static)
+            .field("disconnected", &self.disconnected)
+            .field("last_failure_at", &self.last_failure_at)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .finish()
+    }
 }
 
 /// One entry of `events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subscription {
+pub(crate) enum Subscription {
     /// A canonical name (`job.completed`).
     Canonical(EventKind),
     /// A legacy name (`complete_job`): delivered with the original's name and shape.
@@ -58,7 +105,7 @@ pub enum Subscription {
 
 impl Subscription {
     /// Parses one `events` entry.
-    pub fn parse(entry: &str) -> Option<Subscription> {
+    pub(crate) fn parse(entry: &str) -> Option<Subscription> {
         if entry == "*" {
             return Some(Subscription::All);
         }
@@ -73,13 +120,8 @@ impl Subscription {
         (prefix.ends_with('.') && known).then(|| Subscription::Prefix(prefix.to_string()))
     }
 
-    /// Whether this entry names `kind` exactly (canonical or legacy name).
-    pub fn is_exact_for(&self, kind: EventKind) -> bool {
-        matches!(self, Subscription::Canonical(k) | Subscription::Legacy(k) if *k == kind)
-    }
-
     /// Whether this entry is a pattern that covers `kind`.
-    pub fn pattern_covers(&self, kind: EventKind) -> bool {
+    pub(crate) fn pattern_covers(&self, kind: EventKind) -> bool {
         match self {
             Subscription::All => true,
             Subscription::Prefix(p) => kind.name().starts_with(p.as_str()),
@@ -90,138 +132,29 @@ impl Subscription {
 
 /// The four filters of CONTRACT section 2. An absent or empty list does not filter.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filters {
+pub(crate) struct Filters {
     /// Job types (`service_required`).
-    pub job_types: Vec<String>,
+    pub(crate) job_types: Vec<String>,
     /// Job priorities (`job_priorities`, alias `priorities`).
-    pub job_priorities: Vec<f64>,
+    pub(crate) job_priorities: Vec<f64>,
     /// Machine ids.
-    pub machine_ids: Vec<String>,
+    pub(crate) machine_ids: Vec<String>,
     /// Worker ids.
-    pub worker_ids: Vec<String>,
-}
-
-/// How failed deliveries are retried (CONTRACT section 6, "Backoff").
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included. 1..=50.
-    pub max_attempts: u32,
-    /// Delay before the second attempt. 10..=86,400,000 ms.
-    pub initial_delay_ms: u64,
-    /// Growth of the delay per attempt. 1.0..=10.0.
-    pub backoff_multiplier: f64,
-    /// Largest delay; at least `initial_delay_ms`.
-    pub max_delay_ms: u64,
-}
-
-impl Default for RetryPolicy {
-    /// 11 attempts: 5 s, 20 s, 80 s, 5 min, 21 min, 85 min, 5.7 h, then 10 h four times, about
-    /// 47 hours in all, after the Standard Webhooks guidance of a schedule spanning days.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 11,
-            initial_delay_ms: 5_000,
-            backoff_multiplier: 4.0,
-            max_delay_ms: 36_000_000,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The stored form.
-    pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
-        map.insert("max_attempts".into(), Value::from(self.max_attempts));
-        map.insert(
-            "initial_delay_ms".into(),
-            Value::from(self.initial_delay_ms),
-        );
-        // Integral multipliers are stored as integers, as JavaScript would write them.
-        let multiplier = if self.backoff_multiplier.fract() == 0.0 {
-            Value::from(self.backoff_multiplier as u64)
-        } else {
-            serde_json::Number::from_f64(self.backoff_multiplier)
-                .map(Value::Number)
-                .unwrap_or(Value::from(2))
-        };
-        map.insert("backoff_multiplier".into(), multiplier);
-        map.insert("max_delay_ms".into(), Value::from(self.max_delay_ms));
-        Value::Object(map)
-    }
-
-    /// Merges a (possibly partial) stored or requested `retry_config` over `self`, validating each
-    /// field (the original's B4: a partial object must not lose the defaults).
-    pub fn merged(&self, value: &Value) -> Result<RetryPolicy, ValidationError> {
-        let mut policy = *self;
-        let map = match value {
-            Value::Null => return Ok(policy),
-            Value::Object(map) => map,
-            _ => return Err(ValidationError::new("retry_config", "must be an object")),
-        };
-        for (key, v) in map {
-            let field = format!("retry_config.{key}");
-            match key.as_str() {
-                "max_attempts" => {
-                    policy.max_attempts = integer(v, &field, 1, 50)? as u32;
-                }
-                "initial_delay_ms" => {
-                    policy.initial_delay_ms = integer(v, &field, 10, 86_400_000)?;
-                }
-                "backoff_multiplier" => {
-                    let m = v
-                        .as_f64()
-                        .ok_or_else(|| ValidationError::new(&field, "must be a number"))?;
-                    if !(1.0..=10.0).contains(&m) {
-                        return Err(ValidationError::new(&field, "must be between 1.0 and 10.0"));
-                    }
-                    policy.backoff_multiplier = m;
-                }
-                "max_delay_ms" => {
-                    policy.max_delay_ms = integer(v, &field, 10, 7 * 86_400_000)?;
-                }
-                _ => return Err(ValidationError::new(&field, "is not a retry_config field")),
-            }
-        }
-        if policy.max_delay_ms < policy.initial_delay_ms {
-            return Err(ValidationError::new(
-                "retry_config.max_delay_ms",
-                "must be at least retry_config.initial_delay_ms",
-            ));
-        }
-        Ok(policy)
-    }
-}
-
-fn integer(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, ValidationError> {
-    let n = v
-        .as_u64()
-        .or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u64)
-        })
-        .ok_or_else(|| ValidationError::new(field, "must be a whole number"))?;
-    if n < min || n > max {
-        return Err(ValidationError::new(
-            field,
-            &format!("must be between {min} and {max}"),
-        ));
-    }
-    Ok(n)
+    pub(crate) worker_ids: Vec<String>,
 }
 
 /// A webhook field that is not acceptable, named.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidationError {
     /// The field, dotted for nested ones (`retry_config.max_attempts`).
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong with it.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl ValidationError {
     /// A new error for `field`.
-    pub fn new(field: &str, message: &str) -> ValidationError {
+    pub(crate) fn new(field: &str, message: &str) -> ValidationError {
         ValidationError {
             field: field.to_string(),
             message: message.to_string(),
@@ -356,7 +289,7 @@ fn flag(map: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Vali
 }
 
 /// Checks a target URL: `http` or `https`, a host, no credentials, no fragment.
-pub fn validate_url(url: &str) -> Result<String, ValidationError> {
+pub(crate) fn validate_url(url: &str) -> Result<String, ValidationError> {
     let bad = |why: &str| ValidationError::new("url", why);
     if url.len() > 2048 {
         return Err(bad("must be at most 2048 characters"));
@@ -462,7 +395,9 @@ fn parse_headers(value: Option<&Value>) -> Result<Vec<(String, String)>, Validat
                 "is set by the service and cannot be overridden",
             ));
         }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) || value.len() > 8192 {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            || value.len() > MAX_HEADER_VALUE
+        {
             return Err(ValidationError::new(&field, "is not a valid header value"));
         }
         headers.push((name.clone(), value.to_string()));
@@ -479,6 +414,29 @@ mod tests {
         match Webhook::from_json("wh_1_a", &value, EventNames::Strict) {
             Ok(_) => "ok".into(),
             Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret_and_no_header_value() {
+        let stored = json!({"url": "https://example.com/h", "events": ["*"],
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "headers": {"X-Api-Key": "header-value-1234"}});
+        let mut webhook = match Webhook::from_json("wh_1_a", &stored, EventNames::Strict) {
+            Ok(webhook) => webhook,
+            Err(e) => panic!("{e}"),
+        };
+        webhook.previous_secret = Some(("old-secret-5678".into(), 9));
+        let shown = format!("{webhook:?}");
+        for hidden in [
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "header-value-1234",
+            "old-secret-5678",
+        ] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        for kept in ["wh_1_a", "https://example.com/h", "X-Api-Key", "<redacted>"] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
         }
     }
 

@@ -1,0 +1,215 @@
+//! The stored form of a delivery and the Lua scripts that move records between the places a
+//! delivery can be (leased, due, dead). No I/O: the store in `mod.rs` runs them.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::super::Delivery;
+use crate::event::EventKind;
+use crate::json::ObjectWriter;
+
+/// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set, the
+/// sequence counter, then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no
+/// claim), the number of deliveries n, then n (id, record without its closing `}`) pairs. Returns,
+/// per event, its sequence number if it was recorded here, 0 if another instance had claimed it.
+/// An event found claimed whose first delivery this instance still leases was recorded here by an
+/// earlier try whose answer was lost with the connection (Redis went away just after running the
+/// script): it is recorded again, the same ids and records (with a new sequence number, still in
+/// source order), rather than counted as claimed elsewhere and left leased and never queued.
+///
+/// The batch takes one sequence number per event, in order, with one INCRBY: every instance
+/// handles events in source order and claims them in one script, so an event claimed later has a
+/// higher number, whichever instance claims it. The number closes each record (one concatenation
+/// per record), so every attempt and redelivery sends the same one. Fields and ids are written in
+/// chunks, many per command (Lua's `unpack` takes at most a few thousand values).
+pub(super) const RECORD: &str = r#"
+local claimed, fields, ids = {}, {}, {}
+local function flush()
+  if #ids > 0 then
+    redis.call('HSET', KEYS[1], unpack(fields))
+    redis.call('SADD', KEYS[2], unpack(ids))
+    fields, ids = {}, {}
+  end
+end
+local seq = redis.call('INCRBY', KEYS[3], #KEYS - 3) - (#KEYS - 3)
+local a = 1
+for k = 4, #KEYS do
+  local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  seq = seq + 1
+  if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
+      or redis.call('SISMEMBER', KEYS[2], ARGV[a]) == 1 then
+    local tail = string.format(',"sequence":%d}', seq)
+    for _ = 1, n do
+      fields[#fields + 1] = ARGV[a]
+      fields[#fields + 1] = ARGV[a + 1] .. tail
+      ids[#ids + 1] = ARGV[a]
+      a = a + 2
+      if #ids >= 1000 then flush() end
+    end
+    claimed[#claimed + 1] = seq
+  else
+    a = a + 2 * n
+    claimed[#claimed + 1] = 0
+  end
+end
+flush()
+return claimed
+"#;
+
+pub(super) const TAKE_DUE: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local record = redis.call('HGET', KEYS[2], id)
+  if record then
+    redis.call('SADD', KEYS[3], id)
+    table.insert(out, record)
+  end
+end
+return out
+"#;
+
+pub(super) const RELEASE_ALL: &str = r#"
+local moved = 0
+while true do
+  local ids = redis.call('SPOP', KEYS[1], 1000)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  end
+  moved = moved + #ids
+end
+return moved
+"#;
+
+pub(super) const REDELIVER: &str = r#"
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return 1
+"#;
+
+/// A delivery record as a JSON map (the dead letter adds its failure to it).
+pub(super) fn record_map(d: &Delivery) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("webhook_id".into(), Value::from(&*d.webhook_id));
+    m.insert("event_id".into(), Value::from(d.event_id.as_str()));
+    m.insert("event_type".into(), Value::from(&*d.event_type));
+    m.insert("kind".into(), Value::from(d.kind.name()));
+    m.insert("attempts".into(), Value::from(d.attempts));
+    m.insert("created_ms".into(), Value::from(d.created_ms));
+    if let Some(job) = &d.job {
+        m.insert("job_id".into(), Value::from(&**job));
+    }
+    m.insert(
+        "body".into(),
+        Value::from(String::from_utf8_lossy(&d.body).into_owned()),
+    );
+    if let Some(sequence) = d.sequence {
+        m.insert("sequence".into(), Value::from(sequence));
+    }
+    m
+}
+
+/// The stored form of a delivery: the fields of `record_map`, written straight to text (this runs
+/// once per delivery on the intake path). It ends with `}`, and with the sequence last when there
+/// is one: the record script appends the sequence to records that have none yet.
+pub(crate) fn encode(d: &Delivery) -> Vec<u8> {
+    // Bodies are JSON this service wrote, so valid UTF-8 and borrowed here, not copied.
+    let body = String::from_utf8_lossy(&d.body);
+    let mut w = ObjectWriter::new(224 + body.len() + body.len() / 4);
+    w.str("webhook_id", &d.webhook_id)
+        .str("event_id", &d.event_id)
+        .str("event_type", &d.event_type)
+        .str("kind", d.kind.name())
+        .u64("attempts", u64::from(d.attempts))
+        .u64("created_ms", d.created_ms);
+    if let Some(job) = &d.job {
+        w.str("job_id", job);
+    }
+    w.str("body", &body);
+    if let Some(sequence) = d.sequence {
+        w.u64("sequence", sequence);
+    }
+    w.finish()
+}
+
+/// A delivery from its stored form (`None` if it is not one).
+pub(crate) fn decode(text: &str) -> Option<Delivery> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    Some(Delivery {
+        webhook_id: Arc::from(v["webhook_id"].as_str()?),
+        event_id: v["event_id"].as_str()?.to_string(),
+        event_type: Arc::from(v["event_type"].as_str()?),
+        kind: EventKind::from_name(v["kind"].as_str()?).unwrap_or(EventKind::JobCompleted),
+        body: Arc::from(v["body"].as_str()?.as_bytes()),
+        attempts: v["attempts"].as_u64().unwrap_or(0) as u32,
+        created_ms: v["created_ms"].as_u64().unwrap_or(0),
+        job: v["job_id"].as_str().map(Arc::from),
+        sequence: v["sequence"].as_u64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(job: Option<&str>, sequence: Option<u64>) -> Delivery {
+        Delivery {
+            webhook_id: Arc::from("wh_1_a"),
+            event_id: "wh_2_abcdefghi".into(),
+            event_type: Arc::from("complete_job"),
+            kind: EventKind::JobCompleted,
+            body: Arc::from(br#"{"a":"\u00e9\n"}"#.to_vec()),
+            attempts: 3,
+            created_ms: 7,
+            job: job.map(Arc::from),
+            sequence,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for d in [
+            delivery(None, None),
+            delivery(Some("job-1"), None),
+            delivery(Some("job-1"), Some(42)),
+        ] {
+            // The same text the record's map serialises to (what earlier versions stored).
+            assert_eq!(
+                encode(&d),
+                Value::Object(record_map(&d)).to_string().into_bytes()
+            );
+            let back = decode(&String::from_utf8(encode(&d)).unwrap_or_default());
+            let fields = |b: Delivery| {
+                (
+                    b.webhook_id,
+                    b.event_id,
+                    b.event_type,
+                    b.kind,
+                    b.body,
+                    b.attempts,
+                    b.created_ms,
+                    b.job,
+                    b.sequence,
+                )
+            };
+            assert_eq!(back.map(fields), Some(fields(d)));
+        }
+    }
+
+    #[test]
+    fn the_record_script_appends_the_sequence_as_encode_writes_it() {
+        // What RECORD does to a record without a sequence and its closing brace: append.
+        let without = String::from_utf8(encode(&delivery(Some("j"), None))).unwrap_or_default();
+        let appended = format!("{},\"sequence\":42}}", &without[..without.len() - 1]);
+        let with = String::from_utf8(encode(&delivery(Some("j"), Some(42)))).unwrap_or_default();
+        assert_eq!(appended, with);
+    }
+}

@@ -1,0 +1,265 @@
+//! Durable delivery state in Redis: nothing matched is lost to a crash, a restart, an outage or
+//! a scale-out (CONTRACT section 3; the original kept everything in memory, reference B12).
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `webhooks:deliveries` | hash | delivery id (its `event_id`) → record (webhook, event, body, attempts) |
+//! | `webhooks:due` | sorted set | ids waiting for a thread, scored by the time they are due (ms) |
+//! | `webhooks:leased:<instance>` | set | ids an instance holds in memory (queued, parked or in flight) |
+//! | `webhooks:instances` | set | instance ids; `webhooks:instance:<id>` is each one's heartbeat |
+//! | `webhooks:claim:<identity>` | string | the first instance to see a pub/sub event claims it |
+//! | `webhooks:sequence` | string | the last event sequence number given out (`X-Event-Sequence`) |
+//! | `webhooks:dead_letters` | hash | delivery id → the record with its last error |
+//! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids by failure time |
+//!
+//! Every id is in exactly one place: leased by one instance, due, or dead. A delivery is recorded
+//! and leased (with the event's claim, in one script) before it is queued; an outcome moves it
+//! (done: removed; retry: due at its time; given up: dead). The poller leases what is due; a
+//! living instance's heartbeat keeps its leases; the leases of an instance whose heartbeat
+//! stopped are moved back to due by whichever instance notices.
+
+mod codec;
+mod dead_letters;
+mod instances;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis::Commands;
+
+use super::Delivery;
+use crate::keys::{DEAD_LETTERS_BY_TIME, DELIVERIES, DUE, SEQUENCE, leased};
+use crate::redis_conn::RedisPool;
+use codec::{RECORD, TAKE_DUE};
+pub(crate) use codec::{decode, encode};
+
+/// A failed durable-state operation.
+#[derive(Debug)]
+pub struct DurableError {
+    op: &'static str,
+    source: redis::RedisError,
+}
+
+impl fmt::Display for DurableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not {} in Redis: {}", self.op, self.source)
+    }
+}
+
+impl std::error::Error for DurableError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn err(op: &'static str) -> impl FnOnce(redis::RedisError) -> DurableError {
+    move |source| DurableError { op, source }
+}
+
+/// The durable store of one instance.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    redis: Arc<RedisPool>,
+    instance: Arc<str>,
+    leased: Arc<str>,
+    /// Deliveries this process has put back as due (see [`Durable::requeued`]).
+    requeued: Arc<AtomicU64>,
+}
+
+/// What the due set and the dead letters hold, read in one round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DueFigures {
+    /// Deliveries in `webhooks:due`.
+    pub(crate) due: u64,
+    /// When the earliest of them is due (ms since the epoch).
+    pub(crate) next_due_ms: Option<u64>,
+    /// Dead letters kept.
+    pub(crate) dead_letters: u64,
+}
+
+impl Durable {
+    /// The store of `instance`.
+    pub fn new(redis: Arc<RedisPool>, instance: &str) -> Durable {
+        Durable {
+            leased: Arc::from(leased(instance)),
+            instance: Arc::from(instance),
+            redis,
+            requeued: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// This instance's id.
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Records and leases `deliveries`, claiming the event first when `claim_ttl_ms` > 0.
+    /// Returns the event's sequence number, or `None` (recording nothing) if another instance
+    /// had already claimed it.
+    pub fn record(
+        &self,
+        claim_key: &str,
+        claim_ttl_ms: u64,
+        deliveries: &[Delivery],
+    ) -> Result<Option<u64>, DurableError> {
+        let claimed = self.record_many(&[(claim_key.to_string(), claim_ttl_ms, deliveries)])?;
+        Ok(claimed.first().copied().flatten())
+    }
+
+    /// [`Durable::record`] for several events in one round trip and one script: each event's
+    /// claim is taken (or found taken), its sequence number given and its deliveries recorded
+    /// atomically. Returns, per event, its sequence number if it was claimed here.
+    pub(crate) fn record_many(
+        &self,
+        events: &[(String, u64, &[Delivery])],
+    ) -> Result<Vec<Option<u64>>, DurableError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let script = redis::Script::new(RECORD);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(DELIVERIES).key(&*self.leased).key(SEQUENCE);
+        for (claim_key, ttl, deliveries) in events {
+            invocation.key(claim_key).arg(*ttl).arg(deliveries.len());
+            for d in deliveries.iter() {
+                let mut record = encode(d);
+                // The script closes it, with the sequence.
+                record.pop();
+                invocation.arg(&d.event_id).arg(record);
+            }
+        }
+        let claimed: Vec<u64> = self
+            .redis
+            .with(|conn| invocation.invoke(conn))
+            .map_err(err("record deliveries"))?;
+        if claimed.len() != events.len() {
+            return Err(DurableError {
+                op: "record deliveries",
+                source: redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "the record script answered for a different number of events",
+                )),
+            });
+        }
+        Ok(claimed.into_iter().map(|c| (c > 0).then_some(c)).collect())
+    }
+
+    /// A delivery succeeded: forget it.
+    pub(crate) fn complete(&self, id: &str) -> Result<(), DurableError> {
+        self.settle_many(&[id.to_string()], &[])
+    }
+
+    /// Settles many leased deliveries in one atomic round trip: `done` are forgotten, `due` are
+    /// put back as due at their time with their attempt counts saved.
+    pub(crate) fn settle_many(
+        &self,
+        done: &[String],
+        due: &[(&Delivery, u64)],
+    ) -> Result<(), DurableError> {
+        if done.is_empty() && due.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !done.is_empty() {
+            pipe.hdel(DELIVERIES, done)
+                .ignore()
+                .srem(&*self.leased, done)
+                .ignore();
+        }
+        if !due.is_empty() {
+            pipe.cmd("HSET").arg(DELIVERIES);
+            for (delivery, _) in due {
+                pipe.arg(&delivery.event_id).arg(encode(delivery));
+            }
+            pipe.ignore();
+            pipe.cmd("SREM").arg(&*self.leased);
+            for (delivery, _) in due {
+                pipe.arg(&delivery.event_id);
+            }
+            pipe.ignore();
+            pipe.cmd("ZADD").arg(DUE);
+            for (delivery, at) in due {
+                pipe.arg(*at).arg(&delivery.event_id);
+            }
+            pipe.ignore();
+        }
+        self.redis
+            .with(|conn| pipe.query::<()>(conn))
+            .map_err(err("settle deliveries"))?;
+        self.requeued.fetch_add(due.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deliveries this process has put back in `webhooks:due` (retries, hand-backs, spills),
+    /// counted when written. Every path that puts a leased delivery back as due goes through
+    /// [`Durable::settle_many`]; [`Durable::release_all`] reports its own count.
+    pub(crate) fn requeued(&self) -> u64 {
+        self.requeued.load(Ordering::Relaxed)
+    }
+
+    /// Puts a leased delivery back as due at `due_ms` (a retry, or a hand-back), saving its
+    /// attempt count.
+    pub(crate) fn defer(&self, delivery: &Delivery, due_ms: u64) -> Result<(), DurableError> {
+        self.settle_many(&[], &[(delivery, due_ms)])
+    }
+
+    /// The record of delivery `id` (one this instance holds), or `None` if there is none.
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Delivery>, DurableError> {
+        let record: Option<String> = self
+            .redis
+            .with(|conn| conn.hget(DELIVERIES, id))
+            .map_err(err("read a delivery"))?;
+        Ok(record.as_deref().and_then(decode))
+    }
+
+    /// Leases up to `limit` deliveries due by `now_ms`.
+    pub(crate) fn take_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, DurableError> {
+        let records: Vec<String> = self
+            .redis
+            .with(|conn| {
+                redis::Script::new(TAKE_DUE)
+                    .key(DUE)
+                    .key(DELIVERIES)
+                    .key(&*self.leased)
+                    .arg(now_ms)
+                    .arg(limit)
+                    .invoke(conn)
+            })
+            .map_err(err("take due deliveries"))?;
+        Ok(records.iter().filter_map(|r| decode(r)).collect())
+    }
+
+    /// When the earliest due delivery is due, if any.
+    pub(crate) fn next_due(&self) -> Result<Option<u64>, DurableError> {
+        let first: Vec<(String, f64)> = self
+            .redis
+            .with(|conn| conn.zrange_withscores(DUE, 0, 0))
+            .map_err(err("read the due set"))?;
+        Ok(first.first().map(|(_, score)| *score as u64))
+    }
+
+    /// The size and head of the due set and the number of dead letters, in one round trip.
+    pub(crate) fn figures(&self) -> Result<DueFigures, DurableError> {
+        let (due, first, dead_letters): (u64, Vec<(String, f64)>, u64) = self
+            .redis
+            .with(|conn| {
+                redis::pipe()
+                    .zcard(DUE)
+                    .zrange_withscores(DUE, 0, 0)
+                    .zcard(DEAD_LETTERS_BY_TIME)
+                    .query(conn)
+            })
+            .map_err(err("read the due set"))?;
+        Ok(DueFigures {
+            due,
+            next_due_ms: first.first().map(|(_, score)| *score as u64),
+            dead_letters,
+        })
+    }
+}

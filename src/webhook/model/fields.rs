@@ -1,0 +1,259 @@
+//! The fields of a stored webhook as clients write them: which a client may set, which the
+//! service owns, the limits of secrets and rotations, and the stored form a create or an update
+//! makes. The API's handlers and its OpenAPI document read these; they repeat none of them.
+//!
+//! Stored exactly as the original stores a webhook (key order `id, created_at, updated_at,
+//! consecutive_failures, disconnected, retry_config, url, events, active, secret, filters`, then
+//! ours), so the original can read what we write.
+
+use serde_json::{Map, Value, json};
+
+use super::{RetryPolicy, ValidationError};
+use crate::webhook::ids;
+
+/// Fields a client may set.
+pub(crate) const WRITABLE: [&str; 8] = [
+    "url",
+    "events",
+    "secret",
+    "filters",
+    "headers",
+    "retry_config",
+    "active",
+    "static",
+];
+
+/// Fields the service owns; sent back by a client, they are ignored.
+pub(crate) const SERVER_OWNED: [&str; 12] = [
+    "id",
+    "created_at",
+    "updated_at",
+    "consecutive_failures",
+    "disconnected",
+    "last_success_at",
+    "last_failure_at",
+    "last_delivery_at",
+    "disabled_reason",
+    "previous_secret",
+    "previous_expires_at",
+    "has_secret",
+];
+
+/// The shortest secret accepted.
+pub(crate) const MIN_SECRET: usize = 8;
+/// The longest secret accepted.
+pub(crate) const MAX_SECRET: usize = 512;
+/// Longest rotation grace period: 7 days.
+pub(crate) const MAX_GRACE_MS: u64 = 7 * 86_400_000;
+/// The grace period of a rotation that names none: a day.
+pub(crate) const DEFAULT_GRACE_MS: u64 = 86_400_000;
+/// Longest custom header value.
+pub(crate) const MAX_HEADER_VALUE: usize = 8192;
+
+/// Every accepted entry of `events`.
+fn event_names() -> Vec<String> {
+    let mut names = vec!["*".to_string()];
+    for kind in crate::event::EventKind::ALL {
+        names.push(kind.name().to_string());
+        if let Some(legacy) = kind.legacy_name() {
+            names.push(legacy.to_string());
+        }
+    }
+    for prefix in ["job", "worker", "machine", "workflow"] {
+        names.push(format!("{prefix}.*"));
+    }
+    names
+}
+
+/// A secret a client may give.
+pub(crate) fn secret_schema() -> Value {
+    json!({"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET})
+}
+
+/// The JSON Schema of a writable field, for the OpenAPI document (`{}` for no such field).
+pub(crate) fn schema(field: &str) -> Value {
+    match field {
+        "url" => json!({"type": "string", "format": "uri", "description": "http or https"}),
+        "events" => {
+            json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": event_names()}, "description": "Canonical names (job.completed), legacy names (complete_job), * or prefix patterns (job.*)"})
+        }
+        "secret" => secret_schema(),
+        "filters" => json!({"$ref": "#/components/schemas/Filters"}),
+        "headers" => json!({
+            "type": "object",
+            "description": "Custom request headers; the service's own (Content-Type, X-Webhook-*, webhook-*, ...) cannot be set.",
+            "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": "^[^\\r\\n\\x00]*$"},
+        }),
+        "retry_config" => json!({"$ref": "#/components/schemas/RetryConfig"}),
+        "active" | "static" => json!({"type": "boolean"}),
+        _ => json!({}),
+    }
+}
+
+/// A secret a client gave: any text of [`MIN_SECRET`] to [`MAX_SECRET`] characters.
+pub(crate) fn valid_secret(value: &Value) -> Result<String, ValidationError> {
+    match value {
+        // Any text: a secret is only ever an HMAC key, never a header value.
+        Value::String(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.chars().count()) => Ok(s.clone()),
+        Value::String(_) => Err(ValidationError::new(
+            "secret",
+            &format!("must be {MIN_SECRET} to {MAX_SECRET} characters"),
+        )),
+        _ => Err(ValidationError::new("secret", "must be a string")),
+    }
+}
+
+/// The stored form of a new webhook `id` made at `now` from a client's `input` (writable
+/// fields only) and its `secret`, with the defaults of absent fields. Absent `url` and `events`
+/// stay absent, so validation says "is required"; the caller validates the result.
+pub(crate) fn new_stored(
+    id: &str,
+    now: u64,
+    input: &Map<String, Value>,
+    secret: String,
+) -> Result<Map<String, Value>, ValidationError> {
+    let retry = RetryPolicy::default().merged(input.get("retry_config").unwrap_or(&Value::Null))?;
+    let mut stored = Map::new();
+    stored.insert("id".into(), Value::from(id));
+    stored.insert("created_at".into(), Value::from(now));
+    stored.insert("updated_at".into(), Value::from(now));
+    stored.insert("consecutive_failures".into(), Value::from(0));
+    stored.insert("disconnected".into(), Value::Bool(false));
+    stored.insert("retry_config".into(), retry.to_json());
+    for field in ["url", "events"] {
+        if let Some(value) = input.get(field) {
+            stored.insert(field.into(), value.clone());
+        }
+    }
+    stored.insert(
+        "active".into(),
+        input.get("active").cloned().unwrap_or(Value::Bool(true)),
+    );
+    stored.insert("secret".into(), Value::from(secret));
+    stored.insert(
+        "filters".into(),
+        input.get("filters").cloned().unwrap_or(json!({})),
+    );
+    stored.insert(
+        "headers".into(),
+        input.get("headers").cloned().unwrap_or(json!({})),
+    );
+    stored.insert(
+        "static".into(),
+        input.get("static").cloned().unwrap_or(Value::Bool(false)),
+    );
+    Ok(stored)
+}
+
+/// Writes the writable fields of `input` over `stored` at `now` (an update): a secret sent back
+/// in its masked form, empty or null leaves the secret as it is; a `retry_config` is merged over
+/// the stored one; `active: true` clears `disabled_reason`. The caller validates the result.
+pub(crate) fn merge_writable(
+    stored: &mut Map<String, Value>,
+    input: &Map<String, Value>,
+    now: u64,
+) -> Result<(), ValidationError> {
+    for field in WRITABLE {
+        let Some(value) = input.get(field) else {
+            continue;
+        };
+        match field {
+            "secret" => {
+                let current = stored.get("secret").and_then(Value::as_str).unwrap_or("");
+                match value {
+                    // The masked form, sent back unchanged by an edit form: keep the secret.
+                    Value::String(s) if !current.is_empty() && *s == ids::mask(current) => {}
+                    Value::Null => {}
+                    Value::String(s) if s.is_empty() => {}
+                    v => {
+                        stored.insert("secret".into(), Value::from(valid_secret(v)?));
+                    }
+                }
+            }
+            "retry_config" => {
+                let base = RetryPolicy::default()
+                    .merged(stored.get("retry_config").unwrap_or(&Value::Null))
+                    .unwrap_or_default();
+                stored.insert("retry_config".into(), base.merged(value)?.to_json());
+            }
+            "active" => {
+                if value == &Value::Bool(true) {
+                    stored.shift_remove("disabled_reason");
+                }
+                stored.insert("active".into(), value.clone());
+            }
+            _ => {
+                stored.insert(field.to_string(), value.clone());
+            }
+        }
+    }
+    stored.insert("updated_at".into(), Value::from(now));
+    Ok(())
+}
+
+/// A stored webhook as lists show it: the secret masked, the previous one too.
+pub(crate) fn masked(mut webhook: Map<String, Value>) -> Map<String, Value> {
+    for field in ["secret", "previous_secret"] {
+        if let Some(Value::String(secret)) = webhook.get(field) {
+            let masked = ids::mask(secret);
+            webhook.insert(field.into(), Value::from(masked));
+        }
+    }
+    webhook
+}
+
+/// The whole secret of a stored webhook, and the previous one while it still signs at `now`.
+pub(crate) fn secrets(webhook: &Map<String, Value>, now: u64) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert(
+        "secret".into(),
+        webhook.get("secret").cloned().unwrap_or(Value::Null),
+    );
+    let expires = webhook.get("previous_expires_at").and_then(Value::as_u64);
+    if let (Some(previous), Some(expires)) = (webhook.get("previous_secret"), expires)
+        && expires > now
+    {
+        data.insert("previous_secret".into(), previous.clone());
+        data.insert("previous_expires_at".into(), Value::from(expires));
+    }
+    data
+}
+
+/// Rotates the secret of `stored` to `new_secret` at `now`: the old one keeps signing until
+/// `now + grace_ms` (not when the grace is zero, there was none, or it is the same).
+pub(crate) fn rotate(stored: &mut Map<String, Value>, new_secret: &str, grace_ms: u64, now: u64) {
+    let old = stored
+        .get("secret")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if grace_ms > 0 && !old.is_empty() && old != new_secret {
+        stored.insert("previous_secret".into(), Value::from(old));
+        stored.insert("previous_expires_at".into(), Value::from(now + grace_ms));
+    } else {
+        stored.shift_remove("previous_secret");
+        stored.shift_remove("previous_expires_at");
+    }
+    stored.insert("secret".into(), Value::from(new_secret));
+    stored.insert("updated_at".into(), Value::from(now));
+}
+
+/// Reconnects `stored` at `now`: not disconnected, no failures counted.
+pub(crate) fn reconnect(stored: &mut Map<String, Value>, now: u64) {
+    stored.insert("disconnected".into(), Value::Bool(false));
+    stored.insert("consecutive_failures".into(), Value::from(0));
+    stored.insert("updated_at".into(), Value::from(now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_writable_field_has_a_schema() {
+        for field in WRITABLE {
+            assert_ne!(schema(field), json!({}), "{field} has no schema");
+        }
+    }
+}
