@@ -228,6 +228,22 @@ fn register(redis: &RedisServer, id: &str, url: &str) {
         .unwrap();
 }
 
+/// Deletes these webhooks and tells the service.
+fn unregister(conn: &mut ::redis::Connection, ids: impl Iterator<Item = String>) {
+    for id in ids {
+        let _: () = ::redis::cmd("HDEL")
+            .arg("webhooks:registry")
+            .arg(id)
+            .query(conn)
+            .unwrap();
+    }
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg("webhooks:changed")
+        .arg("x")
+        .query(conn)
+        .unwrap();
+}
+
 fn wait_loaded(service: &Service, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -599,18 +615,7 @@ fn main() {
         delivered as f64 / took.as_secs_f64(),
         peak as f64 / 1024.0
     );
-    for i in 2..=100 {
-        let _: () = ::redis::cmd("HDEL")
-            .arg("webhooks:registry")
-            .arg(format!("wh_{i}_e2e"))
-            .query(&mut conn)
-            .unwrap();
-    }
-    let _: () = ::redis::cmd("PUBLISH")
-        .arg("webhooks:changed")
-        .arg("x")
-        .query(&mut conn)
-        .unwrap();
+    unregister(&mut conn, (2..=100).map(|i| format!("wh_{i}_e2e")));
     wait_loaded(&service, 1);
 
     // Fan-out to 100 endpoints: the same, each webhook at an origin of its own (a port of one
@@ -632,18 +637,7 @@ fn main() {
         "fan-out to 100 endpoints: {delivered} of 100000 deliveries (1,000 events x 100 webhooks, one origin each) in {took:?}: {:.0} deliveries/s",
         delivered as f64 / took.as_secs_f64(),
     );
-    for i in 2..=101 {
-        let _: () = ::redis::cmd("HDEL")
-            .arg("webhooks:registry")
-            .arg(format!("wh_{i}_spread"))
-            .query(&mut conn)
-            .unwrap();
-    }
-    let _: () = ::redis::cmd("PUBLISH")
-        .arg("webhooks:changed")
-        .arg("x")
-        .query(&mut conn)
-        .unwrap();
+    unregister(&mut conn, (2..=101).map(|i| format!("wh_{i}_spread")));
     wait_loaded(&service, 1);
 
     // Latency: 1,000 events/s for 10 s.
