@@ -107,6 +107,8 @@ struct Threads {
     /// `delivery-completer`, `monitor-recorder`, `delivery-heartbeat`, `webhook-registry`, the
     /// API's threads: they stop on the last flag.
     rest: Vec<JoinHandle<()>>,
+    /// `delivery-dns`: started per host-name lookup, ending with it.
+    dns: ssrf::Lookups,
 }
 
 /// How often a stop looks whether a thread has ended (std has no join with a time limit).
@@ -168,6 +170,7 @@ impl Service {
         }
         self.shutdown.set();
         left.extend(join_by(std::mem::take(&mut self.threads.rest), deadline));
+        left.extend(join_by(self.threads.dns.take_threads(), deadline));
         if !left.is_empty() {
             warn!(
                 "the shutdown timeout ended with {} threads still running: {}",
@@ -303,7 +306,7 @@ fn start_delivery(
             config.timeout,
             config.delivery_threads + config.retry_threads + config.slow_threads,
             (config.allowed_networks.clone(), Some(config.port)),
-            ssrf::Lookups::default(),
+            threads.dns.clone(),
         ),
         gate: gate(config),
         lines: lines.clone(),

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -113,23 +114,52 @@ type Answer = io::Result<Vec<SocketAddr>>;
 /// thread per host name, not per request: a name already being resolved gets the same answer.
 /// And not a fixed few threads with a queue: a name whose servers hang would then make every
 /// other name wait behind it. At most [`MAX_LOOKUPS`] run at once; past that a lookup fails at
-/// once (the attempt is retried). The threads end when their lookup does, and the process does
-/// not wait for one at its stop (nothing of a delivery is in one).
+/// once (the attempt is retried). The threads end when their lookup does; the stop joins them
+/// within its deadline, like every other thread.
 #[derive(Clone, Default)]
-pub(crate) struct Lookups(Arc<Mutex<HashMap<String, Vec<Sender<Answer>>>>>);
+pub(crate) struct Lookups(Arc<LookupsInner>);
+
+#[derive(Default)]
+struct LookupsInner {
+    /// Names being resolved, and who waits for each.
+    running: Mutex<HashMap<String, Vec<Sender<Answer>>>>,
+    /// The threads of lookups not yet joined (the stop joins them, within its deadline).
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
 
 impl fmt::Debug for Lookups {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Lookups({} in progress)", self.0.lock().len())
+        write!(f, "Lookups({} in progress)", self.0.running.lock().len())
     }
 }
 
 impl Lookups {
+    /// The lookup threads not yet joined, for the stop to join; those that ended are joined
+    /// as new ones start.
+    pub(crate) fn take_threads(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *self.0.threads.lock())
+    }
+
+    /// Keeps a lookup thread's handle, joining those that have ended.
+    fn keep(&self, thread: JoinHandle<()>) {
+        let mut threads = self.0.threads.lock();
+        let (ended, running): (Vec<_>, Vec<_>) =
+            threads.drain(..).partition(JoinHandle::is_finished);
+        *threads = running;
+        threads.push(thread);
+        drop(threads);
+        for thread in ended {
+            if thread.join().is_err() {
+                log::error!("a delivery-dns thread panicked");
+            }
+        }
+    }
+
     /// Resolves `query` (`host:port`), waiting until `deadline` at most.
     fn resolve(&self, query: &str, deadline: Instant) -> Result<Answer, ureq::Error> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         {
-            let mut running = self.0.lock();
+            let mut running = self.0.running.lock();
             if let Some(waiting) = running.get_mut(query) {
                 waiting.push(reply);
             } else if running.len() >= MAX_LOOKUPS {
@@ -138,11 +168,11 @@ impl Lookups {
                 ))));
             } else {
                 let (lookups, owned) = (self.clone(), query.to_string());
-                std::thread::Builder::new()
+                let thread = std::thread::Builder::new()
                     .name("delivery-dns".into())
                     .spawn(move || {
                         let result = owned.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-                        let waiting = lookups.0.lock().remove(&owned).unwrap_or_default();
+                        let waiting = lookups.0.running.lock().remove(&owned).unwrap_or_default();
                         for reply in waiting {
                             // The caller may have stopped waiting: then nobody reads it.
                             let copy = match &result {
@@ -158,6 +188,8 @@ impl Lookups {
                         )))
                     })?;
                 running.insert(query.to_string(), vec![reply]);
+                drop(running);
+                self.keep(thread);
             }
         }
         answer
@@ -330,6 +362,7 @@ mod tests {
         // A lookup of this name is in progress (as if its thread were still waiting for DNS).
         lookups
             .0
+            .running
             .lock()
             .insert("hook.invalid:80".into(), Vec::new());
         let asking = lookups.clone();
@@ -340,6 +373,7 @@ mod tests {
         let reply = loop {
             if let Some(reply) = lookups
                 .0
+                .running
                 .lock()
                 .get_mut("hook.invalid:80")
                 .and_then(Vec::pop)
@@ -363,6 +397,7 @@ mod tests {
         for i in 0..MAX_LOOKUPS {
             lookups
                 .0
+                .running
                 .lock()
                 .insert(format!("slow-{i}.invalid:80"), Vec::new());
         }
@@ -386,9 +421,15 @@ mod tests {
             "{answer:?}"
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !lookups.0.lock().is_empty() {
+        while !lookups.0.running.lock().is_empty() {
             assert!(Instant::now() < deadline, "the lookup stayed in progress");
             std::thread::sleep(Duration::from_millis(5));
+        }
+        // Its thread is kept for the stop to join.
+        let threads = lookups.take_threads();
+        assert_eq!(threads.len(), 1);
+        for thread in threads {
+            assert!(thread.join().is_ok());
         }
     }
 
