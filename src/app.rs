@@ -304,7 +304,10 @@ fn start_delivery(
     let ctx = Arc::new(Context {
         clients: http::Clients::new(
             config.timeout,
-            config.delivery_threads + config.retry_threads + config.slow_threads,
+            (
+                config.max_in_flight_per_endpoint,
+                config.delivery_idle_connections(),
+            ),
             (config.allowed_networks.clone(), Some(config.port)),
             threads.dns.clone(),
         ),

@@ -28,7 +28,8 @@
 //! the scheduler, the delivery threads (attempts in flight finish; what is queued or parked goes
 //! back to `webhooks:due`; they end when their channels close), then the settlements are
 //! written, the remaining leases released, and a second flag stops the completer, the recorder,
-//! the heartbeat, the registry, the DNS lookup threads and the API. The API serves normally until that flag; then it
+//! the heartbeat, the registry and the API; the DNS lookup threads end with their lookups and
+//! are joined last. The API serves normally until that flag; then it
 //! stops listening, answers every request it has read (with `Connection: close`), closes the
 //! connections between requests and those slow for over a second, and its handler threads end
 //! with the last connection.
@@ -60,7 +61,7 @@
 //! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | attempts, on a seat the gate gives: one of the first-attempt seats (reads the first-attempt channel), the retry seats (reads the retry channel: retries and deliveries taken back from Redis; and the job channel: test attempts of `POST /webhooks/:id/test`) or the slow seats (runs slow endpoints' attempts in turn); one thread per seat | its channel, or the gate |
-//! | `delivery-dns` (one per host name being resolved, at most 32) | resolving a webhook host name for the SSRF guard: a lookup has no time limit of its own and cannot be interrupted, so the attempt waits at most its budget and the thread ends with its lookup (joined as later ones start, and by the stop); a name already being resolved shares the lookup; answers are cached 30 s | started per lookup |
+//! | `delivery-dns` (one per host name being resolved, at most 32) | resolving a webhook host name for the SSRF guard: a lookup has no time limit of its own and cannot be interrupted, so the attempt waits at most its budget and the thread ends with its lookup (joined as later ones start, and by the stop); a name already being resolved shares the lookup; answers are cached 30 s, and an expired one is used for up to 10 min while a new lookup runs | started per lookup |
 //! | `delivery-watch` | moving attempts that run long from first-attempt and retry seats to slow seats; per-job lines whose head did not come back | 50 ms |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
@@ -85,8 +86,9 @@
 //! - Architecture Invariant: no module imports from a layer above its own, and no two
 //!   top-level modules import each other (see Layers; `scripts/check-layers` fails CI otherwise).
 //! - Architecture Invariant: every thread is named, listed in the table above, started at
-//!   start-up (a failed spawn is a start-up error, never a thread per request or per lookup),
-//!   and joined at the stop; loops that repeat a step until the stop are started by
+//!   start-up (a failed spawn is a start-up error, never a thread per request), and joined at
+//!   the stop; the one exception to start-up is `delivery-dns`, a thread per host name being
+//!   resolved (at most 32), since a lookup cannot be interrupted; loops that repeat a step until the stop are started by
 //!   `shutdown::spawn_loop`, and a failing dependency is warned about once per outage
 //!   (`shutdown::Outage`).
 //! - Architecture Invariant: one owner per rule: every Redis key is named in `keys`, every

@@ -54,10 +54,10 @@ pub(crate) fn spawn(
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
-    // Descriptors besides API connections: a connection per delivery thread and up to four
-    // idle ones per thread (at least 16) kept by the HTTP client, Redis connections, the log.
-    let delivery_threads = (config.delivery_threads + config.retry_threads).max(16) as u64;
-    let other_files = 64 + 5 * delivery_threads;
+    // Descriptors besides API connections: a connection per delivery thread, the idle ones the
+    // HTTP client keeps, DNS lookups, Redis connections, the log.
+    let other_files =
+        64 + 32 + (config.all_delivery_threads() + config.delivery_idle_connections()) as u64;
     let max_connections = front::connection_limit(config.api_max_connections, other_files);
     // Each connection has at most one request in a handler, so this queue never fills.
     let (quick_tx, quick_rx) = crossbeam_channel::bounded(max_connections);

@@ -301,6 +301,17 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 impl Config {
+    /// Delivery threads of all kinds: first-attempt, retry and slow seats.
+    pub(crate) fn all_delivery_threads(&self) -> usize {
+        self.delivery_threads + self.retry_threads + self.slow_threads
+    }
+
+    /// Idle keep-alive connections the delivery client keeps, all origins together: four per
+    /// delivery thread (at least 64). The API counts them against the open-file limit.
+    pub(crate) fn delivery_idle_connections(&self) -> usize {
+        (4 * self.all_delivery_threads()).max(64)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())

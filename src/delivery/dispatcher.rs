@@ -385,6 +385,12 @@ impl Dispatcher {
         if let Err(e) = self.durable.settle_many(&[], &due) {
             debug!("{e}; waiting for room for {} deliveries", spilled.len());
             for (d, _) in spilled {
+                // Not in Redis after all: the head of its line is here again (else its line
+                // would let the next event go past it once the grace period ends).
+                let d = match self.lines.enter(d) {
+                    Entered::Go(d) => d,
+                    Entered::Held | Entered::Kept => continue,
+                };
                 if self.first_tx.send(d).is_err() {
                     error!("delivery queue is closed; a delivery is dropped");
                     bump(&self.counters.events_failed);

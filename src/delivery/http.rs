@@ -19,8 +19,6 @@ use crate::net::Cidr;
 /// The `User-Agent` of every delivery (the original's).
 pub(crate) const USER_AGENT: &str = "EMP-Job-Queue-Webhook/1.0";
 
-/// Origins whose agents are kept before idle ones are let go.
-const ORIGINS_KEPT: usize = 1024;
 /// An origin's agent unused this long may be let go (its pooled connections would have aged out
 /// by then: `max_idle_age`).
 const ORIGIN_IDLE: Duration = Duration::from_secs(30);
@@ -33,28 +31,36 @@ const ORIGIN_IDLE: Duration = Duration::from_secs(30);
 /// list under the pool's lock; with a few dozen endpoints busy at once that took about 200 µs
 /// per request, and every delivery thread waited for it in turn. An agent per origin keeps each
 /// list as short as one endpoint's connections.
+///
+/// Idle connections are bounded per origin (`per_origin`) and in all (`total`): past
+/// `total / per_origin` origins, the agent used least recently is let go (its idle connections
+/// close; attempts in flight keep theirs), so the file descriptors the client holds do not grow
+/// with the number of webhooks.
 #[derive(Debug)]
 pub(crate) struct Clients {
     timeout: Duration,
-    connections: usize,
+    per_origin: usize,
+    max_origins: usize,
     resolver: GuardedResolver,
     agents: Mutex<HashMap<Box<str>, (Agent, Instant)>>,
 }
 
 impl Clients {
-    /// The delivery client. `connections` bounds the idle keep-alive connections kept per
-    /// origin; it should be at least the number of delivery threads so that a busy endpoint
-    /// never reconnects. `own_port` is the API port, whose capture URLs on loopback are always
-    /// allowed; `lookups` resolves host names.
+    /// The delivery client, keeping up to `per_origin` idle keep-alive connections per origin
+    /// (an endpoint's in-flight limit, so a busy endpoint never reconnects) and `total` in all.
+    /// `own_port` is the API port, whose capture URLs on loopback are always allowed; `lookups`
+    /// resolves host names.
     pub(crate) fn new(
         timeout: Duration,
-        connections: usize,
+        (per_origin, total): (usize, usize),
         (allowed, own_port): (Vec<Cidr>, Option<u16>),
         lookups: Lookups,
     ) -> Clients {
+        let per_origin = per_origin.max(1);
         Clients {
             timeout,
-            connections,
+            per_origin,
+            max_origins: (total / per_origin).max(1),
             resolver: GuardedResolver::new(allowed, own_port, lookups),
             agents: Mutex::new(HashMap::new()),
         }
@@ -70,10 +76,19 @@ impl Clients {
             *used = now;
             return agent.clone();
         }
-        if agents.len() >= ORIGINS_KEPT {
+        if agents.len() >= self.max_origins {
             agents.retain(|_, (_, used)| now.duration_since(*used) < ORIGIN_IDLE);
         }
-        let agent = agent(self.timeout, self.connections, self.resolver.clone());
+        if agents.len() >= self.max_origins {
+            let oldest = agents
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(origin, _)| origin.clone());
+            if let Some(origin) = oldest {
+                agents.remove(&origin);
+            }
+        }
+        let agent = agent(self.timeout, self.per_origin, self.resolver.clone());
         agents.insert(key.into(), (agent.clone(), now));
         agent
     }
@@ -250,38 +265,31 @@ mod tests {
     }
 
     #[test]
-    fn one_agent_per_origin_and_idle_ones_go_past_the_cap() {
+    fn one_agent_per_origin_and_the_least_recently_used_goes_past_the_budget() {
+        // Four idle connections per origin and sixteen in all: four origins kept.
         let clients = Clients::new(
             Duration::from_secs(1),
-            4,
+            (4, 16),
             (Vec::new(), None),
             Lookups::default(),
         );
         clients.agent("http://127.0.0.1:1/a");
         clients.agent("http://127.0.0.1:1/b?x");
-        clients.agent("http://127.0.0.1:2/a");
-        assert_eq!(clients.origins(), 2);
-        // Past the cap, agents idle for longer than ORIGIN_IDLE make room; recent ones stay.
-        {
-            let mut agents = clients.agents.lock();
-            let old = Instant::now()
-                .checked_sub(ORIGIN_IDLE * 2)
-                .unwrap_or_else(Instant::now);
-            for (_, used) in agents.values_mut() {
-                *used = old;
-            }
-            for i in 0..ORIGINS_KEPT {
-                let agent = agent(Duration::from_secs(1), 1, clients.resolver.clone());
-                agents.insert(
-                    format!("http://10.0.0.1:{i}").into(),
-                    (agent, Instant::now()),
-                );
-            }
+        assert_eq!(clients.origins(), 1);
+        for port in 2..=4 {
+            std::thread::sleep(Duration::from_millis(2));
+            clients.agent(&format!("http://127.0.0.1:{port}/"));
         }
-        clients.agent("http://127.0.0.1:3/");
+        std::thread::sleep(Duration::from_millis(2));
+        // Port 1 is used again: port 2 is now the one used least recently.
+        clients.agent("http://127.0.0.1:1/c");
+        std::thread::sleep(Duration::from_millis(2));
+        clients.agent("http://127.0.0.1:5/");
         let agents = clients.agents.lock();
-        assert!(!agents.contains_key("http://127.0.0.1:1"));
-        assert!(agents.contains_key("http://127.0.0.1:3"));
-        assert_eq!(agents.len(), ORIGINS_KEPT + 1);
+        assert_eq!(agents.len(), 4);
+        assert!(!agents.contains_key("http://127.0.0.1:2"));
+        for port in [1, 3, 4, 5] {
+            assert!(agents.contains_key(format!("http://127.0.0.1:{port}").as_str()));
+        }
     }
 }

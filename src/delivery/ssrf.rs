@@ -95,6 +95,8 @@ impl std::error::Error for Blocked {}
 
 /// How long a hostname's vetted addresses are reused before it is resolved again.
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long past that an answer is still used while a new lookup runs.
+const DNS_STALE_FOR: Duration = Duration::from_secs(600);
 /// Most hostnames kept in the cache.
 const DNS_CACHE_MAX: usize = 4096;
 
@@ -121,6 +123,8 @@ pub(crate) struct Lookups(Arc<LookupsInner>);
 
 #[derive(Default)]
 struct LookupsInner {
+    /// Host names' vetted answers (with port 0), and when each was looked up.
+    cache: Mutex<HashMap<String, CachedLookup>>,
     /// Names being resolved, and who waits for each.
     running: Mutex<HashMap<String, Vec<Sender<Answer>>>>,
     /// The threads of lookups not yet joined (the stop joins them, within its deadline).
@@ -134,6 +138,21 @@ impl fmt::Debug for Lookups {
 }
 
 impl Lookups {
+    /// Caches `host`'s answer.
+    fn remember(&self, host: &str, addrs: &[SocketAddr]) {
+        if addrs.is_empty() {
+            return;
+        }
+        let mut cache = self.0.cache.lock();
+        if cache.len() >= DNS_CACHE_MAX {
+            cache.retain(|_, (at, _)| at.elapsed() < DNS_STALE_FOR);
+            if cache.len() >= DNS_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(host.to_string(), (Instant::now(), addrs.to_vec()));
+    }
+
     /// The lookup threads not yet joined, for the stop to join; those that ended are joined
     /// as new ones start.
     pub(crate) fn take_threads(&self) -> Vec<JoinHandle<()>> {
@@ -155,46 +174,101 @@ impl Lookups {
         }
     }
 
-    /// Resolves `query` (`host:port`), waiting until `deadline` at most.
-    fn resolve(&self, query: &str, deadline: Instant) -> Result<Answer, ureq::Error> {
+    /// Resolves `host`, waiting until `deadline` at most (`None` deadline: starts the lookup
+    /// and returns at once, for a refresh whose answer goes to the cache only).
+    fn resolve(&self, host: &str, deadline: Option<Instant>) -> Result<Answer, ureq::Error> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         {
             let mut running = self.0.running.lock();
-            if let Some(waiting) = running.get_mut(query) {
+            if let Some(waiting) = running.get_mut(host) {
                 waiting.push(reply);
-            } else if running.len() >= MAX_LOOKUPS {
-                return Err(ureq::Error::Io(io::Error::other(format!(
-                    "dns lookup of {query} not started: {MAX_LOOKUPS} lookups are in progress"
-                ))));
-            } else {
-                let (lookups, owned) = (self.clone(), query.to_string());
-                let thread = std::thread::Builder::new()
-                    .name("delivery-dns".into())
-                    .spawn(move || {
-                        let result = owned.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-                        let waiting = lookups.0.running.lock().remove(&owned).unwrap_or_default();
-                        for reply in waiting {
-                            // The caller may have stopped waiting: then nobody reads it.
-                            let copy = match &result {
-                                Ok(addrs) => Ok(addrs.clone()),
-                                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                            };
-                            let _ = reply.send(copy);
-                        }
-                    })
-                    .map_err(|e| {
-                        ureq::Error::Io(io::Error::other(format!(
-                            "dns lookup of {query} not started: {e}"
-                        )))
-                    })?;
-                running.insert(query.to_string(), vec![reply]);
                 drop(running);
-                self.keep(thread);
+                return wait(answer, deadline);
+            }
+            if running.len() >= MAX_LOOKUPS {
+                // Counted as a DNS failure of this attempt (not as the endpoint failing).
+                return Err(ureq::Error::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "dns lookup of {host} not started: {MAX_LOOKUPS} lookups are in progress"
+                    ),
+                )));
+            }
+            running.insert(host.to_string(), vec![reply]);
+        }
+        let pending = Pending {
+            lookups: self.clone(),
+            host: host.to_string(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("delivery-dns".into())
+            .spawn(move || {
+                // Port 0: the answer is the host's; each caller puts its own port in.
+                let result = (pending.host.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                pending.answer(&result);
+            });
+        match spawned {
+            Ok(thread) => self.keep(thread),
+            Err(e) => {
+                // The guard moved into the closure was dropped with it: the waiters were told.
+                return Err(ureq::Error::Io(io::Error::other(format!(
+                    "dns lookup of {host} not started: {e}"
+                ))));
             }
         }
-        answer
-            .recv_deadline(deadline)
-            .map_err(|_| ureq::Error::Timeout(ureq::Timeout::Resolve))
+        wait(answer, deadline)
+    }
+}
+
+/// Waits for a lookup's answer until `deadline` (`None`: does not wait).
+fn wait(
+    answer: crossbeam_channel::Receiver<Answer>,
+    deadline: Option<Instant>,
+) -> Result<Answer, ureq::Error> {
+    let Some(deadline) = deadline else {
+        return Err(ureq::Error::Timeout(ureq::Timeout::Resolve));
+    };
+    answer
+        .recv_deadline(deadline)
+        .map_err(|_| ureq::Error::Timeout(ureq::Timeout::Resolve))
+}
+
+/// A lookup in progress: answers its waiters once, and, if its thread ends without an answer
+/// (a panic, or a thread that could not start), tells them so and frees its place.
+struct Pending {
+    lookups: Lookups,
+    host: String,
+}
+
+impl Pending {
+    fn answer(&self, result: &Answer) {
+        if let Ok(addrs) = result {
+            self.lookups.remember(&self.host, addrs);
+        }
+        let waiting = self
+            .lookups
+            .0
+            .running
+            .lock()
+            .remove(&self.host)
+            .unwrap_or_default();
+        for reply in waiting {
+            let copy = match result {
+                Ok(addrs) => Ok(addrs.clone()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            // The caller may have stopped waiting: then nobody reads it.
+            let _ = reply.send(copy);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Answered already: nothing is left under its name.
+        self.answer(&Err(io::Error::other("the lookup ended without an answer")));
     }
 }
 
@@ -206,8 +280,7 @@ pub(crate) struct GuardedResolver {
     /// The service's own API port: its capture URLs on loopback (test receivers, monitor
     /// sessions, which the monitor UI registers as webhooks) are always allowed.
     own_port: Option<u16>,
-    cache: Arc<Mutex<HashMap<String, CachedLookup>>>,
-    /// Where cache misses are resolved.
+    /// Where host names are resolved, and their answers cached.
     lookups: Lookups,
 }
 
@@ -221,7 +294,6 @@ impl GuardedResolver {
         GuardedResolver {
             allowed: Arc::new(allowed),
             own_port,
-            cache: Arc::new(Mutex::new(HashMap::new())),
             lookups,
         }
     }
@@ -242,14 +314,27 @@ impl GuardedResolver {
         port: u16,
         timeout: Duration,
     ) -> Result<Vec<SocketAddr>, ureq::Error> {
-        let key = format!("{host}:{port}");
-        if let Some((at, addrs)) = self.cache.lock().get(&key)
-            && at.elapsed() < DNS_CACHE_TTL
-        {
-            return Ok(addrs.clone());
+        let with_port = |addrs: &[SocketAddr]| -> Vec<SocketAddr> {
+            addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect()
+        };
+        let cached = self.lookups.0.cache.lock().get(host).cloned();
+        if let Some((at, addrs)) = &cached {
+            if at.elapsed() < DNS_CACHE_TTL {
+                return Ok(with_port(addrs));
+            }
+            if at.elapsed() < DNS_STALE_FOR {
+                // Past its time: refresh it in the background and use it meanwhile, so a host
+                // whose answer expires never waits for DNS (nor fails when lookups are scarce).
+                // (Its answer goes to the cache; this attempt does not wait for it.)
+                let _ = self.lookups.resolve(host, None);
+                return Ok(with_port(addrs));
+            }
         }
         let deadline = Instant::now() + timeout;
-        let addrs = match self.lookups.resolve(&key, deadline)? {
+        let addrs = match self.lookups.resolve(host, Some(deadline))? {
             Ok(addrs) if !addrs.is_empty() => addrs,
             Ok(_) => return Err(ureq::Error::HostNotFound),
             Err(e) => {
@@ -259,15 +344,7 @@ impl GuardedResolver {
                 )));
             }
         };
-        let mut cache = self.cache.lock();
-        if cache.len() >= DNS_CACHE_MAX {
-            cache.retain(|_, (at, _)| at.elapsed() < DNS_CACHE_TTL);
-            if cache.len() >= DNS_CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (Instant::now(), addrs.clone()));
-        Ok(addrs)
+        Ok(with_port(&addrs))
     }
 
     /// Resolves `uri` to the addresses a connection may use, refusing non-public ones.
@@ -364,10 +441,13 @@ mod tests {
             .0
             .running
             .lock()
-            .insert("hook.invalid:80".into(), Vec::new());
+            .insert("hook.invalid".into(), Vec::new());
         let asking = lookups.clone();
         let waiter = std::thread::spawn(move || {
-            asking.resolve("hook.invalid:80", Instant::now() + Duration::from_secs(10))
+            asking.resolve(
+                "hook.invalid",
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         let reply = loop {
@@ -375,7 +455,7 @@ mod tests {
                 .0
                 .running
                 .lock()
-                .get_mut("hook.invalid:80")
+                .get_mut("hook.invalid")
                 .and_then(Vec::pop)
             {
                 break reply;
@@ -399,14 +479,19 @@ mod tests {
                 .0
                 .running
                 .lock()
-                .insert(format!("slow-{i}.invalid:80"), Vec::new());
+                .insert(format!("slow-{i}.invalid"), Vec::new());
         }
         let started = Instant::now();
-        let result = lookups.resolve("other.invalid:80", Instant::now() + Duration::from_secs(10));
+        let result = lookups.resolve(
+            "other.invalid",
+            Some(Instant::now() + Duration::from_secs(10)),
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         match result {
             Err(ureq::Error::Io(e)) => {
-                assert!(e.to_string().contains("lookups are in progress"), "{e}")
+                assert!(e.to_string().contains("lookups are in progress"), "{e}");
+                // A DNS failure of this attempt, not a connection failure of its endpoint.
+                assert_eq!(e.kind(), io::ErrorKind::NotFound);
             }
             other => panic!("{other:?}"),
         }
@@ -415,7 +500,7 @@ mod tests {
     #[test]
     fn a_lookup_runs_and_is_forgotten_when_it_ends() {
         let lookups = Lookups::default();
-        let answer = lookups.resolve("localhost:80", Instant::now() + Duration::from_secs(10));
+        let answer = lookups.resolve("localhost", Some(Instant::now() + Duration::from_secs(10)));
         assert!(
             matches!(answer, Ok(Ok(ref addrs)) if !addrs.is_empty()),
             "{answer:?}"
@@ -535,7 +620,7 @@ mod tests {
         }
     }
 
-    /// A host name is resolved on a `delivery-dns-N` thread, never on one started for it.
+    /// A host name is resolved on a `delivery-dns` thread, with the port of the URL.
     #[test]
     fn host_names_resolve_on_the_lookup_threads() {
         let guard = GuardedResolver::new(vec![], Some(3335), lookups());
@@ -544,8 +629,59 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         match guard.vetted(&uri, Duration::from_secs(5)) {
-            Ok(addrs) => assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}"),
+            Ok(addrs) => assert!(
+                addrs
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 3335),
+                "{addrs:?}"
+            ),
             Err(e) => panic!("localhost: {e}"),
         }
+    }
+
+    /// With every lookup slot held by hosts whose DNS hangs, a host whose answer has just expired
+    /// is still delivered to: its last answer is used while a new lookup waits for a slot.
+    #[test]
+    fn an_expired_answer_is_used_while_lookups_are_scarce() {
+        let lookups = Lookups::default();
+        for i in 0..MAX_LOOKUPS {
+            lookups
+                .0
+                .running
+                .lock()
+                .insert(format!("hung-{i}.invalid"), Vec::new());
+        }
+        let addr = SocketAddr::new(ip("203.0.113.9"), 0);
+        let expired = Instant::now()
+            .checked_sub(DNS_CACHE_TTL + Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        lookups
+            .0
+            .cache
+            .lock()
+            .insert("hook.example".into(), (expired, vec![addr]));
+        let guard = GuardedResolver::new(vec![], None, lookups);
+        match guard.lookup("hook.example", 8443, Duration::from_secs(5)) {
+            Ok(addrs) => assert_eq!(addrs, vec![SocketAddr::new(addr.ip(), 8443)]),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A lookup whose thread ends without an answer tells its waiters and frees its place.
+    #[test]
+    fn a_lookup_that_ends_without_an_answer_frees_its_place() {
+        let lookups = Lookups::default();
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        lookups
+            .0
+            .running
+            .lock()
+            .insert("gone.invalid".into(), vec![reply]);
+        drop(Pending {
+            lookups: lookups.clone(),
+            host: "gone.invalid".into(),
+        });
+        assert!(lookups.0.running.lock().is_empty());
+        assert!(matches!(answer.try_recv(), Ok(Err(_))));
     }
 }
