@@ -196,9 +196,10 @@ impl Lookups {
             }
             running.insert(host.to_string(), vec![reply]);
         }
-        let pending = Pending {
+        let mut pending = Pending {
             lookups: self.clone(),
             host: host.to_string(),
+            answered: false,
         };
         let spawned = std::thread::Builder::new()
             .name("delivery-dns".into())
@@ -240,10 +241,16 @@ fn wait(
 struct Pending {
     lookups: Lookups,
     host: String,
+    /// Whether its waiters have had their answer (a later lookup of the same name may be
+    /// under way by then: the guard must not touch it).
+    answered: bool,
 }
 
 impl Pending {
-    fn answer(&self, result: &Answer) {
+    fn answer(&mut self, result: &Answer) {
+        if std::mem::replace(&mut self.answered, true) {
+            return;
+        }
         if let Ok(addrs) = result {
             self.lookups.remember(&self.host, addrs);
         }
@@ -267,7 +274,6 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        // Answered already: nothing is left under its name.
         self.answer(&Err(io::Error::other("the lookup ended without an answer")));
     }
 }
@@ -667,6 +673,36 @@ mod tests {
         }
     }
 
+    /// Once a lookup has answered, its guard leaves a later lookup of the same name alone.
+    #[test]
+    fn an_answered_lookup_leaves_the_next_one_of_its_name_alone() {
+        let lookups = Lookups::default();
+        let mut first = Pending {
+            lookups: lookups.clone(),
+            host: "again.invalid".into(),
+            answered: false,
+        };
+        lookups
+            .0
+            .running
+            .lock()
+            .insert("again.invalid".into(), Vec::new());
+        first.answer(&Ok(vec![SocketAddr::new(ip("203.0.113.8"), 0)]));
+        // A new lookup of the name starts before the first thread has ended.
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        lookups
+            .0
+            .running
+            .lock()
+            .insert("again.invalid".into(), vec![reply]);
+        drop(first);
+        assert!(lookups.0.running.lock().contains_key("again.invalid"));
+        assert!(
+            answer.try_recv().is_err(),
+            "the later lookup's waiter was answered"
+        );
+    }
+
     /// A lookup whose thread ends without an answer tells its waiters and frees its place.
     #[test]
     fn a_lookup_that_ends_without_an_answer_frees_its_place() {
@@ -680,6 +716,7 @@ mod tests {
         drop(Pending {
             lookups: lookups.clone(),
             host: "gone.invalid".into(),
+            answered: false,
         });
         assert!(lookups.0.running.lock().is_empty());
         assert!(matches!(answer.try_recv(), Ok(Err(_))));
