@@ -186,30 +186,10 @@ fn find_job(body: &[u8]) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// CPU seconds used, resident memory now and at its peak (KiB).
 fn proc_stat(pid: u32) -> (f64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (cpu, kb("VmRSS:"), kb("VmHWM:"))
+    let (rss, peak) = support::memory_kb(pid);
+    (support::cpu_seconds(pid), rss, peak)
 }
 
 fn register(redis: &RedisServer, id: &str, url: &str) {
@@ -350,14 +330,6 @@ fn print_thread_cpu(
 /// CPU seconds used so far by all of a process's threads.
 fn total_cpu(pid: u32) -> f64 {
     thread_usage(pid).values().map(|u| u.cpu).sum()
-}
-
-fn redis_pid(conn: &mut ::redis::Connection) -> u32 {
-    let info: String = ::redis::cmd("INFO").arg("server").query(conn).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// What Redis did for the run, per delivery: the commands by time spent (the publishes are the
@@ -543,7 +515,7 @@ fn main() {
     let (cpu0, _, _) = proc_stat(pid);
     let threads0 = thread_usage(pid);
     let mut conn = redis.conn();
-    let redis_pid = redis_pid(&mut conn);
+    let redis_pid = redis.pid();
     let redis_cpu0 = total_cpu(redis_pid);
     let _: () = ::redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -797,7 +769,7 @@ fn isolation_run(k: usize, mode: Mode, threads: &str) -> (Vec<f64>, (f64, f64)) 
     }
     wait_loaded(&service, 1 + k as u64);
     let pid = service.pid().unwrap();
-    let redis_pid = redis_pid(&mut redis.conn());
+    let redis_pid = redis.pid();
     let cpu0 = (total_cpu(pid), total_cpu(redis_pid));
     let ms = latency_run(&redis, &healthy, 1000, ISOLATION_RATE, ISOLATION_SECONDS);
     let cpu = (total_cpu(pid) - cpu0.0, total_cpu(redis_pid) - cpu0.1);

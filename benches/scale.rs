@@ -109,35 +109,6 @@ fn serve(stream: TcpStream, count: &AtomicUsize, delay: Duration) {
     }
 }
 
-/// CPU seconds a process has used (user + system).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn redis_pid(redis: &RedisServer) -> u32 {
-    let info: String = ::redis::cmd("INFO")
-        .arg("server")
-        .query(&mut redis.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn message(i: usize) -> String {
     format!(
         r#"{{"job_id":"scale-{i}","worker_id":"w1","result":{{"ok":true}},"timestamp":{}}}"#,
@@ -191,11 +162,11 @@ fn burst(
     n: usize,
 ) -> Burst {
     let pids: Vec<u32> = services.iter().filter_map(Service::pid).collect();
-    let redis_pid = redis_pid(redis);
+    let redis_pid = redis.pid();
     let before = receiver.count();
     let succeeded0: Vec<u64> = services.iter().map(succeeded).collect();
-    let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-    let redis0 = cpu_seconds(redis_pid);
+    let cpu0: f64 = pids.iter().map(|p| support::cpu_seconds(*p)).sum();
+    let redis0 = support::cpu_seconds(redis_pid);
     let started = Instant::now();
     send(redis, stream, from, n);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -204,8 +175,8 @@ fn burst(
     }
     let took = started.elapsed();
     let delivered = (receiver.count() - before).max(1);
-    let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
-    let redis_cpu = cpu_seconds(redis_pid) - redis0;
+    let cpu: f64 = pids.iter().map(|p| support::cpu_seconds(*p)).sum::<f64>() - cpu0;
+    let redis_cpu = support::cpu_seconds(redis_pid) - redis0;
     // Let the counters settle before reading each instance's share.
     std::thread::sleep(Duration::from_millis(300));
     let shares = services

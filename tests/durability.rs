@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::receiver::{Receiver, Reply};
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisServer, add_event};
 use crate::support::service::Service;
 use crate::support::wait_until;
 use crate::{call, register, webhook};
@@ -233,15 +233,9 @@ fn stream_intake_loses_nothing_across_a_redis_restart() {
         let mut conn = redis.conn();
         for i in from..from + count {
             let message = format!(r#"{{"job_id":"job-{i}","timestamp":{i}}}"#);
-            let _: String = ::redis::cmd("XADD")
-                .arg("events")
-                .arg("*")
-                .arg("channel")
-                .arg("complete_job")
-                .arg("message")
-                .arg(message)
-                .query(&mut conn)
-                .unwrap_or_default();
+            if let Err(e) = add_event(&mut conn, "complete_job", &message) {
+                panic!("XADD: {e}");
+            }
         }
     };
     add(&redis, 0, n / 2);

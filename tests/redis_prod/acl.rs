@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::call;
 use crate::support::receiver::{Receiver, Reply};
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisServer, add_event};
 use crate::support::service::Service;
 use crate::support::wait_until;
 
@@ -64,15 +64,9 @@ fn make_user(redis: &RedisServer) -> String {
 
 /// Adds a `complete_job` entry to the stream `events`.
 fn add(conn: &mut ::redis::Connection, message: String) {
-    let _: String = ::redis::cmd("XADD")
-        .arg("events")
-        .arg("*")
-        .arg("channel")
-        .arg("complete_job")
-        .arg("message")
-        .arg(message)
-        .query(conn)
-        .unwrap_or_else(|e| panic!("XADD: {e}"));
+    if let Err(e) = add_event(conn, "complete_job", &message) {
+        panic!("XADD: {e}");
+    }
 }
 
 /// Checks the user at `url` is refused what the service never needs.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::receiver::Receiver;
+use crate::support::redis::add_event;
 use crate::support::service::Service;
 use crate::support::topology::SentinelSet;
 use crate::support::{try_wait_until, wait_until};
@@ -72,15 +73,7 @@ impl Producer {
 
     fn try_add(&mut self, message: &str) -> Option<()> {
         let (conn, has_replicas) = self.master()?;
-        let _: String = ::redis::cmd("XADD")
-            .arg("events")
-            .arg("*")
-            .arg("channel")
-            .arg("complete_job")
-            .arg("message")
-            .arg(message)
-            .query(conn)
-            .ok()?;
+        add_event(conn, "complete_job", message).ok()?;
         if *has_replicas {
             let replicated: i64 = ::redis::cmd("WAIT").arg(1).arg(500).query(conn).ok()?;
             // Not on the replica: written again (a duplicate at worst, never a loss).

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::support::receiver::Receiver;
+use crate::support::redis::add_event;
 use crate::support::service::Service;
 use crate::support::topology::{Certs, TlsRedis};
 use crate::support::wait_until;
@@ -32,15 +33,9 @@ fn events_arrive(tls: &TlsRedis, receiver: &Receiver, prefix: &str, n: usize) {
     for i in 0..n {
         tls.server
             .publish("complete_job", &job(&format!("{prefix}-p"), i));
-        let _: String = ::redis::cmd("XADD")
-            .arg("events")
-            .arg("*")
-            .arg("channel")
-            .arg("complete_job")
-            .arg("message")
-            .arg(job(&format!("{prefix}-s"), i))
-            .query(&mut conn)
-            .unwrap_or_else(|e| panic!("XADD: {e}"));
+        if let Err(e) = add_event(&mut conn, "complete_job", &job(&format!("{prefix}-s"), i)) {
+            panic!("XADD: {e}");
+        }
     }
     wait_until(LONG, "every event over TLS", || {
         let (seen, _) = jobs_received(receiver);

@@ -134,6 +134,18 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// The server's process id (from `INFO server`).
+    pub fn pid(&self) -> u32 {
+        let info: String = ::redis::cmd("INFO")
+            .arg("server")
+            .query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("INFO server: {e}"));
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO server has no process_id"))
+    }
+
     /// Publishes `payload` on `channel`; returns the number of subscribers that got it.
     pub fn publish(&self, channel: &str, payload: &str) -> i64 {
         ::redis::cmd("PUBLISH")
@@ -142,6 +154,23 @@ impl RedisServer {
             .query(&mut self.conn())
             .unwrap_or_else(|e| panic!("PUBLISH {channel}: {e}"))
     }
+}
+
+/// Adds an entry to the stream `events`, as the job queue writes it (`channel`, `message`);
+/// returns its id.
+pub fn add_event(
+    conn: &mut ::redis::Connection,
+    channel: &str,
+    message: &str,
+) -> ::redis::RedisResult<String> {
+    ::redis::cmd("XADD")
+        .arg("events")
+        .arg("*")
+        .arg("channel")
+        .arg(channel)
+        .arg("message")
+        .arg(message)
+        .query(conn)
 }
 
 impl Drop for RedisServer {
