@@ -197,6 +197,7 @@ struct Delivering {
     scheduler: SchedulerHandle,
     throttle: Arc<Throttle>,
     lines: Arc<Lines>,
+    gate: Arc<EndpointGate>,
     handle: DeliveryHandle,
 }
 
@@ -300,6 +301,7 @@ fn start_delivery(
     // in memory, the rest in Redis.
     let lines = Arc::new(Lines::new(config.queue_capacity / 2));
     let durable = &base.durable;
+    let gate = Arc::new(gate(config));
     let (recorder, completer) = start_settling(config, base, &scheduler, threads)?;
     let ctx = Arc::new(Context {
         clients: http::Clients::new(
@@ -311,7 +313,7 @@ fn start_delivery(
             (config.allowed_networks.clone(), Some(config.port)),
             threads.dns.clone(),
         ),
-        gate: gate(config),
+        gate: gate.clone(),
         lines: lines.clone(),
         max_retry_after: config.max_retry_after,
         disconnect_after: config.disconnect_after,
@@ -370,6 +372,7 @@ fn start_delivery(
         scheduler,
         throttle,
         lines,
+        gate,
         handle,
     })
 }
@@ -436,6 +439,7 @@ fn start_intake(
         first_tx: delivering.first_tx,
         scheduler: delivering.scheduler,
         lines: delivering.lines,
+        gate: delivering.gate,
         counters: base.counters.clone(),
         durable: base.durable.clone(),
         claim_ttl_ms: config.dedupe_window.as_millis() as u64,

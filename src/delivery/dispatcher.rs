@@ -16,7 +16,8 @@ use log::{debug, error, warn};
 use serde_json::Value;
 
 use super::Delivery;
-use super::durable::Durable;
+use super::durable::{Durable, Recording};
+use super::gate::EndpointGate;
 use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
 use super::throttle::{Offer, Throttle};
@@ -32,7 +33,27 @@ pub(crate) struct Prepared {
     deliveries: Vec<Delivery>,
     /// Per delivery: its webhook is disconnected (the delivery becomes a dead letter).
     held: Vec<bool>,
+    /// Per delivery: its endpoint is backed up, so it goes straight into the due set for this
+    /// long instead of into the queue ([`EndpointGate::overflowing`]).
+    backed_up: Vec<Option<Duration>>,
     now_ms: u64,
+}
+
+impl Prepared {
+    /// When each delivery is due if it goes straight into the due set, counted from now.
+    fn due_ms(&self) -> Vec<Option<u64>> {
+        let now_ms = crate::time::now_ms();
+        self.backed_up
+            .iter()
+            .map(|wait| wait.map(|w| due_after(now_ms, w)))
+            .collect()
+    }
+}
+
+/// The due time, in ms, of a delivery waiting `wait` from `now_ms` (at least a ms later, as
+/// every hand-back).
+pub(crate) fn due_after(now_ms: u64, wait: Duration) -> u64 {
+    now_ms + wait.as_millis() as u64 + 1
 }
 
 impl Prepared {
@@ -70,6 +91,8 @@ pub(crate) struct Dispatcher {
     pub(crate) scheduler: SchedulerHandle,
     /// Per-job order of first attempts.
     pub(crate) lines: Arc<Lines>,
+    /// The endpoint gate, asked which endpoints are backed up.
+    pub(crate) gate: Arc<EndpointGate>,
     /// Process counters.
     pub(crate) counters: Arc<Counters>,
     /// Durable delivery state.
@@ -89,7 +112,7 @@ impl Dispatcher {
                 recorded: true,
             },
             Some(prepared) => {
-                let recorded = self.record(event, &prepared.deliveries);
+                let recorded = self.record(event, &prepared);
                 let mut spilled = Vec::new();
                 let dispatched = self.commit(event, prepared, recorded, replayable, &mut spilled);
                 self.put_back(spilled);
@@ -101,14 +124,15 @@ impl Dispatcher {
     /// Queues a batch of prepared events, recording them all in one Redis round trip (falling
     /// back to one at a time if that fails). Pub/sub intake uses it through its record stage.
     pub(crate) fn dispatch_batch(&self, batch: Vec<(Event, Prepared)>) {
-        let claims: Vec<(String, u64, &[Delivery])> = batch
+        let due_ms: Vec<Vec<Option<u64>>> = batch.iter().map(|(_, p)| p.due_ms()).collect();
+        let claims: Vec<Recording<'_>> = batch
             .iter()
-            .map(|(event, p)| {
-                (
-                    crate::keys::claim(&event.identity),
-                    self.claim_ttl_ms,
-                    &p.deliveries[..],
-                )
+            .zip(&due_ms)
+            .map(|((event, p), due_ms)| Recording {
+                claim_key: crate::keys::claim(&event.identity),
+                claim_ttl_ms: self.claim_ttl_ms,
+                deliveries: &p.deliveries,
+                due_ms,
             })
             .collect();
         let outcome = self.durable.record_many(&claims);
@@ -130,7 +154,7 @@ impl Dispatcher {
             Err(e) => {
                 debug!("{e}; recording the batch one event at a time");
                 for (event, prepared) in batch {
-                    let recorded = self.record(&event, &prepared.deliveries);
+                    let recorded = self.record(&event, &prepared);
                     self.commit(&event, prepared, recorded, false, &mut spilled);
                 }
             }
@@ -181,11 +205,39 @@ impl Dispatcher {
             held.push(m.held);
             deliveries.push(delivery);
         }
-        (!deliveries.is_empty()).then_some(Prepared {
+        if deliveries.is_empty() {
+            return None;
+        }
+        let backed_up = self.backed_up(event, &deliveries, &held);
+        Some(Prepared {
             deliveries,
             held,
+            backed_up,
             now_ms,
         })
+    }
+
+    /// Per delivery: how long it waits in the due set if its endpoint is backed up (it would
+    /// only be offered to the gate and handed back to Redis), else `None`. A progress update
+    /// the throttle may hold, and a delivery to a disconnected webhook, take their own ways.
+    fn backed_up(
+        &self,
+        event: &Event,
+        deliveries: &[Delivery],
+        held: &[bool],
+    ) -> Vec<Option<Duration>> {
+        if event.kind == EventKind::JobProgress && self.throttle.is_some() {
+            return vec![None; deliveries.len()];
+        }
+        let mut waits = self
+            .gate
+            .overflowing(deliveries.iter().map(|d| &d.webhook_id));
+        for (wait, held) in waits.iter_mut().zip(held) {
+            if *held {
+                *wait = None;
+            }
+        }
+        waits
     }
 
     /// A job's event other than a progress update drops the update the throttle holds for the
@@ -229,6 +281,7 @@ impl Dispatcher {
         let Prepared {
             mut deliveries,
             held,
+            backed_up,
             now_ms,
         } = prepared;
         self.drop_held_progress(event, &deliveries);
@@ -254,8 +307,14 @@ impl Dispatcher {
             Recorded::InMemoryOnly => false,
         };
         let count = deliveries.len();
-        for (delivery, held) in deliveries.into_iter().zip(held) {
+        for ((delivery, held), backed_up) in deliveries.into_iter().zip(held).zip(backed_up) {
             bump(&self.counters.deliveries_created);
+            if let Some(wait) = backed_up.filter(|_| recorded) {
+                // Recorded in the due set already: its line waits for it to come back.
+                bump(&self.counters.deliveries_deferred);
+                self.lines.enter_away(&delivery, wait);
+                continue;
+            }
             if held {
                 bump(&self.counters.deliveries_dropped);
                 let kept =
@@ -278,11 +337,22 @@ impl Dispatcher {
     /// Claims the event and records its deliveries before anything can lose them. Returns false
     /// if another instance claimed the event first. With Redis away (after a few quick tries) the
     /// deliveries go on from memory: at most the crash of this process could lose them then.
-    fn record(&self, event: &Event, deliveries: &[Delivery]) -> Recorded {
-        let claim = crate::keys::claim(&event.identity);
+    fn record(&self, event: &Event, prepared: &Prepared) -> Recorded {
+        let deliveries = &prepared.deliveries;
+        let due_ms = prepared.due_ms();
+        let recording = Recording {
+            claim_key: crate::keys::claim(&event.identity),
+            claim_ttl_ms: self.claim_ttl_ms,
+            deliveries,
+            due_ms: &due_ms,
+        };
         let mut wait = Duration::from_millis(50);
         for attempt in 1..=4 {
-            match self.durable.record(&claim, self.claim_ttl_ms, deliveries) {
+            let claimed = self
+                .durable
+                .record_many(std::slice::from_ref(&recording))
+                .map(|c| c.first().copied().flatten());
+            match claimed {
                 Ok(Some(sequence)) => return Recorded::Yes(sequence),
                 Ok(None) => {
                     debug!(

@@ -125,6 +125,9 @@ enum Behind {
     Here(Delivery),
     /// Kept as its id only.
     Kept(String),
+    /// Recorded straight into the due set (its endpoint was backed up); it comes back by itself,
+    /// and holds the line up until then, or until this grace ends, once it is the head.
+    Due(Instant),
 }
 
 impl Lines {
@@ -169,8 +172,9 @@ impl Lines {
         match line.behind.get(&sequence) {
             // Already here (offered twice): keep the one we have.
             Some(Behind::Here(_)) => return Entered::Held,
-            // Back while kept as an id (taken back from Redis after all): held again below.
-            Some(Behind::Kept(_)) => *kept -= 1,
+            // Back while kept as an id (taken back from Redis after all), or back from the due
+            // set before its turn: held again below.
+            Some(Behind::Kept(_) | Behind::Due(_)) => *kept -= 1,
             None => {}
         }
         if line.behind.is_empty()
@@ -210,7 +214,7 @@ impl Lines {
             lines,
             waiting,
             kept,
-            ..
+            timers,
         } = &mut *state;
         // One lookup on this path (every job's first attempt ends through it).
         let Entry::Occupied(mut line) = lines.entry(key) else {
@@ -220,12 +224,12 @@ impl Lines {
             // Not the head (its line moved on without it, see `expire`): only forget its place.
             match line.get_mut().behind.remove(&sequence) {
                 Some(Behind::Here(_)) => *waiting -= 1,
-                Some(Behind::Kept(_)) => *kept -= 1,
+                Some(Behind::Kept(_) | Behind::Due(_)) => *kept -= 1,
                 None => {}
             }
             return None;
         }
-        advance(line, waiting, kept)
+        advance(line, waiting, kept, timers)
     }
 
     /// `delivery`, its line's head, goes to wait in the due set until `due` from now.
@@ -250,6 +254,43 @@ impl Lines {
         let until = Instant::now() + due + AWAY_GRACE;
         line.head_is = Head::Due(until);
         state.timers.push(Reverse((until, key, sequence)));
+    }
+
+    /// A first attempt recorded straight into the due set, due in `due` (its endpoint is backed
+    /// up): it takes its place in its line without being here. As the head, or once it becomes
+    /// the head, it holds the line up as a head handed back to the due set does ([`Lines::away`]);
+    /// when it comes back it is [`Lines::enter`]ed as any other.
+    pub(crate) fn enter_away(&self, delivery: &Delivery, due: Duration) {
+        let Some(Place { key, sequence }) = Place::of(delivery) else {
+            return;
+        };
+        let until = Instant::now() + due + AWAY_GRACE;
+        let mut state = self.state.lock();
+        let crowded = state.lines.len() > self.max_lines();
+        let State { lines, kept, .. } = &mut *state;
+        match lines.entry(key) {
+            Entry::Vacant(vacant) => {
+                // Nothing waits for it: a timer is set when something does. Past the bound on
+                // lines it is in none (as a head handed back is forgotten).
+                if !crowded {
+                    vacant.insert(Line {
+                        head: sequence,
+                        head_is: Head::Due(until),
+                        behind: BTreeMap::new(),
+                    });
+                }
+            }
+            Entry::Occupied(mut occupied) => {
+                let line = occupied.get_mut();
+                if line.head == sequence {
+                    line.head_is = Head::Due(until);
+                } else if *kept < self.max_lines() && !line.behind.contains_key(&sequence) {
+                    line.behind.insert(sequence, Behind::Due(until));
+                    *kept += 1;
+                }
+                // Past the bound on ids it holds nothing up: it goes on out of order when back.
+            }
+        }
     }
 
     /// Lines (and ids kept) past which nothing more is held back.
@@ -314,7 +355,7 @@ impl Lines {
                         line.key().1,
                         line.key().0
                     );
-                    turns.extend(advance(line, waiting, kept));
+                    turns.extend(advance(line, waiting, kept, timers));
                 }
             }
         }
@@ -332,6 +373,7 @@ fn advance(
     mut line: OccupiedEntry<'_, LineKey, Line>,
     waiting: &mut usize,
     kept: &mut usize,
+    timers: &mut BinaryHeap<Reverse<(Instant, LineKey, u64)>>,
 ) -> Option<Turn> {
     let Some((sequence, next)) = line.get_mut().behind.pop_first() else {
         line.remove();
@@ -350,6 +392,14 @@ fn advance(
             *kept -= 1;
             line.head_is = Head::Kept(id.clone(), None);
             Some(Turn::Fetch(id, Place { key, sequence }))
+        }
+        Behind::Due(until) => {
+            *kept -= 1;
+            line.head_is = Head::Due(until);
+            if !line.behind.is_empty() {
+                timers.push(Reverse((until, key, sequence)));
+            }
+            None
         }
     }
 }
@@ -510,5 +560,56 @@ mod tests {
         lines.away(&d("1", 1), Duration::ZERO);
         assert!(matches!(lines.enter(d("1", 3)), Entered::Kept));
         assert_eq!(leave(&lines, "1", 1).as_deref(), Some("e2"));
+    }
+
+    #[test]
+    fn a_delivery_recorded_straight_into_the_due_set_keeps_its_place_in_its_line() {
+        let lines = Lines::new(100);
+        // The first of its job, due later: it is the head, away.
+        lines.enter_away(&d("a", 1), Duration::from_millis(10));
+        assert!(matches!(lines.enter(d("a", 2)), Entered::Held));
+        // Another one due later, behind it: it holds nothing in memory.
+        lines.enter_away(&d("a", 3), Duration::from_millis(10));
+        assert!(matches!(lines.enter(d("a", 4)), Entered::Held));
+        assert_eq!(lines.waiting(), 2);
+        // The head comes back and goes; then e2.
+        assert_eq!(id(lines.enter(d("a", 1))), "e1");
+        assert_eq!(leave(&lines, "a", 1).as_deref(), Some("e2"));
+        // e3's turn: it is still in the due set, so nothing goes until it is back...
+        assert!(leave(&lines, "a", 2).is_none());
+        assert!(lines.expire(Instant::now()).is_empty());
+        // ...and back, it goes on, then e4.
+        assert_eq!(id(lines.enter(d("a", 3))), "e3");
+        assert_eq!(leave(&lines, "a", 3).as_deref(), Some("e4"));
+        assert!(leave(&lines, "a", 4).is_none());
+        assert_eq!(lines.waiting(), 0);
+
+        // Back before its turn: it waits in memory like any other.
+        assert_eq!(id(lines.enter(d("b", 1))), "e1");
+        lines.enter_away(&d("b", 2), Duration::from_millis(10));
+        assert!(matches!(lines.enter(d("b", 2)), Entered::Held));
+        assert_eq!(leave(&lines, "b", 1).as_deref(), Some("e2"));
+        assert!(leave(&lines, "b", 2).is_none());
+
+        // Never back (another instance took it, or a crash lost it): once it is the head, the
+        // line goes on after its grace.
+        assert_eq!(id(lines.enter(d("c", 1))), "e1");
+        lines.enter_away(&d("c", 2), Duration::ZERO);
+        assert!(matches!(lines.enter(d("c", 3)), Entered::Held));
+        assert!(leave(&lines, "c", 1).is_none());
+        let later = Instant::now() + AWAY_GRACE + Duration::from_millis(1);
+        let go: Vec<String> = lines.expire(later).into_iter().map(turn).collect();
+        assert_eq!(go, ["e3"]);
+        assert!(leave(&lines, "c", 3).is_none());
+        assert_eq!(lines.waiting(), 0);
+    }
+
+    #[test]
+    fn a_delivery_without_a_job_recorded_into_the_due_set_makes_no_line() {
+        let lines = Lines::new(100);
+        let mut no_job = d("a", 1);
+        no_job.job = None;
+        lines.enter_away(&no_job, Duration::from_secs(1));
+        assert!(matches!(lines.enter(d("a", 2)), Entered::Go(_)));
     }
 }

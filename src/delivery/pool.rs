@@ -52,7 +52,7 @@ pub(crate) struct Context {
     /// Redis, for the rare writes to a webhook (410, failure counts).
     pub(crate) redis: Arc<RedisPool>,
     /// Seats, per-endpoint limits and parking.
-    pub(crate) gate: EndpointGate,
+    pub(crate) gate: Arc<EndpointGate>,
     /// Per-job order of first attempts.
     pub(crate) lines: Arc<Lines>,
     /// Where retries go.
@@ -498,7 +498,7 @@ pub(crate) fn hand_back(ctx: &Context, delivery: Delivery, delay: Duration) {
     if delivery.attempts == 0 {
         ctx.lines.away(&delivery, delay);
     }
-    let due = crate::time::now_ms() + delay.as_millis() as u64 + 1;
+    let due = super::dispatcher::due_after(crate::time::now_ms(), delay);
     if let Err(kept) = ctx.completer.defer(&ctx.durable, delivery, due) {
         let (delivery, e) = *kept;
         debug!("{e}; event {} waits in memory", delivery.event_id);

@@ -38,6 +38,8 @@ pub(crate) struct Counters {
     pub(crate) events_unrecorded: AtomicU64,
     /// Deliveries that waited in Redis because the in-memory queue or parking space was full.
     pub(crate) deliveries_spilled: AtomicU64,
+    /// Deliveries recorded straight into Redis's due set because their endpoint was backed up.
+    pub(crate) deliveries_deferred: AtomicU64,
     /// Deliveries created (one per event and webhook).
     pub(crate) deliveries_created: AtomicU64,
     /// Progress deliveries superseded by a later one within the throttle period.
@@ -258,6 +260,9 @@ pub(crate) const FIGURES: &[Figure] = &[
     count(Group::Deliveries, "spilled", "webhook_deliveries_spilled_total",
         "Deliveries that waited in Redis because the in-memory queue or parking space was full.",
         |c, _| get(&c.deliveries_spilled)),
+    count(Group::Deliveries, "deferred", "webhook_deliveries_deferred_total",
+        "Deliveries recorded straight into Redis's due set, never queued, because their endpoint was backed up (it hangs or is slow, and its share of the parking space is full).",
+        |c, _| get(&c.deliveries_deferred)),
     count(Group::Deliveries, "records_dropped", "webhook_history_records_dropped_total",
         "Attempt records left out of the history because the recorder was too far behind.",
         |c, _| get(&c.records_dropped)),

@@ -10,13 +10,16 @@ use crate::event::EventKind;
 use crate::json::ObjectWriter;
 
 /// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set, the
-/// sequence counter, then one claim key per event. ARGV, per event: the claim's TTL in ms ('0': no
-/// claim), the number of deliveries n, then n (id, record without its closing `}`) pairs. Returns,
-/// per event, its sequence number if it was recorded here, 0 if another instance had claimed it.
-/// An event found claimed whose first delivery this instance still leases was recorded here by an
-/// earlier try whose answer was lost with the connection (Redis went away just after running the
-/// script): it is recorded again, the same ids and records (with a new sequence number, still in
-/// source order), rather than counted as claimed elsewhere and left leased and never queued.
+/// sequence counter, the due set, then one claim key per event. ARGV, per event: the claim's TTL
+/// in ms ('0': no claim), the number of deliveries n, then n (id, record without its closing `}`,
+/// due) triples, where due is '0' for a delivery leased here (it is queued now) or the time in ms
+/// it is due (its endpoint is backed up: it goes straight into the due set). Returns, per event,
+/// its sequence number if it was recorded here, 0 if another instance had claimed it.
+/// An event found claimed whose first leased delivery this instance still leases was recorded here
+/// by an earlier try whose answer was lost with the connection (Redis went away just after running
+/// the script): it is recorded again, the same ids and records (with a new sequence number, still
+/// in source order), rather than counted as claimed elsewhere and left leased and never queued.
+/// (An event whose deliveries all went to the due set needs no second try: they are due already.)
 ///
 /// The batch takes one sequence number per event, in order, with one INCRBY: every instance
 /// handles events in source order and claims them in one script, so an event claimed later has a
@@ -24,33 +27,46 @@ use crate::json::ObjectWriter;
 /// per record), so every attempt and redelivery sends the same one. Fields and ids are written in
 /// chunks, many per command (Lua's `unpack` takes at most a few thousand values).
 pub(super) const RECORD: &str = r#"
-local claimed, fields, ids = {}, {}, {}
+local claimed, fields, ids, due = {}, {}, {}, {}
 local function flush()
-  if #ids > 0 then
-    redis.call('HSET', KEYS[1], unpack(fields))
-    redis.call('SADD', KEYS[2], unpack(ids))
-    fields, ids = {}, {}
-  end
+  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  if #ids > 0 then redis.call('SADD', KEYS[2], unpack(ids)) end
+  if #due > 0 then redis.call('ZADD', KEYS[4], unpack(due)) end
+  fields, ids, due = {}, {}, {}
 end
-local seq = redis.call('INCRBY', KEYS[3], #KEYS - 3) - (#KEYS - 3)
+local function recorded_here(a, n)
+  for i = 0, n - 1 do
+    local at = a + 3 * i
+    if ARGV[at + 2] == '0' then
+      return redis.call('SISMEMBER', KEYS[2], ARGV[at]) == 1
+    end
+  end
+  return false
+end
+local seq = redis.call('INCRBY', KEYS[3], #KEYS - 4) - (#KEYS - 4)
 local a = 1
-for k = 4, #KEYS do
+for k = 5, #KEYS do
   local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   seq = seq + 1
   if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
-      or redis.call('SISMEMBER', KEYS[2], ARGV[a]) == 1 then
+      or recorded_here(a, n) then
     local tail = string.format(',"sequence":%d}', seq)
     for _ = 1, n do
       fields[#fields + 1] = ARGV[a]
       fields[#fields + 1] = ARGV[a + 1] .. tail
-      ids[#ids + 1] = ARGV[a]
-      a = a + 2
-      if #ids >= 1000 then flush() end
+      if ARGV[a + 2] == '0' then
+        ids[#ids + 1] = ARGV[a]
+      else
+        due[#due + 1] = ARGV[a + 2]
+        due[#due + 1] = ARGV[a]
+      end
+      a = a + 3
+      if #fields >= 2000 then flush() end
     end
     claimed[#claimed + 1] = seq
   else
-    a = a + 2 * n
+    a = a + 3 * n
     claimed[#claimed + 1] = 0
   end
 end

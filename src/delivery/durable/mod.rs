@@ -13,7 +13,8 @@
 //! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids by failure time |
 //!
 //! Every id is in exactly one place: leased by one instance, due, or dead. A delivery is recorded
-//! and leased (with the event's claim, in one script) before it is queued; an outcome moves it
+//! and leased (with the event's claim, in one script) before it is queued, or recorded straight
+//! into the due set when its endpoint is backed up; an outcome moves it
 //! (done: removed; retry: due at its time; given up: dead). The poller leases what is due; a
 //! living instance's heartbeat keeps its leases; the leases of an instance whose heartbeat
 //! stopped are moved back to due by whichever instance notices.
@@ -67,6 +68,20 @@ pub struct Durable {
     requeued: Arc<AtomicU64>,
 }
 
+/// One event to record ([`Durable::record_many`]).
+#[derive(Debug)]
+pub(crate) struct Recording<'a> {
+    /// The event's claim key ([`crate::keys::claim`]).
+    pub(crate) claim_key: String,
+    /// How long the claim lasts (0: no claim).
+    pub(crate) claim_ttl_ms: u64,
+    /// Its deliveries.
+    pub(crate) deliveries: &'a [Delivery],
+    /// Per delivery, when it is due (ms since the epoch) if it goes straight into the due set;
+    /// `None`, or no entry, for one leased here and queued now.
+    pub(crate) due_ms: &'a [Option<u64>],
+}
+
 /// What the due set and the dead letters hold, read in one round trip.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct DueFigures {
@@ -103,30 +118,44 @@ impl Durable {
         claim_ttl_ms: u64,
         deliveries: &[Delivery],
     ) -> Result<Option<u64>, DurableError> {
-        let claimed = self.record_many(&[(claim_key.to_string(), claim_ttl_ms, deliveries)])?;
+        let claimed = self.record_many(&[Recording {
+            claim_key: claim_key.to_string(),
+            claim_ttl_ms,
+            deliveries,
+            due_ms: &[],
+        }])?;
         Ok(claimed.first().copied().flatten())
     }
 
     /// [`Durable::record`] for several events in one round trip and one script: each event's
     /// claim is taken (or found taken), its sequence number given and its deliveries recorded
-    /// atomically. Returns, per event, its sequence number if it was claimed here.
+    /// atomically, each leased here or put straight into the due set as its `due_ms` says.
+    /// Returns, per event, its sequence number if it was claimed here.
     pub(crate) fn record_many(
         &self,
-        events: &[(String, u64, &[Delivery])],
+        events: &[Recording<'_>],
     ) -> Result<Vec<Option<u64>>, DurableError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let script = redis::Script::new(RECORD);
         let mut invocation = script.prepare_invoke();
-        invocation.key(DELIVERIES).key(&*self.leased).key(SEQUENCE);
-        for (claim_key, ttl, deliveries) in events {
-            invocation.key(claim_key).arg(*ttl).arg(deliveries.len());
-            for d in deliveries.iter() {
+        invocation
+            .key(DELIVERIES)
+            .key(&*self.leased)
+            .key(SEQUENCE)
+            .key(DUE);
+        for event in events {
+            invocation
+                .key(&event.claim_key)
+                .arg(event.claim_ttl_ms)
+                .arg(event.deliveries.len());
+            for (i, d) in event.deliveries.iter().enumerate() {
                 let mut record = encode(d);
                 // The script closes it, with the sequence.
                 record.pop();
-                invocation.arg(&d.event_id).arg(record);
+                let due = event.due_ms.get(i).copied().flatten().unwrap_or(0);
+                invocation.arg(&d.event_id).arg(record).arg(due);
             }
         }
         let claimed: Vec<u64> = self
@@ -142,6 +171,13 @@ impl Durable {
                 )),
             });
         }
+        let due: usize = events
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| **c > 0)
+            .map(|(e, _)| e.due_ms.iter().flatten().count())
+            .sum();
+        self.requeued.fetch_add(due as u64, Ordering::Relaxed);
         Ok(claimed.into_iter().map(|c| (c > 0).then_some(c)).collect())
     }
 
@@ -192,9 +228,10 @@ impl Durable {
         Ok(())
     }
 
-    /// Deliveries this process has put back in `webhooks:due` (retries, hand-backs, spills),
-    /// counted when written. Every path that puts a leased delivery back as due goes through
-    /// [`Durable::settle_many`]; [`Durable::release_all`] reports its own count.
+    /// Deliveries this process has put in `webhooks:due` (retries, hand-backs, spills, and
+    /// deliveries recorded straight as due), counted when written. Every path that puts a
+    /// delivery there goes through [`Durable::settle_many`] or [`Durable::record_many`];
+    /// [`Durable::release_all`] reports its own count.
     pub(crate) fn requeued(&self) -> u64 {
         self.requeued.load(Ordering::Relaxed)
     }

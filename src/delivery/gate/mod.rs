@@ -34,6 +34,7 @@
 //! endpoint's backlog should take (200 ms to 60 s) ([`Admission::Overflow`]); for an endpoint
 //! waiting for a slow seat, at least as long as every slow seat has been busy.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -221,6 +222,22 @@ impl EndpointGate {
                 }
             }
         }
+    }
+
+    /// For each of `webhook_ids`: `Some(wait)` if a delivery for it offered now would overflow
+    /// ([`Admission::Overflow`] with this wait) without ever having a chance to run or park.
+    /// Intake asks before recording an event's deliveries, so that one whose endpoint is
+    /// backed up is recorded straight into the due set instead of being leased, queued, offered
+    /// and handed back (a hung endpoint's backlog costs a write, not a trip through the pool).
+    pub(crate) fn overflowing<'a>(
+        &self,
+        webhook_ids: impl IntoIterator<Item = &'a Arc<str>>,
+    ) -> Vec<Option<Duration>> {
+        let state = self.state.lock();
+        webhook_ids
+            .into_iter()
+            .map(|id| state.overflowing(&self.config, id))
+            .collect()
     }
 
     /// Ends an attempt. `outcome` is `None` when no attempt was made. `then` is a delivery for

@@ -407,6 +407,20 @@ impl State {
         freed
     }
 
+    /// Whether a new delivery for `id` would overflow if it were offered now: its endpoint is
+    /// not known to be quick, has work parked already (so the new one could not run before it)
+    /// and has no room left to park; then how long it would wait.
+    pub(super) fn overflowing(&self, config: &GateConfig, id: &Arc<str>) -> Option<Duration> {
+        let endpoint = self.endpoints.get(id)?;
+        if endpoint.class == Class::Quick || endpoint.parked.is_empty() {
+            return None;
+        }
+        let full = endpoint.parked.len() >= (config.max_parked / 4).max(1)
+            || self.parked_unproven >= (config.max_parked / 2).max(1)
+            || self.parked >= config.max_parked;
+        full.then(|| self.overflow_wait(id))
+    }
+
     /// How long an overflowing delivery for `id` waits before it is offered again: the time its
     /// endpoint needs for what is parked for it, and, for one waiting for a slow seat, at least
     /// as long as every slow seat has been busy (hanging attempts hold them: its backlog is not

@@ -389,3 +389,44 @@ fn an_endpoint_waiting_for_a_slow_seat_overflows_for_as_long_as_the_slow_seats_a
     drain(&gate, hung);
     drain(&gate, probe);
 }
+
+#[test]
+fn overflowing_tells_intake_which_endpoints_would_only_overflow() {
+    let gate = gate(8, 1, 1, 8);
+    prove_quick(&gate, "q");
+    let ids: Vec<Arc<str>> = ["hung", "q", "never seen"].map(Arc::from).to_vec();
+    let (hung, _) = run(admit(&gate, delivery("hung", 0)));
+    std::thread::sleep(SLOW_AFTER + Duration::from_millis(50));
+    gate.watch(Instant::now());
+    // Room to park: a new delivery has a place, nothing overflows.
+    assert_eq!(gate.overflowing(&ids), [None, None, None]);
+    for n in 1..=2 {
+        assert!(matches!(
+            admit(&gate, delivery("hung", n)),
+            Admission::Parked
+        ));
+    }
+    // Its share is parked: a new delivery would overflow, for about as long as admit says.
+    let said = gate.overflowing(&ids);
+    let Some(wait) = said[0] else {
+        panic!("a hung endpoint with its share parked is not backed up: {said:?}");
+    };
+    assert!(wait >= Duration::from_millis(600), "{wait:?}");
+    assert_eq!(said[1..], [None, None]);
+    match admit(&gate, delivery("hung", 3)) {
+        Admission::Overflow(_, admitted) => {
+            assert!(admitted >= wait && admitted < wait + Duration::from_millis(200));
+        }
+        other => panic!("expected an overflow, got {other:?}"),
+    }
+    // A quick endpoint is never backed up in this sense: it waits for room instead.
+    let (q, _) = run(admit(&gate, delivery("q", 1)));
+    for n in 2..=7 {
+        let _ = admit(&gate, delivery("q", n));
+    }
+    assert_eq!(gate.parked(), 8);
+    assert_eq!(gate.overflowing(&ids[1..]), [None, None]);
+    drain(&gate, hung);
+    drain(&gate, q);
+    assert_eq!(gate.overflowing(&ids), [None, None, None]);
+}
