@@ -58,7 +58,7 @@
 //! |---|---|---|
 //! | `intake-pubsub` | the subscriber connection; parse, dedupe, dispatch | a message, or 500 ms |
 //! | `intake-stream` | the stream consumer (when configured); taking over stopped consumers' entries | entries, or 500 ms |
-//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing; other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
+//! | `intake-record` | claiming and recording pub/sub events in batches, then queueing (a delivery whose endpoint is backed up is recorded straight into the due set instead); other instances' events until their grace passes (and the list of live instances, re-read every second) | prepared events, or the next grace to end |
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | attempts, on a seat the gate gives: one of the first-attempt seats (reads the first-attempt channel), the retry seats (reads the retry channel: retries and deliveries taken back from Redis; and the job channel: test attempts of `POST /webhooks/:id/test`) or the slow seats (runs slow endpoints' attempts in turn); one thread per seat | its channel, or the gate |
 //! | `delivery-dns` (one per host name being resolved, at most 32) | resolving a webhook host name for the SSRF guard: a lookup has no time limit of its own and cannot be interrupted, so the attempt waits at most its budget and the thread ends with its lookup (joined as later ones start, and by the stop); a name already being resolved shares the lookup; answers are cached 30 s, and an expired one is used for up to 10 min while a new lookup runs | started per lookup |
