@@ -246,6 +246,62 @@ pub(crate) fn reconnect(stored: &mut Map<String, Value>, now: u64) {
     stored.insert("updated_at".into(), Value::from(now));
 }
 
+/// 410 Gone at `now`: `stored` becomes `active: false`, `disabled_reason: "gone"` (CONTRACT
+/// section 6).
+pub(crate) fn disable_gone(stored: &mut Map<String, Value>, now: u64) {
+    stored.insert("active".into(), Value::Bool(false));
+    stored.insert("disabled_reason".into(), Value::from("gone"));
+    stored.insert("updated_at".into(), Value::from(now));
+}
+
+/// A delivery to `stored` used up its attempts at `now`: counts it, and disconnects a webhook that
+/// is not static once `disconnect_after` are counted. Returns the count when this disconnected it.
+pub(crate) fn record_final_failure(
+    stored: &mut Map<String, Value>,
+    is_static: bool,
+    disconnect_after: u64,
+    now: u64,
+) -> Option<u64> {
+    let failures = stored
+        .get("consecutive_failures")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        + 1;
+    stored.insert("consecutive_failures".into(), Value::from(failures));
+    stored.insert("last_failure_at".into(), Value::from(now));
+    stored.insert("updated_at".into(), Value::from(now));
+    let disconnected = stored
+        .get("disconnected")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if failures >= disconnect_after && !is_static && !disconnected {
+        stored.insert("disconnected".into(), Value::Bool(true));
+        return Some(failures);
+    }
+    None
+}
+
+/// A delivery to `stored` succeeded at `now`: the failure count is reset and the webhook
+/// reconnected. Returns false, changing nothing, when there was nothing to reset.
+pub(crate) fn record_success(stored: &mut Map<String, Value>, now: u64) -> bool {
+    let failures = stored
+        .get("consecutive_failures")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let disconnected = stored
+        .get("disconnected")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if failures == 0 && !disconnected {
+        return false;
+    }
+    stored.insert("consecutive_failures".into(), Value::from(0));
+    stored.insert("disconnected".into(), Value::Bool(false));
+    stored.insert("last_success_at".into(), Value::from(now));
+    stored.insert("updated_at".into(), Value::from(now));
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
