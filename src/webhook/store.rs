@@ -153,7 +153,7 @@ pub(crate) fn update_fields(
 /// Clears `disconnected` and the failure count of webhook `id`.
 pub(crate) fn reconnect(redis: &RedisPool, id: &str) -> Result<Updated, StoreError> {
     infallible(update(redis, id, |w| {
-        model::fields::reconnect(w, now_ms());
+        model::stored::reconnect(w, now_ms());
         Ok(true)
     }))
 }
@@ -168,7 +168,7 @@ pub(crate) fn rotate_secret(
     now: u64,
 ) -> Result<Updated, StoreError> {
     infallible(update(redis, id, |w| {
-        model::fields::rotate(w, new_secret, grace_ms, now);
+        model::stored::rotate(w, new_secret, grace_ms, now);
         Ok(true)
     }))
 }
@@ -186,7 +186,7 @@ fn infallible(
 /// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).
 pub(crate) fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     apply(redis, id, |w| {
-        model::fields::disable_gone(w, now_ms());
+        model::stored::disable_gone(w, now_ms());
         true
     })
 }
@@ -200,7 +200,7 @@ pub(crate) fn record_final_failure(
 ) -> Result<(), StoreError> {
     apply(redis, id, |w| {
         let failures =
-            model::fields::record_final_failure(w, is_static, disconnect_after, now_ms());
+            model::stored::record_final_failure(w, is_static, disconnect_after, now_ms());
         if let Some(failures) = failures {
             warn!("webhook {id} is disconnected after {failures} failed deliveries in a row");
         }
@@ -210,7 +210,7 @@ pub(crate) fn record_final_failure(
 
 /// A delivery succeeded: reset the failure count and reconnect.
 pub(crate) fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
-    apply(redis, id, |w| model::fields::record_success(w, now_ms()))
+    apply(redis, id, |w| model::stored::record_success(w, now_ms()))
 }
 
 /// Reads one stored webhook as JSON (`None`: no such id).
