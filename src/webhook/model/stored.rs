@@ -13,8 +13,9 @@ use super::{RetryPolicy, ValidationError};
 use crate::webhook::ids;
 
 /// The stored form of a new webhook `id` made at `now` from a client's `input` (writable
-/// fields only) and its `secret`, with the defaults of absent fields. Absent `url` and `events`
-/// stay absent, so validation says "is required"; the caller validates the result.
+/// fields only) and its `secret`, with the defaults of absent fields, in the original's key
+/// order. Absent `url` and `events` stay absent, so validation says "is required"; the caller
+/// validates the result.
 pub(crate) fn new_stored(
     id: &str,
     now: u64,
@@ -51,6 +52,13 @@ pub(crate) fn new_stored(
         "static".into(),
         input.get("static").cloned().unwrap_or(Value::Bool(false)),
     );
+    // Any other writable field given, as given (none today: the fields above are all of them),
+    // so that a new row of `FIELDS` is stored by a create as by an update.
+    for field in WRITABLE {
+        if let Some(value) = input.get(field).filter(|_| !stored.contains_key(field)) {
+            stored.insert(field.into(), value.clone());
+        }
+    }
     Ok(stored)
 }
 
