@@ -94,7 +94,7 @@
 //! - Architecture Invariant: one owner per rule: every Redis key is named in `keys`, every
 //!   webhook field rule in `webhook::model` (the API and the OpenAPI document read them there),
 //!   every write of a stored webhook in `webhook::store`, every figure of `/health` and
-//!   `/metrics` in `monitor::FIGURES`, every route in `api::router`.
+//!   `/metrics` in `monitor::FIGURES`, every route in one row of `api::routes`.
 //! - Architecture Invariant: a delivery's body is built once, by the dispatcher; every attempt
 //!   sends the same bytes with the same `event_id`.
 //! - Architecture Invariant: a delivery is recorded in Redis before it is queued, and every

@@ -8,7 +8,8 @@
 //! Files: `front` (accepting and bounding connections), `conn` (one connection's requests),
 //! `slot` (what a connection is doing), `wire` (HTTP/1.x framing, no I/O), `server` (the
 //! request pipeline), `threads` (listener and handler threads),
-//! `router` (the route table), `request`/`reply` (what handlers take and give), `handlers/*`,
+//! `routes` (the route table: one row per route), `router` (its macro, and matching a
+//! request against it), `request`/`reply` (what handlers take and give), `handlers/*`,
 //! `captures` (captured requests under a memory budget), `openapi`, `cors`, `auth`, `state`.
 
 pub(crate) mod auth;
@@ -21,6 +22,7 @@ pub(crate) mod openapi;
 pub(crate) mod reply;
 mod request;
 mod router;
+mod routes;
 pub(crate) mod server;
 mod slot;
 pub(crate) mod state;

@@ -1,9 +1,15 @@
-//! The route table: every operation the API serves (a method on a path pattern), written once in
-//! [`routes!`]. From that one table come [`Route`] (what a request asks for, with its path values
-//! typed), [`Operation`] (the same without values), dispatch (an exhaustive `match` in
-//! `handlers`), 404 versus 405 and its `Allow` header, the auth exemptions, the handler lane, and
-//! the OpenAPI document's `paths`. Adding a route is one line here, its handler arm, and its
-//! OpenAPI text; the compiler points at the two others.
+//! Routing: the [`route_table!`] macro that turns the route table (`routes.rs`) into its types
+//! and everything derived from them, and the matching of a request's method and path against
+//! the table ([`find`]: a route, or 404 versus 405 with its `Allow` header).
+//!
+//! A route is one row of the table: its method and pattern, whether it is public, its lane, what
+//! its handler does with a body, the handler call, and its OpenAPI description. From the rows
+//! come [`Route`] (what a request asks for, with its path values typed), [`Operation`] (the same
+//! without values), dispatch, 404/405, the auth exemptions, the handler lanes, the body limits,
+//! and the OpenAPI document's paths and operations. Adding a route is its row and its handler
+//! function; nothing else lists routes.
+
+use super::routes::{Operation, Route};
 
 /// An HTTP method the API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +75,38 @@ pub(crate) enum Lane {
     Capture,
 }
 
-/// Writes [`Route`], [`Operation`] and the table behind them from one list of
-/// `Name { values }: METHOD "pattern" [public] [slow | capture];` lines. `{name}` segments of the pattern
-/// fill the variant's values in order. `ANY` serves every method (capture URLs).
-macro_rules! routes {
-    ($(
-        $(#[doc = $doc:literal])*
-        $name:ident $({ $($value:ident),* })? : $method:ident $pattern:literal $($flag:ident)*;
-    )*) => {
+/// Writes the route table's types and everything that follows from them, from the table in
+/// `routes.rs`. The table opens with the names its calls use, `|shared, request, query, body|`
+/// (the API state, the whole [`Request`](super::request::Request), its query and its body: named
+/// there, not here, so that a call reads only names its own text binds), then has one row per
+/// operation:
+///
+/// ```text
+/// /// Summary (the row's doc comment is the OpenAPI summary)
+/// Name { values }: METHOD "pattern" [public] [slow | capture] {
+///     body: Ignored | Captured | Whole,
+///     call: handler(shared, &value, query),
+///     openapi: answers("200", ok("…", schema)).query(param).body(schema),
+/// }
+/// ```
+///
+/// `{name}` segments of the pattern fill the variant's values in order, and are the OpenAPI
+/// path parameters. `ANY` serves every method (capture URLs). `public` needs no token; `slow` and
+/// `capture` pick the handler's [`Lane`]. `body` is the [`BodyUse`]; `call` is the handler call
+/// (dispatch's arm); `openapi` is an [`openapi::Doc`](super::openapi::Doc): the query parameters,
+/// the request body and the responses of the operation's own.
+macro_rules! route_table {
+    (
+        |$shared:ident, $request:ident, $query:ident, $body:ident|
+        $(
+            $(#[doc = $doc:literal])*
+            $name:ident $({ $($value:ident),* })? : $method:ident $pattern:literal $($flag:ident)* {
+                body: $body_use:ident,
+                call: $call:expr,
+                openapi: $openapi:expr $(,)?
+            }
+        )*
+    ) => {
         /// One operation a request asks for, with the values of its path, percent-decoded.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub(crate) enum Route {
@@ -100,8 +130,8 @@ macro_rules! routes {
             pub(crate) const ALL: &'static [Operation] = &[$(Operation::$name),*];
 
             /// The method served, or `None` for every method.
-            pub(crate) fn method(self) -> Option<Method> {
-                match self { $(Operation::$name => routes!(@method $method),)* }
+            pub(crate) fn method(self) -> Option<$crate::api::router::Method> {
+                match self { $(Operation::$name => route_table!(@method $method),)* }
             }
 
             /// The path pattern, as in the OpenAPI document.
@@ -111,15 +141,16 @@ macro_rules! routes {
 
             /// Served without the API token.
             pub(crate) fn public(self) -> bool {
-                match self { $(Operation::$name => routes!(@has public $($flag)*),)* }
+                match self { $(Operation::$name => route_table!(@has public $($flag)*),)* }
             }
 
             /// The pool that runs the handler.
-            pub(crate) fn lane(self) -> Lane {
+            pub(crate) fn lane(self) -> $crate::api::router::Lane {
+                use $crate::api::router::Lane;
                 match self {
-                    $(Operation::$name => if routes!(@has slow $($flag)*) {
+                    $(Operation::$name => if route_table!(@has slow $($flag)*) {
                         Lane::Slow
-                    } else if routes!(@has capture $($flag)*) {
+                    } else if route_table!(@has capture $($flag)*) {
                         Lane::Capture
                     } else {
                         Lane::Quick
@@ -127,8 +158,23 @@ macro_rules! routes {
                 }
             }
 
+            /// What the handler does with a request body.
+            pub(crate) fn body_use(self) -> $crate::api::router::BodyUse {
+                match self { $(Operation::$name => $crate::api::router::BodyUse::$body_use,)* }
+            }
+
+            /// The OpenAPI summary: the row's doc comment.
+            pub(crate) fn summary(self) -> &'static str {
+                match self { $(Operation::$name => concat!($($doc),*).trim(),)* }
+            }
+
+            /// What the row says of the operation in the OpenAPI document.
+            pub(crate) fn openapi(self) -> $crate::api::openapi::Doc {
+                match self { $(Operation::$name => $openapi,)* }
+            }
+
             /// The route with these path values (as many as the pattern has, in order).
-            fn with_values(self, values: Vec<String>) -> Route {
+            pub(super) fn with_values(self, values: Vec<String>) -> Route {
                 #[allow(unused_mut, unused_variables)]
                 let mut values = values.into_iter();
                 match self {
@@ -145,79 +191,32 @@ macro_rules! routes {
                 match self { $(Route::$name { .. } => Operation::$name,)* }
             }
         }
+
+        /// Runs the handler of `route` for `request`: the row's call.
+        pub(crate) fn dispatch(
+            $shared: &$crate::api::state::Shared,
+            route: Route,
+            $request: &$crate::api::request::Request,
+        ) -> $crate::api::reply::Reply {
+            let ($query, $body) = (&$request.query, &$request.body);
+            match route {
+                $(Route::$name $({ $($value),* })? => $call,)*
+            }
+        }
     };
     (@method ANY) => { None };
-    (@method GET) => { Some(Method::Get) };
-    (@method POST) => { Some(Method::Post) };
-    (@method PUT) => { Some(Method::Put) };
-    (@method DELETE) => { Some(Method::Delete) };
+    (@method GET) => { Some($crate::api::router::Method::Get) };
+    (@method POST) => { Some($crate::api::router::Method::Post) };
+    (@method PUT) => { Some($crate::api::router::Method::Put) };
+    (@method DELETE) => { Some($crate::api::router::Method::Delete) };
     (@has public public $($rest:ident)*) => { true };
     (@has slow slow $($rest:ident)*) => { true };
     (@has capture capture $($rest:ident)*) => { true };
-    (@has $want:ident $other:ident $($rest:ident)*) => { routes!(@has $want $($rest)*) };
+    (@has $want:ident $other:ident $($rest:ident)*) => { route_table!(@has $want $($rest)*) };
     (@has $want:ident) => { false };
 }
 
-routes! {
-    /// The dashboard page.
-    Root: GET "/" public;
-    /// The dashboard page.
-    Dashboard: GET "/dashboard" public;
-    /// Service health.
-    Health: GET "/health" public;
-    /// The OpenAPI document.
-    OpenApi: GET "/openapi.json" public;
-    /// List webhooks.
-    ListWebhooks: GET "/webhooks";
-    /// Create a webhook.
-    CreateWebhook: POST "/webhooks";
-    /// Read a webhook.
-    GetWebhook { id }: GET "/webhooks/{id}";
-    /// Update a webhook.
-    UpdateWebhook { id }: PUT "/webhooks/{id}";
-    /// Delete a webhook.
-    DeleteWebhook { id }: DELETE "/webhooks/{id}";
-    /// Send test deliveries now (waits on the target: the slow lane).
-    TestWebhook { id }: POST "/webhooks/{id}/test" slow;
-    /// Reconnect a disconnected webhook.
-    ReconnectWebhook { id }: POST "/webhooks/{id}/reconnect";
-    /// A webhook's stats.
-    WebhookStats { id }: GET "/webhooks/{id}/stats";
-    /// A webhook's recent attempts.
-    WebhookDeliveries { id }: GET "/webhooks/{id}/deliveries";
-    /// A webhook's whole secret.
-    WebhookSecret { id }: GET "/webhooks/{id}/secret";
-    /// Rotate a webhook's secret.
-    RotateSecret { id }: POST "/webhooks/{id}/secret/rotate";
-    /// Redeliver a webhook's dead letters since a time.
-    RecoverWebhook { id }: POST "/webhooks/{id}/recover";
-    /// List dead letters.
-    DeadLetters: GET "/dead-letters";
-    /// Redeliver one dead letter.
-    RedeliverDeadLetter { id }: POST "/dead-letters/{id}/redeliver";
-    /// Prometheus metrics.
-    Metrics: GET "/metrics";
-    /// Totals over every webhook.
-    StatsSummary: GET "/stats/summary";
-    /// The global delivery log.
-    RecentDeliveries: GET "/deliveries/recent";
-    /// List test receivers.
-    ListReceivers: GET "/test-receivers";
-    /// Create a test receiver.
-    CreateReceiver: POST "/test-receivers";
-    /// A test receiver's captured requests.
-    ReceiverRequests { id }: GET "/test-receivers/{id}/requests";
-    /// Forget a test receiver's captured requests.
-    ClearReceiver { id }: DELETE "/test-receivers/{id}/requests";
-    /// A test receiver's capture URL.
-    CaptureForReceiver { id }: ANY "/test-receivers/{id}/webhook" public capture;
-    /// A monitor session's capture URL.
-    CaptureForSession { session_id }: ANY "/webhook-monitor/{sessionId}" public capture;
-    /// A monitor session's captured requests.
-    SessionRequests { session_id }: GET "/webhook-monitor/{sessionId}/requests";
-    /// Forget a monitor session's captured requests.
-    ClearSession { session_id }: DELETE "/webhook-monitor/{sessionId}/requests";
-}
+pub(super) use route_table;
 
 /// How much of a request body a route's handler uses; the rest is read and dropped, never held,
 /// so that a body sent where it has no use costs no memory.
@@ -232,20 +231,6 @@ pub(crate) enum BodyUse {
 }
 
 impl Operation {
-    /// What the handler does with a request body. No wildcard: a new route must say.
-    pub(crate) fn body_use(self) -> BodyUse {
-        use Operation::*;
-        match self {
-            CreateWebhook | UpdateWebhook | RotateSecret => BodyUse::Whole,
-            CaptureForReceiver | CaptureForSession => BodyUse::Captured,
-            Root | Dashboard | Health | OpenApi | ListWebhooks | GetWebhook | DeleteWebhook
-            | TestWebhook | ReconnectWebhook | WebhookStats | WebhookDeliveries | WebhookSecret
-            | RecoverWebhook | DeadLetters | RedeliverDeadLetter | Metrics | StatsSummary
-            | RecentDeliveries | ListReceivers | CreateReceiver | ReceiverRequests
-            | ClearReceiver | SessionRequests | ClearSession => BodyUse::Ignored,
-        }
-    }
-
     /// Whether the operation answers `method` (`HEAD` is answered wherever `GET` is).
     pub(crate) fn serves(self, method: Method) -> bool {
         match self.method() {
@@ -455,6 +440,10 @@ mod tests {
         assert_eq!(Operation::CaptureForReceiver.lane(), Lane::Capture);
         assert_eq!(Operation::CaptureForSession.lane(), Lane::Capture);
         assert_eq!(Operation::SessionRequests.lane(), Lane::Quick);
+        assert_eq!(Operation::CreateWebhook.body_use(), BodyUse::Whole);
+        assert_eq!(Operation::CaptureForSession.body_use(), BodyUse::Captured);
+        assert_eq!(Operation::GetWebhook.body_use(), BodyUse::Ignored);
+        assert_eq!(Operation::GetWebhook.summary(), "Get a webhook");
     }
 
     #[test]

@@ -18,10 +18,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{error, info};
 
 use super::front;
-use super::handlers;
 use super::reply::Reply;
 use super::request::Request;
-use super::router::Route;
+use super::routes::{self, Route};
 use super::server::{Job, Limits, Server};
 use super::state::Shared;
 use crate::shutdown::Shutdown;
@@ -137,7 +136,7 @@ fn work(rx: &Receiver<Job>, shared: &Shared, shutdown: &Shutdown, wake: Option<S
 /// Runs the handler of `route`; a panic becomes a 500 (and is logged with the route).
 fn handle(shared: &Shared, route: Route, request: &Request) -> Reply {
     catch_unwind(AssertUnwindSafe(|| {
-        handlers::dispatch(shared, route, request)
+        routes::dispatch(shared, route, request)
     }))
     .unwrap_or_else(|_| {
         error!(

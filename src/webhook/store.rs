@@ -153,7 +153,7 @@ pub(crate) fn update_fields(
 /// Clears `disconnected` and the failure count of webhook `id`.
 pub(crate) fn reconnect(redis: &RedisPool, id: &str) -> Result<Updated, StoreError> {
     infallible(update(redis, id, |w| {
-        model::fields::reconnect(w, now_ms());
+        model::stored::reconnect(w, now_ms());
         Ok(true)
     }))
 }
@@ -168,7 +168,7 @@ pub(crate) fn rotate_secret(
     now: u64,
 ) -> Result<Updated, StoreError> {
     infallible(update(redis, id, |w| {
-        model::fields::rotate(w, new_secret, grace_ms, now);
+        model::stored::rotate(w, new_secret, grace_ms, now);
         Ok(true)
     }))
 }
@@ -186,9 +186,7 @@ fn infallible(
 /// 410 Gone: the webhook becomes `active: false`, `disabled_reason: "gone"` (CONTRACT section 6).
 pub(crate) fn disable_gone(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
     apply(redis, id, |w| {
-        w.insert("active".into(), Value::Bool(false));
-        w.insert("disabled_reason".into(), Value::from("gone"));
-        w.insert("updated_at".into(), Value::from(now_ms()));
+        model::stored::disable_gone(w, now_ms());
         true
     })
 }
@@ -201,21 +199,9 @@ pub(crate) fn record_final_failure(
     disconnect_after: u64,
 ) -> Result<(), StoreError> {
     apply(redis, id, |w| {
-        let now = now_ms();
-        let failures = w
-            .get("consecutive_failures")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            + 1;
-        w.insert("consecutive_failures".into(), Value::from(failures));
-        w.insert("last_failure_at".into(), Value::from(now));
-        w.insert("updated_at".into(), Value::from(now));
-        let disconnected = w
-            .get("disconnected")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if failures >= disconnect_after && !is_static && !disconnected {
-            w.insert("disconnected".into(), Value::Bool(true));
+        let failures =
+            model::stored::record_final_failure(w, is_static, disconnect_after, now_ms());
+        if let Some(failures) = failures {
             warn!("webhook {id} is disconnected after {failures} failed deliveries in a row");
         }
         true
@@ -224,25 +210,7 @@ pub(crate) fn record_final_failure(
 
 /// A delivery succeeded: reset the failure count and reconnect.
 pub(crate) fn record_success(redis: &RedisPool, id: &str) -> Result<(), StoreError> {
-    apply(redis, id, |w| {
-        let failures = w
-            .get("consecutive_failures")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let disconnected = w
-            .get("disconnected")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if failures == 0 && !disconnected {
-            return false;
-        }
-        let now = now_ms();
-        w.insert("consecutive_failures".into(), Value::from(0));
-        w.insert("disconnected".into(), Value::Bool(false));
-        w.insert("last_success_at".into(), Value::from(now));
-        w.insert("updated_at".into(), Value::from(now));
-        true
-    })
+    apply(redis, id, |w| model::stored::record_success(w, now_ms()))
 }
 
 /// Reads one stored webhook as JSON (`None`: no such id).

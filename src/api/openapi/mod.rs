@@ -1,416 +1,77 @@
 //! `GET /openapi.json`: the OpenAPI 3 description of every operation of the route table
-//! ([`super::router::Operation`]): the paths and methods come from the table, the text of each
-//! operation from an exhaustive `match` here.
+//! (`api/routes.rs`). Each row gives its operation's method, path, summary (its doc comment),
+//! auth (`public`) and its own [`Doc`] (query parameters, request body, responses); this module
+//! adds the path parameters (from the pattern), the responses every route may give, and the
+//! shapes in `components.schemas` ([`schemas`]).
 
 use serde_json::{Map, Value, json};
 
-use super::router::{Method, Operation};
-use crate::webhook::model::{MAX_GRACE_MS, fields};
+use super::router::Method;
+use super::routes::Operation;
 
+mod doc;
 mod schemas;
 
-fn error_response(description: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-}
+pub(crate) use doc::{
+    Doc, answers, component, data_envelope, error_response, limit_param, ok, query_param, text,
+};
 
-fn ok(description: &str, schema: Value) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": schema}}})
-}
-
-fn data_envelope(data: Value) -> Value {
-    json!({
-        "type": "object",
-        "required": ["success", "data"],
-        "properties": {"success": {"type": "boolean"}, "data": data},
-    })
-}
-
-fn id_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}})
-}
-
-fn limit_param(max: u64) -> Value {
-    json!({
-        "name": "limit",
-        "in": "query",
-        "required": false,
-        "description": format!("How many, newest first; values above {max} mean {max}."),
-        "schema": {"type": "integer", "minimum": 1},
-    })
-}
-
-/// Responses every route may give besides its own.
-fn common(responses: &mut Map<String, Value>, public: bool) {
-    responses.insert("404".into(), error_response("Unknown route or resource"));
-    responses.insert("405".into(), error_response("Method not allowed"));
-    responses.insert("413".into(), error_response("Request body too large"));
-    responses.insert("400".into(), error_response("Invalid request"));
-    responses.insert("500".into(), error_response("Internal error"));
-    responses.insert("503".into(), error_response("Redis unreachable"));
+/// Responses every route may give besides its own, in order; 401 only where a token is needed.
+fn common(public: bool) -> Vec<(&'static str, Value)> {
+    let mut common = vec![
+        ("404", error_response("Unknown route or resource")),
+        ("405", error_response("Method not allowed")),
+        ("413", error_response("Request body too large")),
+        ("400", error_response("Invalid request")),
+        ("500", error_response("Internal error")),
+        ("503", error_response("Redis unreachable")),
+    ];
     if !public {
-        responses.insert(
-            "401".into(),
-            error_response("Missing or wrong bearer token"),
-        );
+        common.push(("401", error_response("Missing or wrong bearer token")));
     }
+    common
 }
 
-/// An operation's summary, parameters, request body schema and own responses.
-type Described = (
-    &'static str,
-    Vec<Value>,
-    Option<Value>,
-    Vec<(&'static str, Value)>,
-);
+/// The responses of `op`: its own, then the common ones, where one of its own with the same code
+/// takes the common one's place.
+fn responses(own: Vec<(&'static str, Value)>, public: bool) -> Map<String, Value> {
+    let common = common(public);
+    let mut all = Map::new();
+    let (replacing, own): (Vec<_>, Vec<_>) = own
+        .into_iter()
+        .partition(|(code, _)| common.iter().any(|(c, _)| c == code));
+    for (code, response) in own {
+        all.insert(code.to_string(), response);
+    }
+    for (code, response) in common {
+        let response = replacing
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(response, |(_, own)| own.clone());
+        all.insert(code.to_string(), response);
+    }
+    all
+}
+
+/// The names of `pattern`'s `{name}` segments, in order.
+fn path_names(pattern: &str) -> impl Iterator<Item = &str> {
+    pattern
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
 
 /// The OpenAPI operation of `op` served with `method`.
 fn operation(op: Operation, method: Method) -> Value {
-    let webhook = json!({"$ref": "#/components/schemas/Webhook"});
-    let any = json!({});
-    let (summary, params, body, responses): Described = match op {
-        Operation::Root | Operation::Dashboard => (
-            "The dashboard (one HTML page; it calls this API from the browser)",
-            vec![],
-            None,
-            vec![(
-                "200",
-                json!({"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}),
-            )],
-        ),
-        Operation::Health => (
-            "Service health",
-            vec![],
-            None,
-            vec![(
-                "200",
-                ok("Healthy", json!({"$ref": "#/components/schemas/Health"})),
-            )],
-        ),
-        Operation::OpenApi => (
-            "This document",
-            vec![],
-            None,
-            vec![("200", ok("OpenAPI 3 document", json!({"type": "object"})))],
-        ),
-        Operation::ListWebhooks => (
-            "List webhooks (secrets masked)",
-            vec![],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Webhooks, newest first",
-                    json!({"type": "object", "required": ["success", "data", "count"], "properties": {"success": {"type": "boolean"}, "data": {"type": "array", "items": webhook}, "count": {"type": "integer"}}}),
-                ),
-            )],
-        ),
-        Operation::CreateWebhook => (
-            "Create a webhook (the only response with the whole secret)",
-            vec![],
-            Some(json!({"$ref": "#/components/schemas/WebhookCreate"})),
-            vec![("201", ok("Created", data_envelope(webhook.clone())))],
-        ),
-        Operation::GetWebhook => (
-            "Get a webhook",
-            vec![id_param("id")],
-            None,
-            vec![("200", ok("The webhook", data_envelope(webhook.clone())))],
-        ),
-        Operation::UpdateWebhook => (
-            "Update a webhook",
-            vec![id_param("id")],
-            Some(json!({"$ref": "#/components/schemas/WebhookInput"})),
-            vec![("200", ok("Updated", data_envelope(webhook.clone())))],
-        ),
-        Operation::DeleteWebhook => (
-            "Delete a webhook",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "200",
-                ok("Deleted", json!({"$ref": "#/components/schemas/Message"})),
-            )],
-        ),
-        Operation::TestWebhook => (
-            "Send signed test deliveries now and report their outcome",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Outcome of each test delivery",
-                    json!({"type": "object", "required": ["success"], "properties": {"success": {"type": "boolean"}, "error": {"type": "string"}, "message": {"type": "string"}, "data": {"type": "object", "required": ["delivered", "results"], "properties": {"delivered": {"type": "boolean"}, "results": {"type": "array", "items": {"type": "object", "properties": {"event_type": {"type": "string"}, "delivered": {"type": "boolean"}, "status_code": {"type": "integer", "nullable": true}, "response_time_ms": {"type": "number"}, "error": {"type": "string", "nullable": true}}}}}}}}),
-                ),
-            )],
-        ),
-        Operation::ReconnectWebhook => (
-            "Clear disconnection and failure count",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Reconnected",
-                    json!({"$ref": "#/components/schemas/Message"}),
-                ),
-            )],
-        ),
-        Operation::WebhookStats => (
-            "Per-attempt and per-event statistics",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Statistics",
-                    data_envelope(json!({"$ref": "#/components/schemas/Stats"})),
-                ),
-            )],
-        ),
-        Operation::WebhookDeliveries => (
-            "Newest attempts",
-            vec![id_param("id"), limit_param(100)],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Attempts",
-                    json!({"type": "object", "required": ["success", "data", "limit"], "properties": {"success": {"type": "boolean"}, "limit": {"type": "integer"}, "data": {"type": "object", "required": ["webhook_id", "attempts", "total_count"], "properties": {"webhook_id": {"type": "string"}, "total_count": {"type": "integer"}, "attempts": {"type": "array", "items": {"type": "object"}}}}}}),
-                ),
-            )],
-        ),
-        Operation::WebhookSecret => (
-            "The whole secret (and the previous one during a rotation)",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Secret",
-                    data_envelope(
-                        json!({"type": "object", "required": ["secret"], "properties": {"secret": {"type": "string", "nullable": true}, "previous_secret": {"type": "string"}, "previous_expires_at": {"type": "integer"}}}),
-                    ),
-                ),
-            )],
-        ),
-        Operation::RotateSecret => (
-            "Rotate the secret; the old one keeps signing during the grace period",
-            vec![id_param("id")],
-            Some(
-                json!({"type": "object", "additionalProperties": false, "properties": {"secret": fields::secret_schema(), "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_MS}}}),
-            ),
-            vec![(
-                "200",
-                ok(
-                    "Rotated",
-                    data_envelope(
-                        json!({"type": "object", "required": ["secret", "previous_expires_at"], "properties": {"secret": {"type": "string"}, "previous_expires_at": {"type": "integer"}}}),
-                    ),
-                ),
-            )],
-        ),
-        Operation::RecoverWebhook => (
-            "Redeliver every dead letter of the webhook that failed since a time",
-            vec![
-                id_param("id"),
-                json!({"name": "since", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 0}}),
-            ],
-            None,
-            vec![(
-                "202",
-                ok(
-                    "Queued",
-                    data_envelope(
-                        json!({"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}}),
-                    ),
-                ),
-            )],
-        ),
-        Operation::DeadLetters => (
-            "Dead letters, newest first",
-            vec![
-                json!({"name": "webhook_id", "in": "query", "required": false, "schema": {"type": "string"}}),
-                limit_param(1000),
-            ],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Dead letters",
-                    json!({"type": "object", "required": ["success", "data", "count"], "properties": {"success": {"type": "boolean"}, "count": {"type": "integer"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}}}),
-                ),
-            )],
-        ),
-        Operation::RedeliverDeadLetter => (
-            "Redeliver a dead letter (same event_id, same body)",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "202",
-                ok(
-                    "Queued",
-                    data_envelope(json!({"$ref": "#/components/schemas/DeadLetter"})),
-                ),
-            )],
-        ),
-        Operation::Metrics => (
-            "Prometheus metrics (text exposition 0.0.4)",
-            vec![],
-            None,
-            vec![(
-                "200",
-                json!({"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
-            )],
-        ),
-        Operation::StatsSummary => (
-            "Totals over every webhook",
-            vec![],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Summary",
-                    data_envelope(
-                        json!({"type": "object", "required": ["delivery_stats", "webhook_summary", "event_processing"]}),
-                    ),
-                ),
-            )],
-        ),
-        Operation::RecentDeliveries => (
-            "Newest delivery log entries",
-            vec![limit_param(1000)],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Log entries",
-                    json!({"type": "object", "required": ["success", "data", "limit"], "properties": {"success": {"type": "boolean"}, "limit": {"type": "integer"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/LogEntry"}}}}),
-                ),
-            )],
-        ),
-        Operation::ListReceivers => (
-            "List test receivers",
-            vec![],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Receivers",
-                    json!({"type": "object", "required": ["success", "data", "total", "max_receivers"]}),
-                ),
-            )],
-        ),
-        Operation::CreateReceiver => (
-            "Create a test receiver",
-            vec![],
-            None,
-            vec![
-                (
-                    "201",
-                    ok(
-                        "Created",
-                        data_envelope(
-                            json!({"type": "object", "required": ["id", "url", "view_url", "created_at", "expires_at", "expires_in_hours"]}),
-                        ),
-                    ),
-                ),
-                ("429", error_response("Too many receivers")),
-            ],
-        ),
-        Operation::ReceiverRequests => (
-            "Captured requests, newest first",
-            vec![id_param("id"), limit_param(100)],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Requests",
-                    data_envelope(
-                        json!({"type": "object", "required": ["receiver_id", "requests", "total_requests", "returned_count"]}),
-                    ),
-                ),
-            )],
-        ),
-        Operation::ClearReceiver => (
-            "Clear captured requests",
-            vec![id_param("id")],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Cleared",
-                    json!({"type": "object", "required": ["success", "cleared_count"]}),
-                ),
-            )],
-        ),
-        Operation::CaptureForReceiver => (
-            "Capture URL of a test receiver (no token needed)",
-            vec![id_param("id")],
-            Some(any.clone()),
-            vec![(
-                "200",
-                ok(
-                    "Captured",
-                    json!({"type": "object", "required": ["success", "receiver_id", "request_id"]}),
-                ),
-            )],
-        ),
-        Operation::CaptureForSession => (
-            "Capture URL of a monitor session (no token needed)",
-            vec![id_param("sessionId")],
-            Some(any),
-            vec![(
-                "200",
-                ok(
-                    "Captured",
-                    json!({"type": "object", "required": ["success", "session_id", "request_id"]}),
-                ),
-            )],
-        ),
-        Operation::SessionRequests => (
-            "Requests captured for a session",
-            vec![id_param("sessionId"), limit_param(100)],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Requests",
-                    data_envelope(
-                        json!({"type": "object", "required": ["session_id", "requests", "total_requests", "returned_count"]}),
-                    ),
-                ),
-            )],
-        ),
-        Operation::ClearSession => (
-            "Clear a session's requests",
-            vec![id_param("sessionId")],
-            None,
-            vec![(
-                "200",
-                ok(
-                    "Cleared",
-                    json!({"type": "object", "required": ["success", "cleared_count"]}),
-                ),
-            )],
-        ),
-    };
+    let Doc {
+        query,
+        body,
+        responses: own,
+    } = op.openapi();
     let (pattern, public) = (op.pattern(), op.public());
-    let mut all = Map::new();
-    for (code, response) in responses {
-        all.insert(code.to_string(), response);
-    }
-    common(&mut all, public);
-    if op == Operation::Health {
-        all.insert(
-            "503".into(),
-            ok(
-                "Degraded: Redis unreachable",
-                json!({"$ref": "#/components/schemas/Health"}),
-            ),
-        );
-    }
+    let mut params: Vec<Value> = path_names(pattern).map(doc::path_param).collect();
+    params.extend(query);
     let mut item = Map::new();
-    item.insert("summary".into(), Value::from(summary));
+    item.insert("summary".into(), Value::from(op.summary()));
     item.insert(
         "operationId".into(),
         Value::from(format!(
@@ -422,14 +83,13 @@ fn operation(op: Operation, method: Method) -> Value {
     if !params.is_empty() {
         item.insert("parameters".into(), Value::from(params));
     }
-    if let Some(schema) = body {
-        let required = matches!(op, Operation::CreateWebhook | Operation::UpdateWebhook);
+    if let Some((required, schema)) = body {
         item.insert(
             "requestBody".into(),
             json!({"required": required, "content": {"application/json": {"schema": schema}}}),
         );
     }
-    item.insert("responses".into(), Value::Object(all));
+    item.insert("responses".into(), Value::Object(responses(own, public)));
     if public {
         item.insert("security".into(), json!([]));
     }
@@ -493,6 +153,34 @@ pub(crate) fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::router::BodyUse;
+
+    #[test]
+    fn an_operation_documents_a_body_where_its_handler_reads_one() {
+        for op in Operation::ALL {
+            let reads = op.body_use() != BodyUse::Ignored;
+            let documented = op.openapi().body.is_some();
+            assert_eq!(documented, reads, "{}", op.pattern());
+        }
+    }
+
+    #[test]
+    fn an_own_response_takes_the_place_of_the_common_one() {
+        let own = vec![("200", json!("own 200")), ("503", json!("own 503"))];
+        let all = responses(own, true);
+        let codes: Vec<&str> = all.keys().map(String::as_str).collect();
+        assert_eq!(codes, ["200", "404", "405", "413", "400", "500", "503"]);
+        assert_eq!(all["503"], json!("own 503"));
+        assert!(responses(vec![], false).contains_key("401"));
+    }
+
+    #[test]
+    fn path_parameters_are_the_patterns_names() {
+        let names: Vec<&str> = path_names("/webhook-monitor/{sessionId}/requests").collect();
+        assert_eq!(names, ["sessionId"]);
+        assert_eq!(path_names("/webhooks/{id}/secret/rotate").count(), 1);
+        assert_eq!(path_names("/health").count(), 0);
+    }
 
     #[test]
     fn every_operation_is_described_with_its_path_values() {

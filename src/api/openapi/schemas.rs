@@ -1,22 +1,10 @@
-//! The document's `components.schemas`: the shapes of webhooks, envelopes and figures.
+//! The document's `components.schemas`: the shapes of webhooks (from `webhook::model::fields`),
+//! envelopes and figures.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use crate::webhook::model::fields;
 use crate::webhook::model::retry::{ATTEMPTS, INITIAL_DELAY_MS, MAX_DELAY_MS, MULTIPLIER};
-use crate::webhook::model::{SERVER_OWNED, WRITABLE, fields};
-
-/// `WebhookInput`'s properties: the server-owned fields (ignored), then the writable ones, as
-/// `webhook::model` lists them.
-fn webhook_input_properties() -> Value {
-    let mut properties = Map::new();
-    for field in SERVER_OWNED {
-        properties.insert(field.into(), json!({"description": "Ignored"}));
-    }
-    for field in WRITABLE {
-        properties.insert(field.into(), fields::schema(field));
-    }
-    Value::Object(properties)
-}
 
 pub(super) fn schemas() -> Value {
     let string_list = json!({"type": "array", "items": {"type": "string"}});
@@ -57,30 +45,12 @@ pub(super) fn schemas() -> Value {
             "type": "object",
             "description": "Writable fields. Server-owned fields (id, created_at, counters, ...) are ignored if sent.",
             "additionalProperties": false,
-            "properties": webhook_input_properties(),
+            "properties": fields::input_properties(),
         },
         "WebhookCreate": {
             "allOf": [{"$ref": "#/components/schemas/WebhookInput"}, {"type": "object", "required": ["url", "events"]}],
         },
-        "Webhook": {
-            "type": "object",
-            "required": ["id", "url", "events"],
-            "properties": {
-                "id": {"type": "string"},
-                "url": {"type": "string"},
-                "events": {"type": "array", "items": {"type": "string"}},
-                "secret": {"type": "string", "nullable": true, "description": "Masked except on create"},
-                "filters": {"type": "object"},
-                "headers": {"type": "object"},
-                "retry_config": {"type": "object"},
-                "active": {"type": "boolean"},
-                "static": {"type": "boolean"},
-                "disconnected": {"type": "boolean"},
-                "consecutive_failures": {"type": "integer"},
-                "created_at": {"type": "integer"},
-                "updated_at": {"type": "integer"},
-            },
-        },
+        "Webhook": fields::output_schema(),
         "Stats": {
             "type": "object",
             "required": ["total_deliveries", "successful_deliveries", "failed_deliveries", "total_events", "successful_events", "failed_events", "average_response_time_ms", "p95_response_time_ms"],

@@ -3,9 +3,10 @@
 //! The stored JSON is the original's (reference section 4) plus fields we add; every field we do not
 //! understand is kept untouched by the writers. Validation here is the one place that decides what a
 //! valid webhook is, for the registry loader and for the API alike (CONTRACT sections 2 and 6).
-//! It owns every field rule: the fields a client may write and their limits (`fields.rs`, which
-//! also builds and merges the stored form), the retry policy's bounds (`retry.rs`), URLs, filters
-//! and headers (here). The API and its OpenAPI document read them from here.
+//! It owns every field rule: the fields a client may write and their limits (`fields.rs`), the
+//! stored form and every change made to it (`stored.rs`), the retry policy's bounds
+//! (`retry.rs`), URLs, filters and headers (here). The API and its OpenAPI document read them
+//! from here.
 
 use std::fmt;
 
@@ -13,12 +14,13 @@ use serde_json::{Map, Value};
 
 pub(crate) mod fields;
 pub(crate) mod retry;
+pub(crate) mod stored;
 
 pub(crate) use fields::{
-    DEFAULT_GRACE_MS, MAX_GRACE_MS, MAX_HEADER_VALUE, SERVER_OWNED, WRITABLE, masked,
-    merge_writable, new_stored, secrets, valid_secret,
+    DEFAULT_GRACE_MS, MAX_GRACE_MS, MAX_HEADER_VALUE, SERVER_OWNED, WRITABLE, valid_secret,
 };
 pub(crate) use retry::RetryPolicy;
+pub(crate) use stored::{masked, merge_writable, new_stored, secrets};
 
 use crate::event::EventKind;
 
