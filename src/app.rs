@@ -386,6 +386,7 @@ fn gate(config: &Config) -> EndpointGate {
         max_per_endpoint: config.max_in_flight_per_endpoint,
         slow_after: config.slow_attempt,
         max_parked: config.queue_capacity,
+        attempt_timeout: config.timeout,
     })
 }
 

@@ -32,7 +32,10 @@
 //! endpoint not known to be quick, and half of it for all of those together, so a quick endpoint
 //! always finds room. A delivery that finds no room goes back to Redis as due after the time its
 //! endpoint's backlog should take (200 ms to 60 s) ([`Admission::Overflow`]); for an endpoint
-//! waiting for a slow seat, at least as long as every slow seat has been busy.
+//! waiting for a slow seat, at least as long as every slow seat has been busy. One endpoint's
+//! deliveries sent back are due one attempt's time apart, so they come back at its pace. Intake
+//! asks first ([`EndpointGate::overflowing`]) and records such a delivery straight into the due
+//! set.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +81,8 @@ pub struct GateConfig {
     pub slow_after: Duration,
     /// Most deliveries parked, all endpoints together.
     pub max_parked: usize,
+    /// The longest an attempt can take (the delivery timeout).
+    pub attempt_timeout: Duration,
 }
 
 impl GateConfig {
@@ -217,7 +222,7 @@ impl EndpointGate {
                     self.room.wait_until(&mut state, deadline);
                 }
                 Admitted::Full(d) | Admitted::Overflow(d) => {
-                    let wait = state.overflow_wait(&d.webhook_id);
+                    let wait = state.overflow_wait(&self.config, &d.webhook_id);
                     return Admission::Overflow(d, wait);
                 }
             }
@@ -233,7 +238,7 @@ impl EndpointGate {
         &self,
         webhook_ids: impl IntoIterator<Item = &'a Arc<str>>,
     ) -> Vec<Option<Duration>> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         webhook_ids
             .into_iter()
             .map(|id| state.overflowing(&self.config, id))

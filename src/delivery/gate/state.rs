@@ -30,6 +30,9 @@ struct Endpoint {
     progressed: Instant,
     /// Whether its id is in `slow_queue`.
     queued: bool,
+    /// When the last of its deliveries sent back to Redis is due: the next one sent back is due
+    /// an attempt's time after it (at the endpoint's pace), so a backlog comes back spread out.
+    overflow_until: Instant,
 }
 
 #[derive(Debug)]
@@ -408,51 +411,95 @@ impl State {
     }
 
     /// Whether a new delivery for `id` would overflow if it were offered now: its endpoint is
-    /// not known to be quick, has work parked already (so the new one could not run before it)
-    /// and has no room left to park; then how long it would wait.
-    pub(super) fn overflowing(&self, config: &GateConfig, id: &Arc<str>) -> Option<Duration> {
+    /// not known to be quick, could not run it now (work is parked before it, or its attempts
+    /// in flight leave no room) and has no room left to park; then how long it would wait.
+    pub(super) fn overflowing(&mut self, config: &GateConfig, id: &Arc<str>) -> Option<Duration> {
         let endpoint = self.endpoints.get(id)?;
-        if endpoint.class == Class::Quick || endpoint.parked.is_empty() {
+        // It could not run now either: work is parked before it, or its attempts in flight
+        // leave no room (as `admit` decides, short of a free seat, which may come any moment).
+        let no_room = match endpoint.class {
+            Class::Quick => return None,
+            Class::Unknown => endpoint.in_flight > 0,
+            Class::Slow => endpoint.in_flight >= endpoint.limit,
+        };
+        let must_wait = no_room || !endpoint.parked.is_empty();
+        if !must_wait {
             return None;
         }
         let full = endpoint.parked.len() >= (config.max_parked / 4).max(1)
             || self.parked_unproven >= (config.max_parked / 2).max(1)
             || self.parked >= config.max_parked;
-        full.then(|| self.overflow_wait(id))
+        full.then(|| self.overflow_wait(config, id))
     }
 
     /// How long an overflowing delivery for `id` waits before it is offered again: the time its
-    /// endpoint needs for what is parked for it, and, for one waiting for a slow seat, at least
-    /// as long as every slow seat has been busy (hanging attempts hold them: its backlog is not
-    /// offered again and again in vain; quick ones free them: it comes back soon).
-    pub(super) fn overflow_wait(&self, id: &Arc<str>) -> Duration {
+    /// endpoint needs for what is parked for it and for this one, and, for one waiting for a
+    /// slow seat, at least until a slow seat is expected to free ([`State::slow_seat_frees_in`]:
+    /// hanging attempts hold them to the timeout, and its backlog is not offered again and again
+    /// in vain meanwhile; quick ones free them: it comes back soon). Each one sent back is due an
+    /// attempt's time (over the endpoint's limit) after the one before, so a backlog in Redis
+    /// comes back at the pace the endpoint can take it.
+    pub(super) fn overflow_wait(&mut self, config: &GateConfig, id: &Arc<str>) -> Duration {
+        let now = Instant::now();
         let Some(endpoint) = self.endpoints.get(id) else {
             return MIN_OVERFLOW_DELAY;
         };
         // How long an attempt takes here: the average of those that ended, or, while none has
         // ended for longer than that, at least that long.
         let stalled = if endpoint.in_flight > 0 {
-            endpoint.progressed.elapsed().as_secs_f64()
+            now.duration_since(endpoint.progressed).as_secs_f64()
         } else {
             0.0
         };
         let attempt_secs = endpoint.attempt_secs.max(stalled);
-        let backlog = endpoint.parked.len() as f64 * attempt_secs;
-        let mut wait = Duration::try_from_secs_f64(backlog / endpoint.limit.max(1) as f64)
+        let per_delivery = Duration::try_from_secs_f64(attempt_secs / endpoint.limit.max(1) as f64)
             .unwrap_or(MAX_OVERFLOW_DELAY);
+        // What is parked, and this one.
+        let mut wait = per_delivery.saturating_mul(endpoint.parked.len() as u32 + 1);
         if endpoint.in_flight == 0 && endpoint.class != Class::Quick && self.free[2] == 0 {
-            let now = Instant::now();
-            let slow_lane_busy = self
-                .running
-                .iter()
-                .flatten()
-                .filter(|r| r.seat == Seat::Slow)
-                .map(|r| now.duration_since(r.started))
-                .min()
-                .unwrap_or_default();
-            wait = wait.max(slow_lane_busy);
+            wait = wait.max(self.slow_seat_frees_in(config, now));
         }
-        wait.clamp(MIN_OVERFLOW_DELAY, MAX_OVERFLOW_DELAY)
+        let wait = wait.clamp(MIN_OVERFLOW_DELAY, MAX_OVERFLOW_DELAY);
+        let due = (now + wait)
+            .max(endpoint.overflow_until + per_delivery)
+            .min(now + MAX_OVERFLOW_DELAY);
+        if let Some(endpoint) = self.endpoints.get_mut(id) {
+            endpoint.overflow_until = due;
+        }
+        due - now
+    }
+
+    /// How long until the first slow seat is expected to free: each attempt on one is expected
+    /// to take its endpoint's average, or, once it has run longer than that (or if none of its
+    /// endpoint's attempts has ended yet), to run to the timeout; and at least as long as every
+    /// slow seat has been busy.
+    fn slow_seat_frees_in(&self, config: &GateConfig, now: Instant) -> Duration {
+        let slow = self
+            .running
+            .iter()
+            .flatten()
+            .filter(|r| r.seat == Seat::Slow);
+        let busy = slow
+            .clone()
+            .map(|r| now.duration_since(r.started))
+            .min()
+            .unwrap_or_default();
+        let frees_in = slow
+            .map(|r| {
+                let ran = now.duration_since(r.started);
+                let average = self
+                    .endpoints
+                    .get(&r.endpoint)
+                    .map_or(0.0, |e| e.attempt_secs);
+                let expected = Duration::try_from_secs_f64(average)
+                    .ok()
+                    .filter(|expected| *expected > ran)
+                    .unwrap_or(config.attempt_timeout);
+                expected.saturating_sub(ran)
+            })
+            .min()
+            .unwrap_or_default();
+        busy.max(frees_in)
     }
 }
 
@@ -502,6 +549,7 @@ impl Endpoint {
             attempt_secs: 0.0,
             progressed: now,
             queued: false,
+            overflow_until: now,
         }
     }
 
@@ -514,6 +562,7 @@ impl Endpoint {
             attempt_secs: 0.0,
             progressed: now,
             queued: false,
+            overflow_until: now,
         }
     }
 
