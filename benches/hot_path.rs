@@ -106,7 +106,7 @@ fn delivery_bookkeeping(c: &mut Criterion) {
         max_per_endpoint: 4,
         slow_after: std::time::Duration::from_millis(250),
         max_parked: 10_000,
-        attempt_timeout: Duration::from_secs(30),
+        attempt_timeout: std::time::Duration::from_secs(30),
     });
     let lines = Lines::new(5000);
     let Some(Next::Read(seat)) = gate.take_seat(std::time::Duration::ZERO) else {
