@@ -21,7 +21,7 @@ use crate::delivery::pool::{self, Context, Job};
 use crate::delivery::scheduler;
 use crate::delivery::scheduler::SchedulerHandle;
 use crate::delivery::throttle::Throttle;
-use crate::delivery::{Delivery, http, recovery, ssrf};
+use crate::delivery::{Delivery, dns, http, recovery};
 use crate::intake::{Intake, pubsub, stage, stream};
 use crate::monitor::Counters;
 use crate::monitor::history;
@@ -108,7 +108,7 @@ struct Threads {
     /// API's threads: they stop on the last flag.
     rest: Vec<JoinHandle<()>>,
     /// `delivery-dns`: started per host-name lookup, ending with it.
-    dns: ssrf::Lookups,
+    dns: dns::Lookups,
 }
 
 /// How often a stop looks whether a thread has ended (std has no join with a time limit).

@@ -13,7 +13,8 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
 };
 
-use super::ssrf::{GuardedResolver, Lookups};
+use super::dns::Lookups;
+use super::ssrf::GuardedResolver;
 use crate::net::Cidr;
 
 /// The `User-Agent` of every delivery (the original's).

@@ -12,6 +12,7 @@
 
 pub(crate) mod attempt;
 pub mod dispatcher;
+pub(crate) mod dns;
 pub mod durable;
 pub mod gate;
 pub(crate) mod handle;

@@ -45,6 +45,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Delivery;
 use state::{Admitted, State};
 
+mod endpoint;
 mod state;
 
 /// Shortest and longest wait of an overflowing delivery before it is offered to the gate again.
