@@ -504,3 +504,52 @@ fn a_due_delivery_for_a_webhook_newer_than_the_registry_copy_is_delivered() {
     assert_eq!(got[0].header("x-event-id"), Some("wh_1_elsewhere"));
     assert!(!service.log_text().contains("is not delivered"));
 }
+
+#[test]
+fn a_due_record_that_cannot_be_read_is_reported_and_the_others_go_on() {
+    let redis = RedisServer::start();
+    let service = Service::start(&redis, &[]);
+    let receiver = Receiver::ok();
+    register(
+        &redis,
+        &service,
+        "wh_9_mixed",
+        webhook(&receiver.url("/m"), &["complete_job"]),
+    );
+    let now = crate::now_ms();
+    let good = json!({
+        "webhook_id": "wh_9_mixed",
+        "event_id": "wh_1_good",
+        "event_type": "complete_job",
+        "kind": "job.completed",
+        "attempts": 0,
+        "created_ms": now,
+        "body": r#"{"event_type":"complete_job","event_id":"wh_1_good","timestamp":1,"webhook_id":"wh_9_mixed","data":{"job_id":"j"}}"#,
+    });
+    let queued: Result<(), _> = ::redis::pipe()
+        .hset(
+            "webhooks:deliveries",
+            "wh_1_corrupt",
+            "{\"webhook_id\": trunc",
+        )
+        .zadd("webhooks:due", "wh_1_corrupt", now)
+        .hset("webhooks:deliveries", "wh_1_good", good.to_string())
+        .zadd("webhooks:due", "wh_1_good", now + 1)
+        .query(&mut redis.conn());
+    queued.unwrap_or_else(|e| panic!("queue the deliveries: {e}"));
+    let got = receiver.wait_for(1, LONG);
+    assert_eq!(got[0].header("x-event-id"), Some("wh_1_good"));
+    // The unreadable one is said, by its id, and kept (not deleted on the quiet).
+    wait_until(LONG, "the unreadable record to be reported", || {
+        service
+            .log_text()
+            .contains("delivery wh_1_corrupt: its record in webhooks:deliveries cannot be read")
+            .then_some(())
+    });
+    let kept: Option<String> = ::redis::cmd("HGET")
+        .arg("webhooks:deliveries")
+        .arg("wh_1_corrupt")
+        .query(&mut redis.conn())
+        .unwrap_or(None);
+    assert_eq!(kept.as_deref(), Some("{\"webhook_id\": trunc"));
+}

@@ -233,7 +233,17 @@ impl Timers {
             let Some(Reverse(entry)) = self.retries.pop() else {
                 break;
             };
-            match retry_tx.try_send(entry.item) {
+            // A first attempt (handed back while Redis was away) is its line's head, or waits
+            // in its line for its turn, as one back from the due set does.
+            let item = if entry.item.attempts == 0 {
+                match lines.enter(entry.item) {
+                    Entered::Go(d) => d,
+                    Entered::Held | Entered::Kept => continue,
+                }
+            } else {
+                entry.item
+            };
+            match retry_tx.try_send(item) {
                 Ok(()) => {}
                 Err(TrySendError::Full(d)) => {
                     // The retry pool is busy: keep the order, try again shortly.
@@ -266,4 +276,55 @@ fn publish(backlog: &Backlog, retries: usize, next_retry: Option<Instant>) {
         })
         .unwrap_or(0);
     backlog.next_retry_due_ms.store(due_ms, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn first_attempt(job: &str, sequence: u64) -> Delivery {
+        Delivery {
+            webhook_id: Arc::from("wh"),
+            event_id: format!("e{sequence}"),
+            event_type: Arc::from("job.completed"),
+            kind: EventKind::JobCompleted,
+            body: Arc::from(Vec::new()),
+            attempts: 0,
+            created_ms: 0,
+            job: Some(Arc::from(job)),
+            sequence: Some(sequence),
+        }
+    }
+
+    /// A first attempt kept here while Redis was away comes back through its job's line: it
+    /// does not go past an earlier event of its job that is still being delivered.
+    #[test]
+    fn a_first_attempt_kept_while_redis_was_away_waits_its_turn_in_its_line() {
+        let lines = Lines::new(10);
+        let throttle = Throttle::new(Duration::ZERO);
+        let (retry_tx, retry_rx) = crossbeam_channel::bounded(10);
+        let (first_tx, _first_rx) = crossbeam_channel::bounded(10);
+        let Entered::Go(head) = lines.enter(first_attempt("a", 1)) else {
+            panic!("the first event of a job is not its line's head");
+        };
+        let mut timers = Timers::default();
+        let now = Instant::now();
+        timers.add(now, Timed::Retry(first_attempt("a", 2)));
+        timers.add(now, Timed::Retry(first_attempt("b", 3)));
+        assert!(
+            timers
+                .fire(now, &retry_tx, &first_tx, &throttle, &lines)
+                .is_ok()
+        );
+        // Job b's goes; job a's waits for e1.
+        let sent: Vec<String> = retry_rx.try_iter().map(|d| d.event_id).collect();
+        assert_eq!(sent, ["e3"]);
+        assert_eq!(lines.waiting(), 1);
+        let next = super::super::lines::Place::of(&head).and_then(|p| lines.leave(p));
+        assert!(
+            matches!(next, Some(super::super::lines::Turn::Go(ref d)) if d.event_id == "e2"),
+            "{next:?}"
+        );
+    }
 }

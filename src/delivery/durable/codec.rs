@@ -74,6 +74,9 @@ flush()
 return claimed
 "#;
 
+/// Leases up to ARGV[2] deliveries due by ARGV[1]. KEYS: the due set, the deliveries hash, this
+/// instance's lease set. Returns (id, record) pairs; an id without a record is dropped from the
+/// due set (it was delivered or dropped meanwhile).
 pub(super) const TAKE_DUE: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
@@ -82,6 +85,7 @@ for _, id in ipairs(ids) do
   local record = redis.call('HGET', KEYS[2], id)
   if record then
     redis.call('SADD', KEYS[3], id)
+    table.insert(out, id)
     table.insert(out, record)
   end
 end
