@@ -364,8 +364,12 @@ fn start_delivery(
     threads.delivery.extend(
         pool::spawn(ctx.clone(), first_rx, retry_rx, jobs_rx).map_err(spawn_err("delivery"))?,
     );
+    threads
+        .delivery
+        .push(pool::spawn_watcher(ctx.clone()).map_err(spawn_err("delivery watch"))?);
     threads.delivery.push(
-        pool::spawn_watcher(ctx.clone(), first_tx.clone()).map_err(spawn_err("delivery watch"))?,
+        pool::spawn_line_keeper(ctx.clone(), first_tx.clone())
+            .map_err(spawn_err("delivery lines"))?,
     );
     Ok(Delivering {
         first_tx,

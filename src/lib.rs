@@ -62,7 +62,8 @@
 //! | `webhook-registry` | reloading `webhooks:registry` | `webhooks:changed`, or the refresh period |
 //! | `delivery-N` | attempts, on a seat the gate gives: one of the first-attempt seats (reads the first-attempt channel), the retry seats (reads the retry channel: retries and deliveries taken back from Redis; and the job channel: test attempts of `POST /webhooks/:id/test`) or the slow seats (runs slow endpoints' attempts in turn); one thread per seat | its channel, or the gate |
 //! | `delivery-dns` (one per host name being resolved, at most 32) | resolving a webhook host name for the SSRF guard: a lookup has no time limit of its own and cannot be interrupted, so the attempt waits at most its budget and the thread ends with its lookup (joined as later ones start, and by the stop); a name already being resolved shares the lookup; answers are cached 30 s, and an expired one is used for up to 10 min while a new lookup runs | started per lookup |
-//! | `delivery-watch` | moving attempts that run long from first-attempt and retry seats to slow seats; per-job lines whose head did not come back | 50 ms |
+//! | `delivery-watch` | moving attempts that run long from first-attempt and retry seats to slow seats (memory only: a hanging Redis cannot hold it up) | 50 ms |
+//! | `delivery-lines` | per-job lines whose head did not come back from Redis: the next goes on (its record read back when it was kept as an id) | 50 ms |
 //! | `delivery-poller` | leasing what is due in `webhooks:due`; dead-letter retention | the next due time, or 250 ms |
 //! | `delivery-heartbeat` | this instance's heartbeat; taking over dead instances | a quarter of the instance TTL |
 //! | `delivery-completer` | forgetting delivered ids, putting retries and hand-backs back as due, in batches | settlements (gathered for 2 ms) |

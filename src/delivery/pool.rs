@@ -5,8 +5,9 @@
 //! a seat waits for the gate to give it one. After an attempt the thread acts on the outcome
 //! (done, retry, dead letter, disable), lets the next event of the same job to the same webhook
 //! go on ([`Lines`]), and asks the gate what to do next. The `delivery-watch` thread moves
-//! attempts that run long off first-attempt and retry seats, and lets per-job lines whose head
-//! did not come back from Redis go on.
+//! attempts that run long off first-attempt and retry seats; the `delivery-lines` thread lets
+//! per-job lines whose head did not come back from Redis go on (apart, so that a Redis that
+//! hangs cannot hold up the moves to slow seats).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -40,7 +41,7 @@ const PARK_WAIT: Duration = Duration::from_millis(100);
 const REGISTRY_WAIT: Duration = Duration::from_secs(1);
 /// How long an idle thread blocks before it looks at the stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
-/// How often `delivery-watch` looks at the attempts in flight and the per-job lines.
+/// How often `delivery-watch` looks at the attempts in flight, and `delivery-lines` at the per-job lines.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything a delivery thread needs. Shared by all of them.
@@ -245,19 +246,31 @@ fn next_in_line(ctx: &Context, mut turn: Option<Turn>) -> Option<Delivery> {
 }
 
 /// Starts `delivery-watch`: every 50 ms it lets the gate move attempts that run long to slow
-/// seats, and lets per-job lines whose head did not come back from Redis go on (their next is
-/// queued, or put back in Redis if the queue is full).
-pub(crate) fn spawn_watcher(
-    ctx: Arc<Context>,
-    first_tx: Sender<Delivery>,
-) -> std::io::Result<JoinHandle<()>> {
+/// seats and mark endpoints whose attempts stalled as slow. It touches nothing but the gate's
+/// memory, so a Redis that hangs cannot hold it up.
+pub(crate) fn spawn_watcher(ctx: Arc<Context>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("delivery-watch".into())
         .spawn(move || {
             while !ctx.draining.is_set() {
-                let now = Instant::now();
-                ctx.gate.watch(now);
-                for turn in ctx.lines.expire(now) {
+                ctx.gate.watch(Instant::now());
+                ctx.draining.sleep(WATCH_EVERY);
+            }
+        })
+}
+
+/// Starts `delivery-lines`: every 50 ms it lets per-job lines whose head did not come back from
+/// Redis go on (their next is queued, or put back in Redis if the queue is full), reading back
+/// from Redis the records of those kept as ids.
+pub(crate) fn spawn_line_keeper(
+    ctx: Arc<Context>,
+    first_tx: Sender<Delivery>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("delivery-lines".into())
+        .spawn(move || {
+            while !ctx.draining.is_set() {
+                for turn in ctx.lines.expire(Instant::now()) {
                     let Some(delivery) = next_in_line(&ctx, Some(turn)) else {
                         continue;
                     };
