@@ -102,7 +102,7 @@ struct Threads {
     record: Vec<JoinHandle<()>>,
     /// `delivery-poller`, `delivery-scheduler`: they queue deliveries.
     feeders: Vec<JoinHandle<()>>,
-    /// `delivery-N`, `retry-N`.
+    /// `delivery-N`, `delivery-watch`, `delivery-lines`.
     delivery: Vec<JoinHandle<()>>,
     /// `delivery-completer`, `monitor-recorder`, `delivery-heartbeat`, `webhook-registry`, the
     /// API's threads: they stop on the last flag.

@@ -8,7 +8,8 @@
 //!                                                  record a batch in Redis (one round trip), queue
 //! Redis Stream  ─► intake-stream: the same, recorded before XACK ──────────────────────┘
 //!                                 per-job lines (one first attempt of a job at a time, in order)
-//!                                                          │ bounded channel (full: wait in Redis)
+//!                                                          │ bounded channel (full: wait in Redis;
+//!                                                          │ endpoint backed up: recorded as due)
 //!                                                          ▼
 //!                 first-attempt seats ◄── endpoint gate ──► HTTP POST (ureq, SSRF guard)
 //!   webhooks:due ─► delivery-poller ─► retry seats │ slow seats (slow endpoints, in turn)

@@ -16,7 +16,7 @@ use log::{debug, error, warn};
 use serde_json::Value;
 
 use super::Delivery;
-use super::durable::{Durable, Recording};
+use super::durable::{Claim, Durable, DurableError, Recording, Stored};
 use super::gate::EndpointGate;
 use super::lines::{Entered, Lines};
 use super::scheduler::{SchedulerHandle, Timed};
@@ -73,8 +73,9 @@ pub(crate) struct Dispatched {
 }
 
 enum Recorded {
-    /// Claimed and recorded here, with this sequence number.
-    Yes(u64),
+    /// Claimed and recorded here: now, or by an earlier try whose answer was lost (never
+    /// [`Claim::Elsewhere`]).
+    Yes(Claim),
     ClaimedElsewhere,
     InMemoryOnly,
 }
@@ -140,14 +141,8 @@ impl Dispatcher {
         let mut spilled = Vec::new();
         match outcome {
             Ok(claimed) => {
-                for ((event, prepared), here) in batch.into_iter().zip(claimed) {
-                    let recorded = match here {
-                        Some(sequence) => Recorded::Yes(sequence),
-                        None => {
-                            bump(&self.counters.events_claimed_elsewhere);
-                            Recorded::ClaimedElsewhere
-                        }
-                    };
+                for ((event, prepared), claim) in batch.into_iter().zip(claimed) {
+                    let recorded = self.recorded(&event, claim);
                     self.commit(&event, prepared, recorded, false, &mut spilled);
                 }
             }
@@ -229,15 +224,21 @@ impl Dispatcher {
         if event.kind == EventKind::JobProgress && self.throttle.is_some() {
             return vec![None; deliveries.len()];
         }
-        let mut waits = self
+        // Asked only for those that would be queued: the gate spaces out what it answers for.
+        let asked = deliveries.iter().zip(held).filter(|(_, held)| !**held);
+        let mut answers = self
             .gate
-            .overflowing(deliveries.iter().map(|d| &d.webhook_id));
-        for (wait, held) in waits.iter_mut().zip(held) {
-            if *held {
-                *wait = None;
-            }
-        }
-        waits
+            .overflowing(asked.map(|(d, _)| &d.webhook_id))
+            .into_iter();
+        held.iter()
+            .map(|held| {
+                if *held {
+                    None
+                } else {
+                    answers.next().flatten()
+                }
+            })
+            .collect()
     }
 
     /// A job's event other than a progress update drops the update the throttle holds for the
@@ -285,14 +286,19 @@ impl Dispatcher {
             now_ms,
         } = prepared;
         self.drop_held_progress(event, &deliveries);
+        // Where an earlier try left each delivery, when its answer was lost.
+        let mut found: Option<Vec<Stored>> = None;
         let recorded = match recorded {
-            Recorded::ClaimedElsewhere => {
+            Recorded::ClaimedElsewhere | Recorded::Yes(Claim::Elsewhere) => {
                 return Dispatched {
                     count: 0,
                     recorded: true,
                 };
             }
-            Recorded::Yes(sequence) => {
+            Recorded::Yes(Claim::Now(sequence) | Claim::Before(sequence, _)) => {
+                if let Recorded::Yes(Claim::Before(_, states)) = recorded {
+                    found = Some(states);
+                }
                 for delivery in &mut deliveries {
                     delivery.sequence = Some(sequence);
                 }
@@ -307,9 +313,17 @@ impl Dispatcher {
             Recorded::InMemoryOnly => false,
         };
         let count = deliveries.len();
-        for ((delivery, held), backed_up) in deliveries.into_iter().zip(held).zip(backed_up) {
+        let placed = deliveries.into_iter().zip(held).zip(backed_up);
+        for (i, ((delivery, held), backed_up)) in placed.enumerate() {
             bump(&self.counters.deliveries_created);
-            if let Some(wait) = backed_up.filter(|_| recorded) {
+            let in_due_set = match found.as_ref().and_then(|f| f.get(i)) {
+                None => backed_up.filter(|_| recorded),
+                Some(Stored::Leased) => None,
+                Some(Stored::Due) => Some(backed_up.unwrap_or_default()),
+                // Taken from the due set (or finished) meanwhile: not this try's to queue.
+                Some(Stored::Gone) => continue,
+            };
+            if let Some(wait) = in_due_set {
                 // Recorded in the due set already: its line waits for it to come back.
                 bump(&self.counters.deliveries_deferred);
                 self.lines.enter_away(&delivery, wait);
@@ -351,18 +365,13 @@ impl Dispatcher {
             let claimed = self
                 .durable
                 .record_many(std::slice::from_ref(&recording))
-                .map(|c| c.first().copied().flatten());
+                .and_then(|c| {
+                    c.into_iter().next().ok_or_else(|| {
+                        DurableError::unexpected("record deliveries", "no answer for the event")
+                    })
+                });
             match claimed {
-                Ok(Some(sequence)) => return Recorded::Yes(sequence),
-                Ok(None) => {
-                    debug!(
-                        "event {} of {} was claimed by another instance",
-                        event.kind.name(),
-                        event.source
-                    );
-                    bump(&self.counters.events_claimed_elsewhere);
-                    return Recorded::ClaimedElsewhere;
-                }
+                Ok(claim) => return self.recorded(event, claim),
                 Err(e) if attempt == 4 => {
                     warn!(
                         "{e}; could not record {} deliveries of a {} event",
@@ -379,6 +388,20 @@ impl Dispatcher {
             }
         }
         Recorded::InMemoryOnly
+    }
+
+    /// What an event's claim means here (counting one claimed elsewhere).
+    fn recorded(&self, event: &Event, claim: Claim) -> Recorded {
+        if claim == Claim::Elsewhere {
+            debug!(
+                "event {} of {} was claimed by another instance",
+                event.kind.name(),
+                event.source
+            );
+            bump(&self.counters.events_claimed_elsewhere);
+            return Recorded::ClaimedElsewhere;
+        }
+        Recorded::Yes(claim)
     }
 
     fn enqueue(&self, delivery: Delivery, event: &Event, spilled: &mut Vec<(Delivery, u64)>) {

@@ -259,11 +259,80 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
     assert!(matches!(first, Ok(Some(_))), "{first:?}");
     let again = here.record(&claim, 60_000, &deliveries);
     assert!(
-        matches!(again, Ok(Some(_))),
-        "the retry found its own claim taken: {again:?}"
+        matches!((&first, &again), (Ok(Some(a)), Ok(Some(b))) if a == b),
+        "the retry did not find its own claim, with its sequence: {first:?} then {again:?}"
     );
     let elsewhere = other.record(&claim, 60_000, &deliveries);
     assert!(matches!(elsewhere, Ok(None)), "{elsewhere:?}");
+}
+
+/// The same when part of the event went straight into the due set: the retry writes nothing
+/// again (a delivery taken from the due set meanwhile is not put back, nor any record reset) and
+/// says where each delivery is, so the writer queues only what is still its own.
+#[test]
+fn a_retried_record_with_deliveries_in_the_due_set_writes_nothing_twice() {
+    use webhook_service::config::target::{RedisOptions, Target};
+    use webhook_service::delivery::Delivery;
+    use webhook_service::delivery::durable::{Claim, Durable, Recording, Stored};
+    use webhook_service::redis_conn::RedisPool;
+
+    let redis = crate::support::redis::RedisServer::start();
+    let target = Target::parse(&redis.url(), "REDIS_URL", &RedisOptions::default());
+    let here = Durable::new(
+        Arc::new(RedisPool::new(target.unwrap_or_else(|e| panic!("{e}")))),
+        "instance-a",
+    );
+    let delivery = |id: &str| Delivery {
+        webhook_id: Arc::from("wh_1_r"),
+        event_id: id.into(),
+        event_type: Arc::from("complete_job"),
+        kind: webhook_service::event::EventKind::JobCompleted,
+        body: Arc::from(b"{}".to_vec()),
+        attempts: 0,
+        created_ms: 1,
+        job: None,
+        sequence: None,
+    };
+    let deliveries = [delivery("wh_2_leased"), delivery("wh_2_due")];
+    let due_ms = [None, Some(4_000_000_000_000)];
+    let recording = [Recording {
+        claim_key: webhook_service::keys::claim(&[8; 32]),
+        claim_ttl_ms: 60_000,
+        deliveries: &deliveries,
+        due_ms: &due_ms,
+    }];
+    let record = || match here.record_many(&recording) {
+        Ok(claims) => claims,
+        Err(e) => panic!("record: {e}"),
+    };
+    let Some(Claim::Now(sequence)) = record().into_iter().next() else {
+        panic!("not claimed here");
+    };
+    let mut conn = redis.conn();
+    let in_due: u64 = ::redis::cmd("ZCARD")
+        .arg("webhooks:due")
+        .query(&mut conn)
+        .unwrap_or(0);
+    assert_eq!(in_due, 1, "the backed-up delivery is in the due set");
+    assert_eq!(
+        record(),
+        [Claim::Before(sequence, vec![Stored::Leased, Stored::Due])]
+    );
+    // A poller takes the due one meanwhile: the retry does not put it back.
+    let _: () = ::redis::cmd("ZREM")
+        .arg("webhooks:due")
+        .arg("wh_2_due")
+        .query(&mut conn)
+        .unwrap_or_else(|e| panic!("ZREM: {e}"));
+    assert_eq!(
+        record(),
+        [Claim::Before(sequence, vec![Stored::Leased, Stored::Gone])]
+    );
+    let in_due: u64 = ::redis::cmd("ZCARD")
+        .arg("webhooks:due")
+        .query(&mut conn)
+        .unwrap_or(0);
+    assert_eq!(in_due, 0, "the retry put a taken delivery back");
 }
 
 /// The connections to `server` other than its replication links, the sentinels' and ours.

@@ -10,16 +10,16 @@ use crate::event::EventKind;
 use crate::json::ObjectWriter;
 
 /// Claims and records a batch of events. KEYS: the deliveries hash, this instance's lease set, the
-/// sequence counter, the due set, then one claim key per event. ARGV, per event: the claim's TTL
-/// in ms ('0': no claim), the number of deliveries n, then n (id, record without its closing `}`,
-/// due) triples, where due is '0' for a delivery leased here (it is queued now) or the time in ms
-/// it is due (its endpoint is backed up: it goes straight into the due set). Returns, per event,
-/// its sequence number if it was recorded here, 0 if another instance had claimed it.
-/// An event found claimed whose first leased delivery this instance still leases was recorded here
-/// by an earlier try whose answer was lost with the connection (Redis went away just after running
-/// the script): it is recorded again, the same ids and records (with a new sequence number, still
-/// in source order), rather than counted as claimed elsewhere and left leased and never queued.
-/// (An event whose deliveries all went to the due set needs no second try: they are due already.)
+/// sequence counter, the due set, then one claim key per event. ARGV: this instance's id, then per
+/// event: the claim's TTL in ms ('0': no claim), the number of deliveries n, then n (id, record
+/// without its closing `}`, due) triples, where due is '0' for a delivery leased here (it is
+/// queued now) or the time in ms it is due (its endpoint is backed up: it goes straight into the
+/// due set). Returns, per event, `{sequence}` if it was claimed and recorded now, `{0}` if another
+/// instance had claimed it, and `{sequence, state...}` if this instance had claimed and recorded
+/// it already: a try whose answer was lost with the connection (Redis went away just after running
+/// the script). Then nothing is written again; each state says where that delivery is now (0:
+/// leased here, 1: in the due set, 2: neither, taken or finished meanwhile), so the caller queues
+/// exactly what is still its own to queue. The claim's value is `<instance>:<sequence>`.
 ///
 /// The batch takes one sequence number per event, in order, with one INCRBY: every instance
 /// handles events in source order and claims them in one script, so an event claimed later has a
@@ -34,23 +34,14 @@ local function flush()
   if #due > 0 then redis.call('ZADD', KEYS[4], unpack(due)) end
   fields, ids, due = {}, {}, {}
 end
-local function recorded_here(a, n)
-  for i = 0, n - 1 do
-    local at = a + 3 * i
-    if ARGV[at + 2] == '0' then
-      return redis.call('SISMEMBER', KEYS[2], ARGV[at]) == 1
-    end
-  end
-  return false
-end
+local instance = ARGV[1]
 local seq = redis.call('INCRBY', KEYS[3], #KEYS - 4) - (#KEYS - 4)
-local a = 1
+local a = 2
 for k = 5, #KEYS do
   local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   seq = seq + 1
-  if ttl == '0' or redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
-      or recorded_here(a, n) then
+  if ttl == '0' or redis.call('SET', KEYS[k], instance .. ':' .. seq, 'NX', 'PX', ttl) then
     local tail = string.format(',"sequence":%d}', seq)
     for _ = 1, n do
       fields[#fields + 1] = ARGV[a]
@@ -64,10 +55,26 @@ for k = 5, #KEYS do
       a = a + 3
       if #fields >= 2000 then flush() end
     end
-    claimed[#claimed + 1] = seq
+    claimed[#claimed + 1] = {seq}
   else
-    a = a + 3 * n
-    claimed[#claimed + 1] = 0
+    local owner, was = string.match(redis.call('GET', KEYS[k]) or '', '^(.*):(%d+)$')
+    if owner == instance then
+      local found = {tonumber(was)}
+      for _ = 1, n do
+        local state = 2
+        if redis.call('SISMEMBER', KEYS[2], ARGV[a]) == 1 then
+          state = 0
+        elseif redis.call('ZSCORE', KEYS[4], ARGV[a]) then
+          state = 1
+        end
+        found[#found + 1] = state
+        a = a + 3
+      end
+      claimed[#claimed + 1] = found
+    else
+      a = a + 3 * n
+      claimed[#claimed + 1] = {0}
+    end
   end
 end
 flush()

@@ -54,6 +54,16 @@ impl std::error::Error for DurableError {
     }
 }
 
+impl DurableError {
+    /// Redis answered `op` in a form this version does not know.
+    pub(crate) fn unexpected(op: &'static str, why: &'static str) -> DurableError {
+        DurableError {
+            op,
+            source: redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, why)),
+        }
+    }
+}
+
 fn err(op: &'static str) -> impl FnOnce(redis::RedisError) -> DurableError {
     move |source| DurableError { op, source }
 }
@@ -70,16 +80,50 @@ pub struct Durable {
 
 /// One event to record ([`Durable::record_many`]).
 #[derive(Debug)]
-pub(crate) struct Recording<'a> {
+pub struct Recording<'a> {
     /// The event's claim key ([`crate::keys::claim`]).
-    pub(crate) claim_key: String,
+    pub claim_key: String,
     /// How long the claim lasts (0: no claim).
-    pub(crate) claim_ttl_ms: u64,
+    pub claim_ttl_ms: u64,
     /// Its deliveries.
-    pub(crate) deliveries: &'a [Delivery],
+    pub deliveries: &'a [Delivery],
     /// Per delivery, when it is due (ms since the epoch) if it goes straight into the due set;
     /// `None`, or no entry, for one leased here and queued now.
-    pub(crate) due_ms: &'a [Option<u64>],
+    pub due_ms: &'a [Option<u64>],
+}
+
+/// What became of an event's claim when its deliveries were recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed and recorded now, with this sequence number: each delivery is where its
+    /// [`Recording::due_ms`] put it.
+    Now(u64),
+    /// Claimed and recorded by an earlier try of this instance whose answer was lost: nothing
+    /// was written again; its sequence number, and where each delivery is now.
+    Before(u64, Vec<Stored>),
+    /// Another instance claimed it: nothing was recorded here.
+    Elsewhere,
+}
+
+/// Where a delivery recorded by an earlier try is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Leased here: this instance queues it.
+    Leased,
+    /// In the due set: it comes back from there.
+    Due,
+    /// Neither (taken by a poller, or finished, meanwhile): nothing to do here.
+    Gone,
+}
+
+impl Stored {
+    fn from_code(code: u64) -> Stored {
+        match code {
+            0 => Stored::Leased,
+            1 => Stored::Due,
+            _ => Stored::Gone,
+        }
+    }
 }
 
 /// What the due set and the dead letters hold, read in one round trip.
@@ -124,17 +168,17 @@ impl Durable {
             deliveries,
             due_ms: &[],
         }])?;
-        Ok(claimed.first().copied().flatten())
+        Ok(match claimed.into_iter().next() {
+            Some(Claim::Now(sequence) | Claim::Before(sequence, _)) => Some(sequence),
+            Some(Claim::Elsewhere) | None => None,
+        })
     }
 
     /// [`Durable::record`] for several events in one round trip and one script: each event's
     /// claim is taken (or found taken), its sequence number given and its deliveries recorded
     /// atomically, each leased here or put straight into the due set as its `due_ms` says.
-    /// Returns, per event, its sequence number if it was claimed here.
-    pub(crate) fn record_many(
-        &self,
-        events: &[Recording<'_>],
-    ) -> Result<Vec<Option<u64>>, DurableError> {
+    /// Returns what became of each event's claim.
+    pub fn record_many(&self, events: &[Recording<'_>]) -> Result<Vec<Claim>, DurableError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -144,7 +188,8 @@ impl Durable {
             .key(DELIVERIES)
             .key(&*self.leased)
             .key(SEQUENCE)
-            .key(DUE);
+            .key(DUE)
+            .arg(&*self.instance);
         for event in events {
             invocation
                 .key(&event.claim_key)
@@ -158,27 +203,37 @@ impl Durable {
                 invocation.arg(&d.event_id).arg(record).arg(due);
             }
         }
-        let claimed: Vec<u64> = self
+        let answers: Vec<Vec<u64>> = self
             .redis
             .with(|conn| invocation.invoke(conn))
             .map_err(err("record deliveries"))?;
-        if claimed.len() != events.len() {
-            return Err(DurableError {
-                op: "record deliveries",
-                source: redis::RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "the record script answered for a different number of events",
-                )),
-            });
+        let unexpected = |why: &'static str| DurableError::unexpected("record deliveries", why);
+        if answers.len() != events.len() {
+            return Err(unexpected(
+                "the record script answered for a different number of events",
+            ));
         }
-        let due: usize = events
-            .iter()
-            .zip(&claimed)
-            .filter(|(_, c)| **c > 0)
-            .map(|(e, _)| e.due_ms.iter().flatten().count())
-            .sum();
+        let mut claims = Vec::with_capacity(events.len());
+        let mut due = 0;
+        for (event, answer) in events.iter().zip(answers) {
+            let claim = match answer.as_slice() {
+                [0] => Claim::Elsewhere,
+                [sequence] => {
+                    due += event.due_ms.iter().flatten().count();
+                    Claim::Now(*sequence)
+                }
+                [sequence, states @ ..] if states.len() == event.deliveries.len() => {
+                    let states: Vec<Stored> =
+                        states.iter().map(|s| Stored::from_code(*s)).collect();
+                    due += states.iter().filter(|s| **s == Stored::Due).count();
+                    Claim::Before(*sequence, states)
+                }
+                _ => return Err(unexpected("the record script answered in an unknown form")),
+            };
+            claims.push(claim);
+        }
         self.requeued.fetch_add(due as u64, Ordering::Relaxed);
-        Ok(claimed.into_iter().map(|c| (c > 0).then_some(c)).collect())
+        Ok(claims)
     }
 
     /// A delivery succeeded: forget it.

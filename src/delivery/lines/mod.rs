@@ -7,16 +7,18 @@
 //! first attempt has ended, whatever its outcome. A retry is not held back: its later attempts
 //! may land after later events, and `X-Event-Sequence` lets the receiver tell.
 //!
-//! Every delivery in a line is recorded in Redis and leased to this instance. Memory is bounded:
+//! Every delivery in a line is recorded in Redis, leased to this instance or (recorded straight
+//! into the due set, its endpoint backed up: [`Lines::enter_away`]) waiting there. Memory is bounded:
 //! past `max_waiting` deliveries held here, one behind its head is dropped from memory and kept
 //! as its id only; when its turn comes its record is read back ([`Turn::Fetch`]). Past
 //! `KEPT_PER_WAITING` times as many ids (a webhook on `job.*` hanging for hours), a delivery is
 //! no longer held back: it goes on out of order, and that is logged. A line whose head waits in
 //! the due set with nothing behind it costs a map entry, and is forgotten past as many lines
 //! (a hanging webhook's backlog): its head is then in no line when it comes back. The head itself
-//! may wait in Redis's due set (spilled from a full queue, overflowing the gate, handed back):
-//! what is behind it waits for it; if it has not come back within a grace period after it was
-//! due (another instance took it, or it is lost with a crash), the line goes on without it.
+//! may wait in Redis's due set (spilled from a full queue, overflowing the gate, handed back,
+//! recorded there): what is behind it waits for it; if it has not come back within a grace period
+//! after it was due (another instance took it, or it is lost with a crash), the line goes on
+//! without it, or, with nothing behind it, is let go.
 //!
 //! What this does not order: deliveries without a sequence (recorded while Redis was away), and
 //! a delivery another instance takes from the due set (each instance orders what it holds).
@@ -150,7 +152,7 @@ impl Lines {
             lines,
             waiting,
             kept,
-            timers,
+            ..
         } = &mut *state;
         // One lookup on this path (every job's delivery comes through it).
         let (key, line) = match lines.entry(key) {
@@ -174,14 +176,11 @@ impl Lines {
             Some(Behind::Here(_)) => return Entered::Held,
             // Back while kept as an id (taken back from Redis after all), or back from the due
             // set before its turn: held again below.
-            Some(Behind::Kept(_) | Behind::Due(_)) => *kept -= 1,
+            Some(Behind::Kept(_) | Behind::Due(_)) => {
+                line.behind.remove(&sequence);
+                *kept -= 1;
+            }
             None => {}
-        }
-        if line.behind.is_empty()
-            && let Head::Due(until) = line.head_is
-        {
-            // The first to wait for a head in the due set: from now on it holds something up.
-            timers.push(Reverse((until, key.clone(), line.head)));
         }
         if *waiting >= self.max_waiting {
             if *kept >= self.max_lines() {
@@ -242,15 +241,12 @@ impl Lines {
         let Some(line) = state.lines.get_mut(&key).filter(|l| l.head == sequence) else {
             return;
         };
-        if line.behind.is_empty() {
-            if crowded {
-                state.lines.remove(&key);
-                return;
-            }
-            // Nothing waits for it: a timer is set when something does.
-            line.head_is = Head::Due(Instant::now() + due + AWAY_GRACE);
+        if line.behind.is_empty() && crowded {
+            state.lines.remove(&key);
             return;
         }
+        // Its timer lets the line go on without it (or go, if nothing waits) once its grace
+        // has passed: it may never come back here (another instance may take it).
         let until = Instant::now() + due + AWAY_GRACE;
         line.head_is = Head::Due(until);
         state.timers.push(Reverse((until, key, sequence)));
@@ -267,12 +263,17 @@ impl Lines {
         let until = Instant::now() + due + AWAY_GRACE;
         let mut state = self.state.lock();
         let crowded = state.lines.len() > self.max_lines();
-        let State { lines, kept, .. } = &mut *state;
+        let State {
+            lines,
+            kept,
+            timers,
+            ..
+        } = &mut *state;
         match lines.entry(key) {
             Entry::Vacant(vacant) => {
-                // Nothing waits for it: a timer is set when something does. Past the bound on
-                // lines it is in none (as a head handed back is forgotten).
+                // Past the bound on lines it is in none (as a head handed back is forgotten).
                 if !crowded {
+                    timers.push(Reverse((until, vacant.key().clone(), sequence)));
                     vacant.insert(Line {
                         head: sequence,
                         head_is: Head::Due(until),
@@ -282,9 +283,12 @@ impl Lines {
             }
             Entry::Occupied(mut occupied) => {
                 let line = occupied.get_mut();
-                if line.head == sequence {
-                    line.head_is = Head::Due(until);
-                } else if *kept < self.max_lines() && !line.behind.contains_key(&sequence) {
+                // Already the head: it came back from the due set (and was taken up) before
+                // this was called; it is here, not away.
+                if line.head != sequence
+                    && *kept < self.max_lines()
+                    && !line.behind.contains_key(&sequence)
+                {
                     line.behind.insert(sequence, Behind::Due(until));
                     *kept += 1;
                 }
@@ -396,9 +400,7 @@ fn advance(
         Behind::Due(until) => {
             *kept -= 1;
             line.head_is = Head::Due(until);
-            if !line.behind.is_empty() {
-                timers.push(Reverse((until, key, sequence)));
-            }
+            timers.push(Reverse((until, key, sequence)));
             None
         }
     }

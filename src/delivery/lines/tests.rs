@@ -205,3 +205,35 @@ fn a_delivery_without_a_job_recorded_into_the_due_set_makes_no_line() {
     lines.enter_away(&no_job, Duration::from_secs(1));
     assert!(matches!(lines.enter(d("a", 2)), Entered::Go(_)));
 }
+
+#[test]
+fn a_line_whose_heads_were_all_sent_to_the_due_set_goes_on_when_one_never_comes_back() {
+    let lines = Lines::new(100);
+    // Both recorded straight into the due set; another instance takes e1, this one gets e2
+    // back first.
+    lines.enter_away(&d("a", 1), Duration::ZERO);
+    lines.enter_away(&d("a", 2), Duration::ZERO);
+    assert!(matches!(lines.enter(d("a", 2)), Entered::Held));
+    let later = Instant::now() + AWAY_GRACE + Duration::from_millis(1);
+    let go: Vec<String> = lines.expire(later).into_iter().map(turn).collect();
+    assert_eq!(go, ["e2"]);
+    assert!(leave(&lines, "a", 2).is_none());
+    assert_eq!(lines.waiting(), 0);
+    // A head that never comes back with nothing behind it: its line is let go too.
+    lines.enter_away(&d("b", 1), Duration::ZERO);
+    assert!(lines.expire(later).is_empty());
+    assert_eq!(id(lines.enter(d("b", 5))), "e5");
+}
+
+#[test]
+fn a_delivery_back_before_its_place_is_taken_stays_the_head_here() {
+    let lines = Lines::new(100);
+    // The poller took it back before intake had set its place: it is here, in an attempt.
+    assert_eq!(id(lines.enter(d("a", 1))), "e1");
+    lines.enter_away(&d("a", 1), Duration::ZERO);
+    assert!(matches!(lines.enter(d("a", 2)), Entered::Held));
+    // No grace runs out under an attempt in flight.
+    let later = Instant::now() + AWAY_GRACE + Duration::from_secs(1);
+    assert!(lines.expire(later).is_empty());
+    assert_eq!(leave(&lines, "a", 1).as_deref(), Some("e2"));
+}
