@@ -35,23 +35,18 @@ pub(crate) fn new_stored(
             stored.insert(field.into(), value.clone());
         }
     }
-    stored.insert(
-        "active".into(),
-        input.get("active").cloned().unwrap_or(Value::Bool(true)),
-    );
+    let given = |field: &str| {
+        input
+            .get(field)
+            .filter(|v| !v.is_null())
+            .cloned()
+            .or_else(|| default_of(field))
+    };
+    stored.insert("active".into(), given("active").unwrap_or(Value::Null));
     stored.insert("secret".into(), Value::from(secret));
-    stored.insert(
-        "filters".into(),
-        input.get("filters").cloned().unwrap_or(json!({})),
-    );
-    stored.insert(
-        "headers".into(),
-        input.get("headers").cloned().unwrap_or(json!({})),
-    );
-    stored.insert(
-        "static".into(),
-        input.get("static").cloned().unwrap_or(Value::Bool(false)),
-    );
+    for field in ["filters", "headers", "static"] {
+        stored.insert(field.into(), given(field).unwrap_or(Value::Null));
+    }
     // Any other writable field given, as given (none today: the fields above are all of them),
     // so that a new row of `FIELDS` is stored by a create as by an update.
     for field in WRITABLE {
@@ -60,6 +55,17 @@ pub(crate) fn new_stored(
         }
     }
     Ok(stored)
+}
+
+/// What a writable field with a default holds when a client leaves it out or sends `null` (as
+/// validation reads it: the field is then never stored, nor returned, as `null`).
+fn default_of(field: &str) -> Option<Value> {
+    match field {
+        "active" => Some(Value::Bool(true)),
+        "static" => Some(Value::Bool(false)),
+        "filters" | "headers" => Some(json!({})),
+        _ => None,
+    }
 }
 
 /// Writes the writable fields of `input` over `stored` at `now` (an update): a secret sent back
@@ -74,6 +80,8 @@ pub(crate) fn merge_writable(
         let Some(value) = input.get(field) else {
             continue;
         };
+        let default = default_of(field).filter(|_| value.is_null());
+        let value = default.as_ref().unwrap_or(value);
         match field {
             "secret" => {
                 let current = stored.get("secret").and_then(Value::as_str).unwrap_or("");
@@ -216,4 +224,45 @@ pub(crate) fn record_success(stored: &mut Map<String, Value>, now: u64) -> bool 
     stored.insert("last_success_at".into(), Value::from(now));
     stored.insert("updated_at".into(), Value::from(now));
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `null` for a field with a default means the default, as validation reads it: it is
+    /// stored so, and never returned as `null` (the OpenAPI document says those fields are not
+    /// nullable).
+    #[test]
+    fn null_for_a_field_with_a_default_stores_the_default() {
+        let nulls = json!({
+            "url": "https://example.com/h",
+            "events": ["*"],
+            "filters": null,
+            "headers": null,
+            "active": null,
+            "static": null,
+        });
+        let Value::Object(input) = nulls else {
+            panic!("not an object");
+        };
+        let expected = [
+            ("filters", json!({})),
+            ("headers", json!({})),
+            ("active", json!(true)),
+            ("static", json!(false)),
+        ];
+        let created =
+            new_stored("wh_1_a", 1, &input, "s".repeat(32)).unwrap_or_else(|e| panic!("{e:?}"));
+        for (field, value) in &expected {
+            assert_eq!(created.get(*field), Some(value), "create: {field}");
+        }
+        let mut updated = created.clone();
+        updated.insert("active".into(), json!(false));
+        updated.insert("filters".into(), json!({"job_types": ["a"]}));
+        merge_writable(&mut updated, &input, 2).unwrap_or_else(|e| panic!("{e:?}"));
+        for (field, value) in &expected {
+            assert_eq!(updated.get(*field), Some(value), "update: {field}");
+        }
+    }
 }
