@@ -605,6 +605,7 @@ fn main() {
     }
     let took = started.elapsed();
     let delivered = spread.count.load(Ordering::Relaxed);
+    println!("service counters: {}", service.health()["deliveries"]);
     println!(
         "fan-out to 100 endpoints: {delivered} of 100000 deliveries (1,000 events x 100 webhooks, one origin each) in {took:?}: {:.0} deliveries/s",
         delivered as f64 / took.as_secs_f64(),

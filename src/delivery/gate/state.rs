@@ -446,10 +446,11 @@ impl State {
         due - now
     }
 
-    /// How long until the first slow seat is expected to free: each attempt on one is expected
-    /// to take its endpoint's average, or, once it has run longer than that (or if none of its
-    /// endpoint's attempts has ended yet), to run to the timeout; and at least as long as every
-    /// slow seat has been busy.
+    /// How long until the first slow seat is expected to free: an attempt on one is expected to
+    /// take its endpoint's average while it is within it; one that has run past `slow_after`
+    /// (and past its average, if any) has stalled, and is expected to run to the timeout; a
+    /// young attempt of an endpoint without an average may end any moment. And at least as long
+    /// as every slow seat has been busy.
     fn slow_seat_frees_in(&self, config: &GateConfig, now: Instant) -> Duration {
         let slow = self
             .running
@@ -467,12 +468,15 @@ impl State {
                 let average = self
                     .endpoints
                     .get(&r.endpoint)
-                    .map_or(0.0, |e| e.attempt_secs);
-                let expected = Duration::try_from_secs_f64(average)
-                    .ok()
-                    .filter(|expected| *expected > ran)
-                    .unwrap_or(config.attempt_timeout);
-                expected.saturating_sub(ran)
+                    .and_then(|e| Duration::try_from_secs_f64(e.attempt_secs).ok())
+                    .unwrap_or_default();
+                if ran < average {
+                    average - ran
+                } else if ran < config.slow_after {
+                    Duration::ZERO
+                } else {
+                    config.attempt_timeout.saturating_sub(ran)
+                }
             })
             .min()
             .unwrap_or_default();
