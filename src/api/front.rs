@@ -166,8 +166,7 @@ fn choose_victim(open: &[Arc<Slot>], now_ms: u64) -> Option<usize> {
 /// `accept` fails before the slots are full, and no idle connection is evicted: 400 idle
 /// connections under a limit of 300 files kept `/health` out for the idle timeout.
 pub(crate) fn connection_limit(configured: usize, other_files: u64) -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let Some(files) = soft_open_file_limit(&limits) else {
+    let Some(files) = crate::config::open_file_limit() else {
         return configured;
     };
     let fit = usize::try_from(files.saturating_sub(other_files)).unwrap_or(usize::MAX);
@@ -181,18 +180,6 @@ pub(crate) fn connection_limit(configured: usize, other_files: u64) -> usize {
          connections (raise the open-file limit, e.g. systemd's LimitNOFILE, to keep more)"
     );
     limit
-}
-
-/// The soft limit on open files in the text of `/proc/self/limits`; `None` if unlimited or not
-/// found.
-fn soft_open_file_limit(limits: &str) -> Option<u64> {
-    // "Max open files            1024                 524288               files"
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Starts the `api-accept` thread.
@@ -399,18 +386,6 @@ mod tests {
             let (open, now, _keep) = slots(connections);
             assert_eq!(choose_victim(&open, now), *expected, "{connections:?}");
         }
-    }
-
-    #[test]
-    fn the_open_file_limit_is_read_from_proc() {
-        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                      Max processes             63704                63704                processes \n\
-                      Max open files            300                  524288               files     \n";
-        assert_eq!(soft_open_file_limit(limits), Some(300));
-        let unlimited =
-            "Max open files            unlimited            unlimited            files\n";
-        assert_eq!(soft_open_file_limit(unlimited), None);
-        assert_eq!(soft_open_file_limit(""), None);
     }
 
     #[test]

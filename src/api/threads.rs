@@ -55,8 +55,9 @@ pub(crate) fn spawn(
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?;
     // Descriptors besides API connections: a connection per delivery thread, the idle ones the
     // HTTP client keeps, DNS lookups, Redis connections, the log.
-    let other_files =
-        64 + 32 + (config.all_delivery_threads() + config.delivery_idle_connections()) as u64;
+    let other_files = (crate::config::OTHER_FILES
+        + config.all_delivery_threads()
+        + config.delivery_idle_connections()) as u64;
     let max_connections = front::connection_limit(config.api_max_connections, other_files);
     // Each connection has at most one request in a handler, so this queue never fills.
     let (quick_tx, quick_rx) = crossbeam_channel::bounded(max_connections);
