@@ -41,7 +41,11 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// When each delivery is due if it goes straight into the due set, counted from now.
+    /// Empty when none does (all are leased): no allocation per event on the common path.
     fn due_ms(&self) -> Vec<Option<u64>> {
+        if self.backed_up.iter().all(Option::is_none) {
+            return Vec::new();
+        }
         let now_ms = crate::time::now_ms();
         self.backed_up
             .iter()
@@ -73,9 +77,11 @@ pub(crate) struct Dispatched {
 }
 
 enum Recorded {
-    /// Claimed and recorded here: now, or by an earlier try whose answer was lost (never
-    /// [`Claim::Elsewhere`]).
-    Yes(Claim),
+    /// Claimed and recorded here now, with this sequence number.
+    Now(u64),
+    /// Claimed and recorded by an earlier try whose answer was lost: its sequence number, and
+    /// where each delivery is now.
+    Before(u64, Vec<Stored>),
     ClaimedElsewhere,
     InMemoryOnly,
 }
@@ -286,23 +292,13 @@ impl Dispatcher {
             now_ms,
         } = prepared;
         self.drop_held_progress(event, &deliveries);
-        // Where an earlier try left each delivery, when its answer was lost.
-        let mut found: Option<Vec<Stored>> = None;
-        let recorded = match recorded {
-            Recorded::ClaimedElsewhere | Recorded::Yes(Claim::Elsewhere) => {
+        // The sequence, and, if an earlier try's answer was lost, where it left each delivery.
+        let (sequence, found) = match recorded {
+            Recorded::ClaimedElsewhere => {
                 return Dispatched {
                     count: 0,
                     recorded: true,
                 };
-            }
-            Recorded::Yes(Claim::Now(sequence) | Claim::Before(sequence, _)) => {
-                if let Recorded::Yes(Claim::Before(_, states)) = recorded {
-                    found = Some(states);
-                }
-                for delivery in &mut deliveries {
-                    delivery.sequence = Some(sequence);
-                }
-                true
             }
             Recorded::InMemoryOnly if replayable => {
                 return Dispatched {
@@ -310,8 +306,14 @@ impl Dispatcher {
                     recorded: false,
                 };
             }
-            Recorded::InMemoryOnly => false,
+            Recorded::Now(sequence) => (Some(sequence), None),
+            Recorded::Before(sequence, states) => (Some(sequence), Some(states)),
+            Recorded::InMemoryOnly => (None, None),
         };
+        let recorded = sequence.is_some();
+        for delivery in &mut deliveries {
+            delivery.sequence = sequence;
+        }
         let count = deliveries.len();
         let placed = deliveries.into_iter().zip(held).zip(backed_up);
         for (i, ((delivery, held), backed_up)) in placed.enumerate() {
@@ -392,16 +394,19 @@ impl Dispatcher {
 
     /// What an event's claim means here (counting one claimed elsewhere).
     fn recorded(&self, event: &Event, claim: Claim) -> Recorded {
-        if claim == Claim::Elsewhere {
-            debug!(
-                "event {} of {} was claimed by another instance",
-                event.kind.name(),
-                event.source
-            );
-            bump(&self.counters.events_claimed_elsewhere);
-            return Recorded::ClaimedElsewhere;
+        match claim {
+            Claim::Now(sequence) => Recorded::Now(sequence),
+            Claim::Before(sequence, states) => Recorded::Before(sequence, states),
+            Claim::Elsewhere => {
+                debug!(
+                    "event {} of {} was claimed by another instance",
+                    event.kind.name(),
+                    event.source
+                );
+                bump(&self.counters.events_claimed_elsewhere);
+                Recorded::ClaimedElsewhere
+            }
         }
-        Recorded::Yes(claim)
     }
 
     fn enqueue(&self, delivery: Delivery, event: &Event, spilled: &mut Vec<(Delivery, u64)>) {
