@@ -470,6 +470,27 @@ fn a_fan_out_burst_holds_bounded_memory_and_loses_nothing() {
     });
 }
 
+/// The stored record of a first attempt of a `complete_job` to `webhook`, as another instance
+/// writes it to `webhooks:deliveries`.
+fn due_record(webhook: &str, event_id: &str, created_ms: u64) -> Value {
+    let body = json!({
+        "event_type": "complete_job",
+        "event_id": event_id,
+        "timestamp": 1,
+        "webhook_id": webhook,
+        "data": {"job_id": "j"},
+    });
+    json!({
+        "webhook_id": webhook,
+        "event_id": event_id,
+        "event_type": "complete_job",
+        "kind": "job.completed",
+        "attempts": 0,
+        "created_ms": created_ms,
+        "body": body.to_string(),
+    })
+}
+
 #[test]
 fn a_due_delivery_for_a_webhook_newer_than_the_registry_copy_is_delivered() {
     // Another instance recorded a delivery for a webhook this one has not read yet (no change
@@ -486,15 +507,7 @@ fn a_due_delivery_for_a_webhook_newer_than_the_registry_copy_is_delivered() {
         .query(&mut conn);
     stored.unwrap_or_else(|e| panic!("store the webhook: {e}"));
     let now = crate::now_ms();
-    let record = json!({
-        "webhook_id": "wh_9_new",
-        "event_id": "wh_1_elsewhere",
-        "event_type": "complete_job",
-        "kind": "job.completed",
-        "attempts": 0,
-        "created_ms": now,
-        "body": r#"{"event_type":"complete_job","event_id":"wh_1_elsewhere","timestamp":1,"webhook_id":"wh_9_new","data":{"job_id":"j"}}"#,
-    });
+    let record = due_record("wh_9_new", "wh_1_elsewhere", now);
     let queued: Result<(), _> = ::redis::pipe()
         .hset("webhooks:deliveries", "wh_1_elsewhere", record.to_string())
         .zadd("webhooks:due", "wh_1_elsewhere", now)
@@ -517,15 +530,7 @@ fn a_due_record_that_cannot_be_read_is_reported_and_the_others_go_on() {
         webhook(&receiver.url("/m"), &["complete_job"]),
     );
     let now = crate::now_ms();
-    let good = json!({
-        "webhook_id": "wh_9_mixed",
-        "event_id": "wh_1_good",
-        "event_type": "complete_job",
-        "kind": "job.completed",
-        "attempts": 0,
-        "created_ms": now,
-        "body": r#"{"event_type":"complete_job","event_id":"wh_1_good","timestamp":1,"webhook_id":"wh_9_mixed","data":{"job_id":"j"}}"#,
-    });
+    let good = due_record("wh_9_mixed", "wh_1_good", now);
     let queued: Result<(), _> = ::redis::pipe()
         .hset(
             "webhooks:deliveries",

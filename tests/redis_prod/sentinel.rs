@@ -225,26 +225,23 @@ fn a_sentinel_failover_loses_no_stream_event_and_pubsub_resumes() {
     );
 }
 
-/// A failover can cut the reply of a record script that did run (and reached the replica): the
-/// writer tries again on the new master. Its own claim must not read as another instance's, or
-/// the event's deliveries stay leased to it and are never queued.
-#[test]
-fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
+/// The durable store of `instance` on `redis`, as the service makes it.
+fn durable_store(
+    redis: &crate::support::redis::RedisServer,
+    instance: &str,
+) -> webhook_service::delivery::durable::Durable {
     use webhook_service::config::target::{RedisOptions, Target};
-    use webhook_service::delivery::Delivery;
-    use webhook_service::delivery::durable::Durable;
     use webhook_service::redis_conn::RedisPool;
+    let target = Target::parse(&redis.url(), "REDIS_URL", &RedisOptions::default());
+    let pool = Arc::new(RedisPool::new(target.unwrap_or_else(|e| panic!("{e}"))));
+    webhook_service::delivery::durable::Durable::new(pool, instance)
+}
 
-    let redis = crate::support::redis::RedisServer::start();
-    let pool = |url: &str| {
-        let target = Target::parse(url, "REDIS_URL", &RedisOptions::default());
-        Arc::new(RedisPool::new(target.unwrap_or_else(|e| panic!("{e}"))))
-    };
-    let here = Durable::new(pool(&redis.url()), "instance-a");
-    let other = Durable::new(pool(&redis.url()), "instance-b");
-    let delivery = Delivery {
+/// A first attempt of a `complete_job` with this id, not yet recorded.
+fn first_attempt(id: &str) -> webhook_service::delivery::Delivery {
+    webhook_service::delivery::Delivery {
         webhook_id: Arc::from("wh_1_r"),
-        event_id: "wh_2_retried".into(),
+        event_id: id.into(),
         event_type: Arc::from("complete_job"),
         kind: webhook_service::event::EventKind::JobCompleted,
         body: Arc::from(b"{}".to_vec()),
@@ -252,9 +249,19 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
         created_ms: 1,
         job: None,
         sequence: None,
-    };
+    }
+}
+
+/// A failover can cut the reply of a record script that did run (and reached the replica): the
+/// writer tries again on the new master. Its own claim must not read as another instance's, or
+/// the event's deliveries stay leased to it and are never queued.
+#[test]
+fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
+    let redis = crate::support::redis::RedisServer::start();
+    let here = durable_store(&redis, "instance-a");
+    let other = durable_store(&redis, "instance-b");
     let claim = webhook_service::keys::claim(&[7; 32]);
-    let deliveries = [delivery];
+    let deliveries = [first_attempt("wh_2_retried")];
     let first = here.record(&claim, 60_000, &deliveries);
     assert!(matches!(first, Ok(Some(_))), "{first:?}");
     let again = here.record(&claim, 60_000, &deliveries);
@@ -271,29 +278,11 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
 /// says where each delivery is, so the writer queues only what is still its own.
 #[test]
 fn a_retried_record_with_deliveries_in_the_due_set_writes_nothing_twice() {
-    use webhook_service::config::target::{RedisOptions, Target};
-    use webhook_service::delivery::Delivery;
-    use webhook_service::delivery::durable::{Claim, Durable, Recording, Stored};
-    use webhook_service::redis_conn::RedisPool;
+    use webhook_service::delivery::durable::{Claim, Recording, Stored};
 
     let redis = crate::support::redis::RedisServer::start();
-    let target = Target::parse(&redis.url(), "REDIS_URL", &RedisOptions::default());
-    let here = Durable::new(
-        Arc::new(RedisPool::new(target.unwrap_or_else(|e| panic!("{e}")))),
-        "instance-a",
-    );
-    let delivery = |id: &str| Delivery {
-        webhook_id: Arc::from("wh_1_r"),
-        event_id: id.into(),
-        event_type: Arc::from("complete_job"),
-        kind: webhook_service::event::EventKind::JobCompleted,
-        body: Arc::from(b"{}".to_vec()),
-        attempts: 0,
-        created_ms: 1,
-        job: None,
-        sequence: None,
-    };
-    let deliveries = [delivery("wh_2_leased"), delivery("wh_2_due")];
+    let here = durable_store(&redis, "instance-a");
+    let deliveries = [first_attempt("wh_2_leased"), first_attempt("wh_2_due")];
     let due_ms = [None, Some(4_000_000_000_000)];
     let recording = [Recording {
         claim_key: webhook_service::keys::claim(&[8; 32]),
