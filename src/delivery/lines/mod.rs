@@ -11,8 +11,10 @@
 //! into the due set, its endpoint backed up: [`Lines::enter_away`]) waiting there. Memory is bounded:
 //! past `max_waiting` deliveries held here, one behind its head is dropped from memory and kept
 //! as its id only; when its turn comes its record is read back ([`Turn::Fetch`]). Past
-//! `KEPT_PER_WAITING` times as many ids (a webhook on `job.*` hanging for hours), a delivery is
-//! no longer held back: it goes on out of order, and that is logged. A line whose head waits in
+//! `KEPT_PER_WAITING` times as many ids (a webhook on `job.*` hanging for hours), a delivery of
+//! a webhook holding at least its share of them (an equal part among the webhooks holding ids) is
+//! no longer held back: it goes on out of order, and that is logged. So a hanging webhook cannot
+//! take the order of a healthy one's jobs, and at most twice the bound is ever kept. A line whose head waits in
 //! the due set with nothing behind it costs a map entry, and is forgotten past as many lines
 //! (a hanging webhook's backlog): its head is then in no line when it comes back. The head itself
 //! may wait in Redis's due set (spilled from a full queue, overflowing the gate, handed back,
@@ -96,11 +98,50 @@ struct State {
     lines: HashMap<LineKey, Line>,
     /// Deliveries held here (not counting those kept as an id).
     waiting: usize,
-    /// Deliveries kept as an id.
-    kept: usize,
+    /// Deliveries kept as an id (or waiting in the due set), all lines and per webhook.
+    kept: Kept,
     /// Heads to look at again at a time: (when, key, sequence). Entries whose head has moved on
     /// are skipped when they come up.
     timers: BinaryHeap<Reverse<(Instant, LineKey, u64)>>,
+}
+
+/// Deliveries behind their heads that are here as an id only (kept, or waiting in the due set):
+/// in all, and per webhook, so that the bound on them is shared fairly. A webhook that hangs for
+/// hours fills its lines; past the bound, its own later deliveries go on out of order, not those
+/// of a webhook holding less than its share.
+#[derive(Debug, Default)]
+struct Kept {
+    total: usize,
+    by_webhook: HashMap<Arc<str>, usize>,
+}
+
+impl Kept {
+    fn add(&mut self, webhook: &Arc<str>) {
+        self.total += 1;
+        *self.by_webhook.entry(webhook.clone()).or_default() += 1;
+    }
+
+    fn remove(&mut self, webhook: &Arc<str>) {
+        self.total = self.total.saturating_sub(1);
+        if let Entry::Occupied(mut own) = self.by_webhook.entry(webhook.clone()) {
+            *own.get_mut() -= 1;
+            if *own.get() == 0 {
+                own.remove();
+            }
+        }
+    }
+
+    /// Whether `webhook` may keep no more: `max` are kept in all and it holds at least its
+    /// share of them (an equal part among the webhooks holding some). So at most twice `max`
+    /// are ever kept.
+    fn full_for(&self, webhook: &Arc<str>, max: usize) -> bool {
+        if self.total < max {
+            return false;
+        }
+        let own = self.by_webhook.get(webhook).copied().unwrap_or(0);
+        let holders = self.by_webhook.len() + usize::from(own == 0);
+        own >= max / holders.max(1)
+    }
 }
 
 #[derive(Debug)]
@@ -178,12 +219,12 @@ impl Lines {
             // set before its turn: held again below.
             Some(Behind::Kept(_) | Behind::Due(_)) => {
                 line.behind.remove(&sequence);
-                *kept -= 1;
+                kept.remove(&key.0);
             }
             None => {}
         }
         if *waiting >= self.max_waiting {
-            if *kept >= self.max_lines() {
+            if kept.full_for(&key.0, self.max_lines()) {
                 crate::warn_limited!(
                     1000,
                     "too many deliveries wait behind earlier events of their jobs; event {} of job {} to webhook {} goes on out of order",
@@ -196,7 +237,7 @@ impl Lines {
             // Recorded and leased in Redis already: keep only its id.
             line.behind
                 .insert(sequence, Behind::Kept(delivery.event_id.clone()));
-            *kept += 1;
+            kept.add(&key.0);
             return Entered::Kept;
         }
         line.behind.insert(sequence, Behind::Here(delivery));
@@ -223,7 +264,7 @@ impl Lines {
             // Not the head (its line moved on without it, see `expire`): only forget its place.
             match line.get_mut().behind.remove(&sequence) {
                 Some(Behind::Here(_)) => *waiting -= 1,
-                Some(Behind::Kept(_) | Behind::Due(_)) => *kept -= 1,
+                Some(Behind::Kept(_) | Behind::Due(_)) => kept.remove(&line.key().0),
                 None => {}
             }
             return None;
@@ -282,15 +323,16 @@ impl Lines {
                 }
             }
             Entry::Occupied(mut occupied) => {
+                let webhook = occupied.key().0.clone();
                 let line = occupied.get_mut();
                 // Already the head: it came back from the due set (and was taken up) before
                 // this was called; it is here, not away.
                 if line.head != sequence
-                    && *kept < self.max_lines()
+                    && !kept.full_for(&webhook, self.max_lines())
                     && !line.behind.contains_key(&sequence)
                 {
                     line.behind.insert(sequence, Behind::Due(until));
-                    *kept += 1;
+                    kept.add(&webhook);
                 }
                 // Past the bound on ids it holds nothing up: it goes on out of order when back.
             }
@@ -376,7 +418,7 @@ impl Lines {
 fn advance(
     mut line: OccupiedEntry<'_, LineKey, Line>,
     waiting: &mut usize,
-    kept: &mut usize,
+    kept: &mut Kept,
     timers: &mut BinaryHeap<Reverse<(Instant, LineKey, u64)>>,
 ) -> Option<Turn> {
     let Some((sequence, next)) = line.get_mut().behind.pop_first() else {
@@ -393,12 +435,12 @@ fn advance(
             Some(Turn::Go(delivery))
         }
         Behind::Kept(id) => {
-            *kept -= 1;
+            kept.remove(&key.0);
             line.head_is = Head::Kept(id.clone(), None);
             Some(Turn::Fetch(id, Place { key, sequence }))
         }
         Behind::Due(until) => {
-            *kept -= 1;
+            kept.remove(&key.0);
             line.head_is = Head::Due(until);
             timers.push(Reverse((until, key, sequence)));
             None

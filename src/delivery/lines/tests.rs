@@ -237,3 +237,40 @@ fn a_delivery_back_before_its_place_is_taken_stays_the_head_here() {
     assert!(lines.expire(later).is_empty());
     assert_eq!(leave(&lines, "a", 1).as_deref(), Some("e2"));
 }
+
+/// `d` for another webhook.
+fn for_webhook(webhook: &str, job: &str, sequence: u64) -> Delivery {
+    Delivery {
+        webhook_id: Arc::from(webhook),
+        ..d(job, sequence)
+    }
+}
+
+#[test]
+fn a_webhook_that_fills_the_bound_on_ids_does_not_take_order_from_another() {
+    let lines = Lines::new(1);
+    // A hanging webhook fills every id the bound allows, and then goes on out of order.
+    assert_eq!(id(lines.enter(d("a", 1))), "e1");
+    assert!(matches!(lines.enter(d("a", 2)), Entered::Held));
+    for n in 0..KEPT_PER_WAITING as u64 {
+        assert!(matches!(lines.enter(d("a", 3 + n)), Entered::Kept));
+    }
+    let over = 3 + KEPT_PER_WAITING as u64;
+    assert_eq!(id(lines.enter(d("a", over))), format!("e{over}"));
+    // A healthy webhook's job still keeps its order: up to its share (half, with two webhooks
+    // holding ids), its later events wait behind its head.
+    let good = |job: &str, n: u64| for_webhook("good", job, n);
+    assert_eq!(id(lines.enter(good("g", 100))), "e100");
+    let share = KEPT_PER_WAITING as u64 / 2;
+    for n in 0..share {
+        assert!(
+            matches!(lines.enter(good("g", 101 + n)), Entered::Kept),
+            "event {n} behind the healthy webhook's head was not held"
+        );
+    }
+    // Past its share it goes on out of order too: the ids kept stay bounded (twice the bound).
+    assert!(matches!(
+        lines.enter(good("g", 101 + share)),
+        Entered::Go(_)
+    ));
+}
