@@ -315,6 +315,11 @@ impl Dispatcher {
             delivery.sequence = sequence;
         }
         let count = deliveries.len();
+        // Deliveries already waiting in the due set take their places in their lines after the
+        // others are queued: they are not held up behind a backed-up endpoint's bookkeeping
+        // (each delivery of an event is in a line of its own webhook, so the order among them
+        // does not matter).
+        let mut away = Vec::new();
         let placed = deliveries.into_iter().zip(held).zip(backed_up);
         for (i, ((delivery, held), backed_up)) in placed.enumerate() {
             bump(&self.counters.deliveries_created);
@@ -326,9 +331,7 @@ impl Dispatcher {
                 Some(Stored::Gone) => continue,
             };
             if let Some(wait) = in_due_set {
-                // Recorded in the due set already: its line waits for it to come back.
-                bump(&self.counters.deliveries_deferred);
-                self.lines.enter_away(&delivery, wait);
+                away.push((delivery, wait));
                 continue;
             }
             if held {
@@ -346,6 +349,11 @@ impl Dispatcher {
                 continue;
             }
             self.enqueue(delivery, event, spilled);
+        }
+        for (delivery, wait) in away {
+            // Recorded in the due set already: its line waits for it to come back.
+            bump(&self.counters.deliveries_deferred);
+            self.lines.enter_away(&delivery, wait);
         }
         Dispatched { count, recorded }
     }

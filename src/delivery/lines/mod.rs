@@ -41,6 +41,10 @@ const AWAY_GRACE: Duration = Duration::from_secs(10);
 const KEPT_PER_WAITING: usize = 20;
 /// How soon a head whose record could not be read back is tried again.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// Most lines the tables are sized for up front: the bound on lines for a
+/// `WEBHOOK_QUEUE_CAPACITY` up to 104,857 (about 110 MB of address space, not of memory); a
+/// larger bound reserves this much and grows past it.
+const MAX_RESERVED_LINES: usize = 1 << 20;
 
 /// A line's key: (webhook id, job id).
 type LineKey = (Arc<str>, Arc<str>);
@@ -175,10 +179,24 @@ enum Behind {
 
 impl Lines {
     /// Lines holding at most `max_waiting` deliveries in memory.
+    ///
+    /// The map of lines and the timers are sized for the bound on lines up front: grown on the
+    /// way, a table of tens of thousands of lines (a few hanging webhooks on `job.*`) is rehashed
+    /// whole under the lock every intake and delivery thread takes, stalling every webhook's
+    /// first attempts for milliseconds each time it doubles. Sized up front, that never happens
+    /// within the bound; the memory is only reserved (pages are touched as lines fill them).
     pub fn new(max_waiting: usize) -> Lines {
+        let max_waiting = max_waiting.max(1);
+        let room = max_waiting
+            .saturating_mul(KEPT_PER_WAITING)
+            .min(MAX_RESERVED_LINES);
         Lines {
-            state: Mutex::new(State::default()),
-            max_waiting: max_waiting.max(1),
+            state: Mutex::new(State {
+                lines: HashMap::with_capacity(room),
+                timers: BinaryHeap::with_capacity(room),
+                ..State::default()
+            }),
+            max_waiting,
         }
     }
 

@@ -274,3 +274,28 @@ fn a_webhook_that_fills_the_bound_on_ids_does_not_take_order_from_another() {
         Entered::Go(_)
     ));
 }
+
+#[test]
+fn the_tables_never_grow_within_the_bound_on_lines() {
+    // A webhook that hangs fills lines one job at a time; a table that grew on the way would be
+    // rehashed whole under the lock each time it doubled.
+    let lines = Lines::new(100);
+    let sized = |lines: &Lines| {
+        let state = lines.state.lock();
+        (state.lines.capacity(), state.timers.capacity())
+    };
+    let before = sized(&lines);
+    let bound = lines.max_lines();
+    for job in 0..bound as u64 {
+        let delivery = d(&format!("job-{job}"), job + 1);
+        if job % 2 == 0 {
+            lines.enter_away(&delivery, Duration::from_secs(60));
+        } else {
+            assert_eq!(id(lines.enter(delivery.clone())), delivery.event_id);
+            lines.away(&delivery, Duration::from_secs(60));
+        }
+    }
+    assert_eq!(lines.state.lock().lines.len(), bound);
+    assert_eq!(sized(&lines), before);
+    assert!(before.0 >= bound && before.1 >= bound);
+}
