@@ -79,6 +79,12 @@ pub(crate) fn leased(instance: &str) -> String {
     format!("webhooks:leased:{instance}")
 }
 
+/// Deliveries one instance has recorded straight into the due set and not yet spread there
+/// (one field per event; see `delivery::durable`).
+pub(crate) fn deferring(instance: &str) -> String {
+    format!("webhooks:deferring:{instance}")
+}
+
 /// Heartbeat of one instance.
 pub(crate) fn heartbeat(instance: &str) -> String {
     format!("webhooks:instance:{instance}")

@@ -558,3 +558,73 @@ fn a_due_record_that_cannot_be_read_is_reported_and_the_others_go_on() {
         .unwrap_or(None);
     assert_eq!(kept.as_deref(), Some("{\"webhook_id\": trunc"));
 }
+
+#[test]
+fn deliveries_an_instance_recorded_for_the_due_set_but_never_spread_are_delivered() {
+    // An instance records an event whose endpoint is backed up: that delivery is written, with
+    // the event's claim, as one value for the due set, and spread there by a second script. The
+    // instance is killed between the two: whoever takes over its leases spreads it.
+    use webhook_service::delivery::durable::{Claim, Recording};
+
+    let redis = RedisServer::start();
+    let gone = crate::support::redis::durable_store(&redis, "instance-gone");
+    let now = crate::now_ms();
+    // Many, as one event to many backed-up endpoints (here all one receiver's): more than one
+    // command's worth when spread.
+    let n = 1500;
+    let deliveries: Vec<_> = (0..n)
+        .map(|i| {
+            crate::support::redis::first_attempt("wh_9_backed", &format!("wh_1_unspread{i:04}"))
+        })
+        .collect();
+    let due_ms = vec![Some(now); n];
+    let recorded = gone.record_many(&[Recording {
+        claim_key: webhook_service::keys::claim(&[3; 32]),
+        claim_ttl_ms: 60_000,
+        deliveries: &deliveries,
+        due_ms: &due_ms,
+    }]);
+    let sequence = match recorded.as_deref() {
+        Ok([Claim::Now(sequence)]) => *sequence,
+        other => panic!("not recorded: {other:?}"),
+    };
+    // It was alive once (its heartbeat has expired since).
+    let _: () = ::redis::cmd("SADD")
+        .arg("webhooks:instances")
+        .arg("instance-gone")
+        .query(&mut redis.conn())
+        .unwrap_or_else(|e| panic!("SADD: {e}"));
+    assert_eq!(redis_count(&redis, "ZCARD", "webhooks:due"), 0);
+
+    // Its webhook is known before the service starts (it takes over at once).
+    let receiver = Receiver::ok();
+    let hook = webhook(&receiver.url("/b"), &["complete_job"]);
+    let stored: Result<(), _> = ::redis::cmd("HSET")
+        .arg("webhooks:registry")
+        .arg("wh_9_backed")
+        .arg(json!({"id": "wh_9_backed", "url": hook["url"], "events": ["complete_job"], "active": true}).to_string())
+        .query(&mut redis.conn());
+    stored.unwrap_or_else(|e| panic!("store the webhook: {e}"));
+    let service = Service::start(&redis, &[]);
+    let got = receiver.wait_for(n, LONG);
+    let ids: std::collections::BTreeSet<&str> =
+        got.iter().filter_map(|r| r.header("x-event-id")).collect();
+    assert_eq!(ids.len(), n, "each delivery once");
+    assert!(ids.contains("wh_1_unspread0000") && ids.contains("wh_1_unspread1499"));
+    let sequence = sequence.to_string();
+    assert!(
+        got.iter()
+            .all(|r| r.header("x-event-sequence") == Some(sequence.as_str()))
+    );
+    assert!(
+        service
+            .log_text()
+            .contains("instance-gone stopped; took over its 1500 deliveries"),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(
+        redis_count(&redis, "HLEN", "webhooks:deferring:instance-gone"),
+        0
+    );
+}

@@ -123,6 +123,7 @@ impl Dispatcher {
                 let mut spilled = Vec::new();
                 let dispatched = self.commit(event, prepared, recorded, replayable, &mut spilled);
                 self.put_back(spilled);
+                self.spread();
                 dispatched
             }
         }
@@ -161,6 +162,24 @@ impl Dispatcher {
             }
         }
         self.put_back(spilled);
+    }
+
+    /// Spreads the deliveries recorded for the due set into it, once the events' other
+    /// deliveries are queued ([`Durable::spread`]). If Redis cannot be reached they are spread
+    /// on a later call, or, after a restart, when this instance's leases are released.
+    pub(crate) fn spread(&self) {
+        if let Err(e) = self.durable.spread() {
+            crate::warn_limited!(
+                10_000,
+                "{e}; {} events' deliveries to backed-up endpoints wait to be spread into the due set",
+                self.durable.unspread()
+            );
+        }
+    }
+
+    /// Events whose deliveries for the due set wait to be spread ([`Dispatcher::spread`]).
+    pub(crate) fn unspread(&self) -> u64 {
+        self.durable.unspread()
     }
 
     /// Builds the deliveries of an event (matching and bodies), or `None` if nothing matches.

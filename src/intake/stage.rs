@@ -4,7 +4,9 @@
 //! one event per round trip. The subscriber thread parses, deduplicates, matches and builds
 //! bodies, and hands each event here; this thread takes whatever has queued up (up to 256
 //! events or about 2,048 deliveries), records them all in one round trip, and queues their
-//! deliveries, in order.
+//! deliveries, in order. Deliveries to backed-up endpoints, recorded for the due set as one
+//! value per event, are spread into it once intake has been idle for [`SPREAD_IDLE`] (or after
+//! [`SPREAD_AFTER`] events): never before the events' other deliveries are queued.
 //!
 //! What waits here is bounded in deliveries, not only in events: one event fanned out to many
 //! webhooks is many bodies. Past [`MAX_WAITING_DELIVERIES`] the subscriber waits, and the
@@ -38,6 +40,12 @@ pub(crate) const MAX_WAITING_DELIVERIES: usize = 16_384;
 const BATCH: usize = 256;
 /// Deliveries after which a batch is closed (a batch holds at least one event).
 const BATCH_DELIVERIES: usize = 2048;
+/// Events whose deliveries to backed-up endpoints are spread into the due set at the latest
+/// together, while events keep coming ([`Dispatcher::spread`]).
+const SPREAD_AFTER: u64 = 64;
+/// How long intake is idle before they are spread (the events' other deliveries are made
+/// meanwhile, without Redis and the CPU busy spreading beside them).
+const SPREAD_IDLE: Duration = Duration::from_millis(2);
 /// Longest the subscriber waits for room before handing an event over regardless.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Events of other instances held for their grace; past this the oldest are taken on early
@@ -154,10 +162,21 @@ pub(crate) fn spawn(
                     waiting.share.refresh(&dispatcher.durable);
                 }
                 let mut batch = Batch::default();
-                match rx.recv_timeout(stage.wait()) {
+                // Deliveries to backed-up endpoints wait to be spread until intake has been
+                // idle a moment: not while the last events' deliveries are being made.
+                let wait = if dispatcher.unspread() > 0 {
+                    stage.wait().min(SPREAD_IDLE)
+                } else {
+                    stage.wait()
+                };
+                match rx.recv_timeout(wait) {
                     Ok(item) => stage.take(item, &mut batch),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    // Idle: spread what an earlier try could not (no round trip if nothing).
+                    Err(RecvTimeoutError::Timeout) => dispatcher.spread(),
+                    Err(RecvTimeoutError::Disconnected) => {
+                        dispatcher.spread();
+                        return;
+                    }
                 }
                 while batch.items.len() < BATCH && batch.deliveries < BATCH_DELIVERIES {
                     let Ok(item) = rx.try_recv() else { break };
@@ -174,7 +193,11 @@ pub(crate) fn spawn(
                     }
                     waiting.deliveries.fetch_sub(counted, Ordering::AcqRel);
                     waiting.events.fetch_sub(events, Ordering::AcqRel);
+                    if dispatcher.unspread() >= SPREAD_AFTER {
+                        dispatcher.spread();
+                    }
                 } else if stopping && stage.deferred.is_empty() {
+                    dispatcher.spread();
                     return;
                 }
             }

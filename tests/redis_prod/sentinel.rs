@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::receiver::Receiver;
-use crate::support::redis::add_event;
+use crate::support::redis::{add_event, durable_store, first_attempt};
 use crate::support::service::Service;
 use crate::support::topology::SentinelSet;
 use crate::support::{try_wait_until, wait_until};
@@ -225,33 +225,6 @@ fn a_sentinel_failover_loses_no_stream_event_and_pubsub_resumes() {
     );
 }
 
-/// The durable store of `instance` on `redis`, as the service makes it.
-fn durable_store(
-    redis: &crate::support::redis::RedisServer,
-    instance: &str,
-) -> webhook_service::delivery::durable::Durable {
-    use webhook_service::config::target::{RedisOptions, Target};
-    use webhook_service::redis_conn::RedisPool;
-    let target = Target::parse(&redis.url(), "REDIS_URL", &RedisOptions::default());
-    let pool = Arc::new(RedisPool::new(target.unwrap_or_else(|e| panic!("{e}"))));
-    webhook_service::delivery::durable::Durable::new(pool, instance)
-}
-
-/// A first attempt of a `complete_job` with this id, not yet recorded.
-fn first_attempt(id: &str) -> webhook_service::delivery::Delivery {
-    webhook_service::delivery::Delivery {
-        webhook_id: Arc::from("wh_1_r"),
-        event_id: id.into(),
-        event_type: Arc::from("complete_job"),
-        kind: webhook_service::event::EventKind::JobCompleted,
-        body: Arc::from(b"{}".to_vec()),
-        attempts: 0,
-        created_ms: 1,
-        job: None,
-        sequence: None,
-    }
-}
-
 /// A failover can cut the reply of a record script that did run (and reached the replica): the
 /// writer tries again on the new master. Its own claim must not read as another instance's, or
 /// the event's deliveries stay leased to it and are never queued.
@@ -261,7 +234,7 @@ fn a_record_retried_after_a_lost_reply_is_still_this_instances() {
     let here = durable_store(&redis, "instance-a");
     let other = durable_store(&redis, "instance-b");
     let claim = webhook_service::keys::claim(&[7; 32]);
-    let deliveries = [first_attempt("wh_2_retried")];
+    let deliveries = [first_attempt("wh_1_r", "wh_2_retried")];
     let first = here.record(&claim, 60_000, &deliveries);
     assert!(matches!(first, Ok(Some(_))), "{first:?}");
     let again = here.record(&claim, 60_000, &deliveries);
@@ -282,7 +255,10 @@ fn a_retried_record_with_deliveries_in_the_due_set_writes_nothing_twice() {
 
     let redis = crate::support::redis::RedisServer::start();
     let here = durable_store(&redis, "instance-a");
-    let deliveries = [first_attempt("wh_2_leased"), first_attempt("wh_2_due")];
+    let deliveries = [
+        first_attempt("wh_1_r", "wh_2_leased"),
+        first_attempt("wh_1_r", "wh_2_due"),
+    ];
     let due_ms = [None, Some(4_000_000_000_000)];
     let recording = [Recording {
         claim_key: webhook_service::keys::claim(&[8; 32]),
@@ -298,15 +274,38 @@ fn a_retried_record_with_deliveries_in_the_due_set_writes_nothing_twice() {
         panic!("not claimed here");
     };
     let mut conn = redis.conn();
-    let in_due: u64 = ::redis::cmd("ZCARD")
-        .arg("webhooks:due")
-        .query(&mut conn)
-        .unwrap_or(0);
-    assert_eq!(in_due, 1, "the backed-up delivery is in the due set");
+    let count = |conn: &mut ::redis::Connection, command: &str, key: &str| -> u64 {
+        ::redis::cmd(command)
+            .arg(key)
+            .query(conn)
+            .unwrap_or_else(|e| panic!("{command} {key}: {e}"))
+    };
+    // Recorded as one value for the due set, not yet spread there (the writer's answer is lost:
+    // it never spreads it).
+    assert_eq!(count(&mut conn, "ZCARD", "webhooks:due"), 0);
+    assert_eq!(count(&mut conn, "HLEN", "webhooks:deferring:instance-a"), 1);
+    // The retry spreads it first, and finds it there.
     assert_eq!(
         record(),
         [Claim::Before(sequence, vec![Stored::Leased, Stored::Due])]
     );
+    assert_eq!(count(&mut conn, "ZCARD", "webhooks:due"), 1);
+    assert_eq!(count(&mut conn, "HLEN", "webhooks:deferring:instance-a"), 0);
+    let spread: String = ::redis::cmd("HGET")
+        .arg("webhooks:deliveries")
+        .arg("wh_2_due")
+        .query(&mut conn)
+        .unwrap_or_else(|e| panic!("HGET: {e}"));
+    assert!(
+        spread.ends_with(&format!(",\"sequence\":{sequence}}}")),
+        "{spread}"
+    );
+    let score: Option<u64> = ::redis::cmd("ZSCORE")
+        .arg("webhooks:due")
+        .arg("wh_2_due")
+        .query(&mut conn)
+        .unwrap_or_else(|e| panic!("ZSCORE: {e}"));
+    assert_eq!(score, Some(4_000_000_000_000));
     // A poller takes the due one meanwhile: the retry does not put it back.
     let _: () = ::redis::cmd("ZREM")
         .arg("webhooks:due")

@@ -181,3 +181,30 @@ impl Drop for RedisServer {
         }
     }
 }
+
+/// The durable store of `instance` on `redis`, as the service makes it.
+pub fn durable_store(
+    redis: &RedisServer,
+    instance: &str,
+) -> webhook_service::delivery::durable::Durable {
+    use webhook_service::config::target::{RedisOptions, Target};
+    use webhook_service::redis_conn::RedisPool;
+    let target = Target::parse(&redis.url(), "REDIS_URL", &RedisOptions::default());
+    let pool = std::sync::Arc::new(RedisPool::new(target.unwrap_or_else(|e| panic!("{e}"))));
+    webhook_service::delivery::durable::Durable::new(pool, instance)
+}
+
+/// A first attempt of a `complete_job` to `webhook` with this id, not yet recorded.
+pub fn first_attempt(webhook: &str, id: &str) -> webhook_service::delivery::Delivery {
+    webhook_service::delivery::Delivery {
+        webhook_id: std::sync::Arc::from(webhook),
+        event_id: id.into(),
+        event_type: std::sync::Arc::from("complete_job"),
+        kind: webhook_service::event::EventKind::JobCompleted,
+        body: std::sync::Arc::from(b"{}".to_vec()),
+        attempts: 0,
+        created_ms: 1,
+        job: None,
+        sequence: None,
+    }
+}

@@ -6,16 +6,19 @@ use redis::Commands;
 
 use super::codec::RELEASE_ALL;
 use super::{Durable, DurableError, err};
-use crate::keys::{DUE, INSTANCES, heartbeat, leased};
+use crate::keys::{DELIVERIES, DUE, INSTANCES, deferring, heartbeat, leased};
 
 impl Durable {
-    /// Moves every lease of `instance` back to due now; returns how many.
+    /// Moves every lease of `instance` back to due now, and spreads what it recorded for the
+    /// due set there; returns how many deliveries in all.
     pub(crate) fn release_all(&self, instance: &str, now_ms: u64) -> Result<u64, DurableError> {
         self.redis
             .with(|conn| {
                 redis::Script::new(RELEASE_ALL)
                     .key(leased(instance))
                     .key(DUE)
+                    .key(deferring(instance))
+                    .key(DELIVERIES)
                     .arg(now_ms)
                     .invoke(conn)
             })

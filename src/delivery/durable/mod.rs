@@ -6,15 +6,20 @@
 //! | `webhooks:deliveries` | hash | delivery id (its `event_id`) → record (webhook, event, body, attempts) |
 //! | `webhooks:due` | sorted set | ids waiting for a thread, scored by the time they are due (ms) |
 //! | `webhooks:leased:<instance>` | set | ids an instance holds in memory (queued, parked or in flight) |
+//! | `webhooks:deferring:<instance>` | hash | per event (`<claim key>:<sequence>`), its deliveries recorded for the due set and not yet spread there |
 //! | `webhooks:instances` | set | instance ids; `webhooks:instance:<id>` is each one's heartbeat |
 //! | `webhooks:claim:<identity>` | string | the first instance to see a pub/sub event claims it |
 //! | `webhooks:sequence` | string | the last event sequence number given out (`X-Event-Sequence`) |
 //! | `webhooks:dead_letters` | hash | delivery id → the record with its last error |
 //! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids by failure time |
 //!
-//! Every id is in exactly one place: leased by one instance, due, or dead. A delivery is recorded
-//! and leased (with the event's claim, in one script) before it is queued, or recorded straight
-//! into the due set when its endpoint is backed up; an outcome moves it
+//! Every id is in exactly one place: leased by one instance, due, or dead, or, for a moment,
+//! deferring. A delivery is recorded and leased (with the event's claim, in one script) before
+//! it is queued. One whose endpoint is backed up goes to the due set instead: in that script,
+//! the event's such deliveries are written as one value of the instance's deferring hash, and a
+//! second script spreads them into the due set once the event's other deliveries are queued
+//! (an instance that stopped before has them spread when its leases are released). An outcome
+//! moves a delivery
 //! (done: removed; retry: due at its time; given up: dead). The poller leases what is due; a
 //! living instance's heartbeat keeps its leases; the leases of an instance whose heartbeat
 //! stopped are moved back to due by whichever instance notices.
@@ -30,9 +35,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redis::Commands;
 
 use super::Delivery;
-use crate::keys::{DEAD_LETTERS_BY_TIME, DELIVERIES, DUE, SEQUENCE, leased};
+use crate::keys::{DEAD_LETTERS_BY_TIME, DELIVERIES, DUE, SEQUENCE, deferring, leased};
 use crate::redis_conn::RedisPool;
-use codec::{RECORD, TAKE_DUE};
+use codec::{RECORD, SPREAD, TAKE_DUE};
 pub(crate) use codec::{decode, encode};
 
 /// A failed durable-state operation.
@@ -74,6 +79,9 @@ pub struct Durable {
     redis: Arc<RedisPool>,
     instance: Arc<str>,
     leased: Arc<str>,
+    deferring: Arc<str>,
+    /// Events whose deliveries for the due set this process has recorded and not yet spread.
+    unspread: Arc<AtomicU64>,
     /// Deliveries this process has put back as due (see [`Durable::requeued`]).
     requeued: Arc<AtomicU64>,
 }
@@ -142,6 +150,8 @@ impl Durable {
     pub fn new(redis: Arc<RedisPool>, instance: &str) -> Durable {
         Durable {
             leased: Arc::from(leased(instance)),
+            deferring: Arc::from(deferring(instance)),
+            unspread: Arc::new(AtomicU64::new(0)),
             instance: Arc::from(instance),
             redis,
             requeued: Arc::new(AtomicU64::new(0)),
@@ -176,8 +186,9 @@ impl Durable {
 
     /// [`Durable::record`] for several events in one round trip and one script: each event's
     /// claim is taken (or found taken), its sequence number given and its deliveries recorded
-    /// atomically, each leased here or put straight into the due set as its `due_ms` says.
-    /// Returns what became of each event's claim.
+    /// atomically, each leased here or recorded for the due set as its `due_ms` says (those are
+    /// in the due set once [`Durable::spread`] has run). Returns what became of each event's
+    /// claim.
     pub fn record_many(&self, events: &[Recording<'_>]) -> Result<Vec<Claim>, DurableError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -189,19 +200,35 @@ impl Durable {
             .key(&*self.leased)
             .key(SEQUENCE)
             .key(DUE)
+            .key(&*self.deferring)
             .arg(&*self.instance);
+        let mut deferring = 0;
         for event in events {
             invocation
                 .key(&event.claim_key)
                 .arg(event.claim_ttl_ms)
                 .arg(event.deliveries.len());
+            // The deliveries for the due set, one line each, in one value.
+            let mut for_due = Vec::new();
             for (i, d) in event.deliveries.iter().enumerate() {
                 let mut record = encode(d);
                 // The script closes it, with the sequence.
                 record.pop();
-                let due = event.due_ms.get(i).copied().flatten().unwrap_or(0);
-                invocation.arg(&d.event_id).arg(record).arg(due);
+                match event.due_ms.get(i).copied().flatten() {
+                    None => invocation.arg(&d.event_id).arg(record).arg(0),
+                    Some(due) => {
+                        for_due.extend_from_slice(d.event_id.as_bytes());
+                        for_due.push(b'\t');
+                        for_due.extend_from_slice(due.to_string().as_bytes());
+                        for_due.push(b'\t');
+                        for_due.extend_from_slice(&record);
+                        for_due.push(b'\n');
+                        invocation.arg(&d.event_id).arg("").arg(due)
+                    }
+                };
             }
+            deferring += u64::from(!for_due.is_empty());
+            invocation.arg(for_due);
         }
         let answers: Vec<Vec<u64>> = self
             .redis
@@ -233,7 +260,35 @@ impl Durable {
             claims.push(claim);
         }
         self.requeued.fetch_add(due as u64, Ordering::Relaxed);
+        // Counted even for events claimed elsewhere: spreading finds nothing for them.
+        self.unspread.fetch_add(deferring, Ordering::Relaxed);
         Ok(claims)
+    }
+
+    /// Spreads the deliveries this instance recorded for the due set ([`Durable::record_many`])
+    /// into it; returns how many. Nothing to do (no round trip) when none were recorded since.
+    pub(crate) fn spread(&self) -> Result<u64, DurableError> {
+        let events = self.unspread.swap(0, Ordering::Relaxed);
+        if events == 0 {
+            return Ok(0);
+        }
+        let spread = self.redis.with(|conn| {
+            redis::Script::new(SPREAD)
+                .key(&*self.deferring)
+                .key(DELIVERIES)
+                .key(DUE)
+                .invoke(conn)
+        });
+        if spread.is_err() {
+            // Tried again next time (and spread by `release_all` after a restart).
+            self.unspread.fetch_add(events, Ordering::Relaxed);
+        }
+        spread.map_err(err("spread deliveries into the due set"))
+    }
+
+    /// Events whose deliveries for the due set wait to be spread ([`Durable::spread`]).
+    pub(crate) fn unspread(&self) -> u64 {
+        self.unspread.load(Ordering::Relaxed)
     }
 
     /// A delivery succeeded: forget it.
