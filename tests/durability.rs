@@ -609,7 +609,9 @@ fn deliveries_an_instance_recorded_for_the_due_set_but_never_spread_are_delivere
     let got = receiver.wait_for(n, LONG);
     let ids: std::collections::BTreeSet<&str> =
         got.iter().filter_map(|r| r.header("x-event-id")).collect();
-    assert_eq!(ids.len(), n, "each delivery once");
+    assert_eq!(ids.len(), n, "each delivery");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.requests().len(), n, "no delivery twice");
     assert!(ids.contains("wh_1_unspread0000") && ids.contains("wh_1_unspread1499"));
     let sequence = sequence.to_string();
     assert!(
@@ -625,6 +627,58 @@ fn deliveries_an_instance_recorded_for_the_due_set_but_never_spread_are_delivere
     );
     assert_eq!(
         redis_count(&redis, "HLEN", "webhooks:deferring:instance-gone"),
+        0
+    );
+}
+
+#[test]
+fn an_unreadable_value_for_the_due_set_is_kept_aside_and_holds_nothing_up() {
+    use webhook_service::delivery::durable::Recording;
+
+    let redis = RedisServer::start();
+    let gone = crate::support::redis::durable_store(&redis, "instance-bad");
+    let deliveries = [crate::support::redis::first_attempt("wh_9_b", "wh_1_good")];
+    gone.record_many(&[Recording {
+        claim_key: webhook_service::keys::claim(&[4; 32]),
+        claim_ttl_ms: 60_000,
+        deliveries: &deliveries,
+        due_ms: &[Some(crate::now_ms())],
+    }])
+    .unwrap_or_else(|e| panic!("record: {e}"));
+    let receiver = Receiver::ok();
+    let hook = webhook(&receiver.url("/b"), &["complete_job"]);
+    let written: Result<(), _> = ::redis::pipe()
+        .hset(
+            "webhooks:deferring:instance-bad",
+            "webhooks:claim:x:1",
+            "no lines here",
+        )
+        .sadd("webhooks:instances", "instance-bad")
+        .hset(
+            "webhooks:registry",
+            "wh_9_b",
+            json!({"id": "wh_9_b", "url": hook["url"], "events": ["complete_job"], "active": true})
+                .to_string(),
+        )
+        .query(&mut redis.conn());
+    written.unwrap_or_else(|e| panic!("write: {e}"));
+    let service = Service::start(&redis, &[]);
+    let got = receiver.wait_for(1, LONG);
+    assert_eq!(got[0].header("x-event-id"), Some("wh_1_good"));
+    wait_until(LONG, "the dead instance to be taken over", || {
+        service
+            .log_text()
+            .contains("instance-bad stopped")
+            .then_some(())
+    });
+    let kept: Option<String> = ::redis::cmd("HGET")
+        .arg("webhooks:deferring:instance-bad:unreadable")
+        .arg("webhooks:claim:x:1")
+        .query(&mut redis.conn())
+        .unwrap_or(None);
+    assert_eq!(kept.as_deref(), Some("no lines here"));
+    assert_eq!(
+        redis_count(&redis, "HLEN", "webhooks:deferring:instance-bad"),
         0
     );
 }

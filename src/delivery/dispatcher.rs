@@ -167,13 +167,18 @@ impl Dispatcher {
     /// Spreads the deliveries recorded for the due set into it, once the events' other
     /// deliveries are queued ([`Durable::spread`]). If Redis cannot be reached they are spread
     /// on a later call, or, after a restart, when this instance's leases are released.
-    pub(crate) fn spread(&self) {
-        if let Err(e) = self.durable.spread() {
-            crate::warn_limited!(
-                10_000,
-                "{e}; {} events' deliveries to backed-up endpoints wait to be spread into the due set",
-                self.durable.unspread()
-            );
+    /// Returns false if Redis could not be reached.
+    pub(crate) fn spread(&self) -> bool {
+        match self.durable.spread() {
+            Ok(_) => true,
+            Err(e) => {
+                crate::warn_limited!(
+                    10_000,
+                    "{e}; {} events' deliveries to backed-up endpoints wait to be spread into the due set",
+                    self.durable.unspread()
+                );
+                false
+            }
         }
     }
 

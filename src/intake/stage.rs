@@ -5,8 +5,9 @@
 //! bodies, and hands each event here; this thread takes whatever has queued up (up to 256
 //! events or about 2,048 deliveries), records them all in one round trip, and queues their
 //! deliveries, in order. Deliveries to backed-up endpoints, recorded for the due set as one
-//! value per event, are spread into it once intake has been idle for [`SPREAD_IDLE`] (or after
-//! [`SPREAD_AFTER`] events): never before the events' other deliveries are queued.
+//! value per event, are spread into it once intake has been idle for [`SPREAD_IDLE`] (at the
+//! latest [`SPREAD_MAX_DELAY`] later, or after [`SPREAD_AFTER`] events): this thread spreads
+//! them only after the events' other deliveries are queued.
 //!
 //! What waits here is bounded in deliveries, not only in events: one event fanned out to many
 //! webhooks is many bodies. Past [`MAX_WAITING_DELIVERIES`] the subscriber waits, and the
@@ -46,6 +47,8 @@ const SPREAD_AFTER: u64 = 64;
 /// How long intake is idle before they are spread (the events' other deliveries are made
 /// meanwhile, without Redis and the CPU busy spreading beside them).
 const SPREAD_IDLE: Duration = Duration::from_millis(2);
+/// Longest they wait to be spread while events keep coming.
+const SPREAD_MAX_DELAY: Duration = Duration::from_millis(20);
 /// Longest the subscriber waits for room before handing an event over regardless.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Events of other instances held for their grace; past this the oldest are taken on early
@@ -157,6 +160,7 @@ pub(crate) fn spawn(
             let mut stage = Stage {
                 deferred: VecDeque::new(),
             };
+            let mut spreading = Spreading::default();
             loop {
                 if claims {
                     waiting.share.refresh(&dispatcher.durable);
@@ -164,15 +168,15 @@ pub(crate) fn spawn(
                 let mut batch = Batch::default();
                 // Deliveries to backed-up endpoints wait to be spread until intake has been
                 // idle a moment: not while the last events' deliveries are being made.
-                let wait = if dispatcher.unspread() > 0 {
-                    stage.wait().min(SPREAD_IDLE)
-                } else {
-                    stage.wait()
+                let wait = match spreading.due(&dispatcher) {
+                    Some(at) => stage
+                        .wait()
+                        .min(at.saturating_duration_since(Instant::now())),
+                    None => stage.wait(),
                 };
                 match rx.recv_timeout(wait) {
                     Ok(item) => stage.take(item, &mut batch),
-                    // Idle: spread what an earlier try could not (no round trip if nothing).
-                    Err(RecvTimeoutError::Timeout) => dispatcher.spread(),
+                    Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => {
                         dispatcher.spread();
                         return;
@@ -193,15 +197,73 @@ pub(crate) fn spawn(
                     }
                     waiting.deliveries.fetch_sub(counted, Ordering::AcqRel);
                     waiting.events.fetch_sub(events, Ordering::AcqRel);
-                    if dispatcher.unspread() >= SPREAD_AFTER {
-                        dispatcher.spread();
-                    }
-                } else if stopping && stage.deferred.is_empty() {
+                    spreading.recorded(&dispatcher);
+                }
+                spreading.spread_if_due(&dispatcher);
+                if batch.events == 0 && stopping && stage.deferred.is_empty() {
                     dispatcher.spread();
                     return;
                 }
             }
         })
+}
+
+/// When the deliveries recorded for the due set are spread there ([`Dispatcher::spread`]):
+/// once intake has been idle for [`SPREAD_IDLE`], and at the latest [`SPREAD_MAX_DELAY`] after
+/// the first of them was recorded, or once [`SPREAD_AFTER`] events' are waiting; a second after
+/// a failure.
+#[derive(Default)]
+struct Spreading {
+    /// When the oldest unspread event was recorded.
+    since: Option<Instant>,
+    /// When the latest events were recorded.
+    last: Option<Instant>,
+    /// Not before this (after a failure).
+    not_before: Option<Instant>,
+}
+
+impl Spreading {
+    /// Events were recorded just now.
+    fn recorded(&mut self, dispatcher: &Dispatcher) {
+        if dispatcher.unspread() > 0 {
+            let now = Instant::now();
+            self.since.get_or_insert(now);
+            self.last = Some(now);
+        }
+    }
+
+    /// When the next spread is due, if anything waits to be spread.
+    fn due(&mut self, dispatcher: &Dispatcher) -> Option<Instant> {
+        if dispatcher.unspread() == 0 {
+            self.since = None;
+            self.last = None;
+            return None;
+        }
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let last = self.last.unwrap_or(since);
+        let mut at = (last + SPREAD_IDLE).min(since + SPREAD_MAX_DELAY);
+        if dispatcher.unspread() >= SPREAD_AFTER {
+            at = now;
+        }
+        Some(self.not_before.map_or(at, |not_before| at.max(not_before)))
+    }
+
+    fn spread_if_due(&mut self, dispatcher: &Dispatcher) {
+        let Some(at) = self.due(dispatcher) else {
+            return;
+        };
+        if Instant::now() < at {
+            return;
+        }
+        if dispatcher.spread() {
+            self.not_before = None;
+            self.since = None;
+            self.last = None;
+        } else {
+            self.not_before = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
 }
 
 /// Events to record in one round trip.

@@ -11,24 +11,31 @@ use crate::json::ObjectWriter;
 
 /// The Lua function `spread(stash, field, deliveries, due)`: moves one event's deliveries
 /// recorded for the due set ([`RECORD`]) from `stash`'s `field` into the deliveries hash and the
-/// due set, each closed with the event's sequence; returns how many, or an error (writing
-/// nothing) if the field is not in the form [`RECORD`] writes. The field's value is the
+/// due set, each closed with the event's sequence; returns how many. The field's value is the
 /// sequence, then one line per delivery: `id TAB due TAB record-without-its-closing-brace`.
-/// Records are JSON written by this service: no raw tab or newline in them.
+/// Records are JSON written by this service: no raw tab or newline in them. A value not in that
+/// form is moved, whole, to `<stash>:unreadable` and said in Redis' log: kept, never dropped,
+/// and it holds nothing else up (spreading, releasing leases, a record's retry).
 macro_rules! spread_fn {
     () => {
         r#"
 local function spread(stash, field, deliveries, dueset)
   local v = redis.call('HGET', stash, field)
   if not v then return 0 end
+  local function unreadable()
+    redis.call('HSET', stash .. ':unreadable', field, v)
+    redis.call('HDEL', stash, field)
+    redis.log(redis.LOG_WARNING, 'webhook-service: unreadable deliveries for the due set in ' .. stash .. ' ' .. field .. ' moved to ' .. stash .. ':unreadable')
+    return 0
+  end
   local nl = string.find(v, '\n', 1, true)
-  if not nl then return redis.error_reply('unreadable deferred deliveries in ' .. field) end
+  if not nl then return unreadable() end
   local tail = ',"sequence":' .. string.sub(v, 1, nl - 1) .. '}'
   local f, z, pos = {}, {}, nl + 1
   while pos <= #v do
     local t1 = string.find(v, '\t', pos, true)
     local t2 = t1 and string.find(v, '\t', t1 + 1, true)
-    if not t2 then return redis.error_reply('unreadable deferred deliveries in ' .. field) end
+    if not t2 then return unreadable() end
     local e = string.find(v, '\n', t2 + 1, true) or (#v + 1)
     local id = string.sub(v, pos, t1 - 1)
     f[#f + 1] = id
@@ -110,8 +117,7 @@ for k = 6, #KEYS do
   else
     local owner, was = string.match(redis.call('GET', KEYS[k]) or '', '^(.*):(%d+)$')
     if owner == instance then
-      local spread = spread(KEYS[5], KEYS[k] .. ':' .. was, KEYS[1], KEYS[4])
-      if type(spread) == 'table' then return spread end
+      spread(KEYS[5], KEYS[k] .. ':' .. was, KEYS[1], KEYS[4])
       local found = {tonumber(was)}
       for _ = 1, n do
         local state = 2
@@ -144,9 +150,7 @@ pub(super) const SPREAD: &str = concat!(
     r#"
 local n = 0
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local spread = spread(KEYS[1], field, KEYS[2], KEYS[3])
-  if type(spread) == 'table' then return spread end
-  n = n + spread
+  n = n + spread(KEYS[1], field, KEYS[2], KEYS[3])
 end
 return n
 "#
@@ -178,9 +182,7 @@ pub(super) const RELEASE_ALL: &str = concat!(
     r#"
 local moved = 0
 for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-  local spread = spread(KEYS[3], field, KEYS[4], KEYS[2])
-  if type(spread) == 'table' then return spread end
-  moved = moved + spread
+  moved = moved + spread(KEYS[3], field, KEYS[4], KEYS[2])
 end
 while true do
   local ids = redis.call('SPOP', KEYS[1], 1000)

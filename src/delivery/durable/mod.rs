@@ -13,8 +13,8 @@
 //! | `webhooks:dead_letters` | hash | delivery id → the record with its last error |
 //! | `webhooks:dead_letters:by_time` | sorted set | dead-letter ids by failure time |
 //!
-//! Every id is in exactly one place: leased by one instance, due, or dead, or, for a moment,
-//! deferring. A delivery is recorded and leased (with the event's claim, in one script) before
+//! Every id is in exactly one place: leased by one instance, due, or dead, or, until it is
+//! spread (a few ms; after a crash, until its leases are released), deferring. A delivery is recorded and leased (with the event's claim, in one script) before
 //! it is queued. One whose endpoint is backed up goes to the due set instead: in that script,
 //! the event's such deliveries are written as one value of the instance's deferring hash, and a
 //! second script spreads them into the due set once the event's other deliveries are queued
@@ -339,7 +339,8 @@ impl Durable {
     }
 
     /// Deliveries this process has put in `webhooks:due` (retries, hand-backs, spills, and
-    /// deliveries recorded straight as due), counted when written. Every path that puts a
+    /// deliveries recorded for the due set, counted when recorded, before they are spread there),
+    /// counted when written. Every path that puts a
     /// delivery there goes through [`Durable::settle_many`] or [`Durable::record_many`];
     /// [`Durable::release_all`] reports its own count.
     pub(crate) fn requeued(&self) -> u64 {

@@ -42,8 +42,8 @@ const KEPT_PER_WAITING: usize = 20;
 /// How soon a head whose record could not be read back is tried again.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
 /// Most lines the tables are sized for up front: the bound on lines for a
-/// `WEBHOOK_QUEUE_CAPACITY` up to 104,857 (about 110 MB of address space, not of memory); a
-/// larger bound reserves this much and grows past it.
+/// `WEBHOOK_QUEUE_CAPACITY` up to 104,857 (then about 280 MB of address space, not of memory;
+/// 19 MB at the default 10,000); a larger bound reserves this much and grows past it.
 const MAX_RESERVED_LINES: usize = 1 << 20;
 
 /// A line's key: (webhook id, job id).
