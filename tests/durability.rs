@@ -682,3 +682,63 @@ fn an_unreadable_value_for_the_due_set_is_kept_aside_and_holds_nothing_up() {
         0
     );
 }
+
+#[test]
+fn kill_9_while_an_endpoint_is_backed_up_loses_nothing() {
+    // One endpoint is slow for its first seconds, with a small parking space: most of the burst
+    // to it is recorded for the due set (spread there after each quiet moment). The process is
+    // killed with SIGKILL mid-burst and restarted: both webhooks get every event.
+    let redis = RedisServer::start();
+    let mut env = KILLABLE.to_vec();
+    env.extend([
+        ("WEBHOOK_QUEUE_CAPACITY", "100"),
+        ("WEBHOOK_SLOW_ATTEMPT_MS", "200"),
+    ]);
+    let mut service = Service::start(&redis, &env);
+    let first_request = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let backed = Receiver::start(move |_, _| {
+        let started = first_request
+            .lock()
+            .map(|mut at| *at.get_or_insert_with(std::time::Instant::now))
+            .unwrap_or_else(|_| std::time::Instant::now());
+        if started.elapsed() < Duration::from_secs(3) {
+            Reply::Slow(Duration::from_millis(300))
+        } else {
+            Reply::ok()
+        }
+    });
+    let healthy = Receiver::ok();
+    register(&redis, &service, "wh_1_backed", hook(&backed.url("/b"), 5));
+    register(
+        &redis,
+        &service,
+        "wh_2_healthy",
+        hook(&healthy.url("/h"), 5),
+    );
+    let n = 300;
+    publish_jobs(&redis, 0, n);
+    wait_until(LONG, "every delivery to be recorded", || {
+        (created(&service) == 2 * n as u64).then_some(())
+    });
+    let deferred = service.health()["deliveries"]["deferred"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        deferred > 0,
+        "nothing was recorded for the due set: the test did not test that path"
+    );
+    service.kill();
+    let before = backed.requests().len();
+    assert!(before < n, "the burst finished before the kill ({before})");
+    service.restart();
+    for (name, receiver) in [("backed-up", &backed), ("healthy", &healthy)] {
+        wait_until(Duration::from_secs(60), name, || {
+            (receiver.distinct_events().0 == n).then_some(())
+        });
+    }
+    eprintln!(
+        "kill -9 with {deferred} deferred, {before} of {n} at the backed-up endpoint: duplicates {} / {}",
+        backed.distinct_events().1,
+        healthy.distinct_events().1
+    );
+}

@@ -41,10 +41,8 @@ const AWAY_GRACE: Duration = Duration::from_secs(10);
 const KEPT_PER_WAITING: usize = 20;
 /// How soon a head whose record could not be read back is tried again.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
-/// Most lines the tables are sized for up front: the bound on lines for a
-/// `WEBHOOK_QUEUE_CAPACITY` up to 104,857 (then about 280 MB of address space, not of memory;
-/// 19 MB at the default 10,000); a larger bound reserves this much and grows past it.
-const MAX_RESERVED_LINES: usize = 1 << 20;
+/// Shards of the map of lines ([`Shards`]).
+const SHARDS: usize = 64;
 
 /// A line's key: (webhook id, job id).
 type LineKey = (Arc<str>, Arc<str>);
@@ -99,7 +97,7 @@ pub struct Lines {
 
 #[derive(Debug, Default)]
 struct State {
-    lines: HashMap<LineKey, Line>,
+    lines: Shards,
     /// Deliveries held here (not counting those kept as an id).
     waiting: usize,
     /// Deliveries kept as an id (or waiting in the due set), all lines and per webhook.
@@ -148,6 +146,53 @@ impl Kept {
     }
 }
 
+/// The lines, in shards that grow each by itself. One table of tens of thousands of lines (a
+/// few hanging webhooks on `job.*`) was rehashed whole each time it doubled, under the lock
+/// every first attempt takes: the healthy webhooks' deliveries waited up to 16 ms each time.
+/// A shard holds a sixty-fourth of the lines, so growing moves no more than that at once; and
+/// each takes the memory its own lines need (a table sized up front for the bound would have
+/// all its pages touched by lines coming and going).
+#[derive(Debug)]
+struct Shards {
+    maps: Vec<HashMap<LineKey, Line>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Default for Shards {
+    fn default() -> Shards {
+        Shards {
+            maps: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl Shards {
+    fn shard(&self, key: &LineKey) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    fn entry(&mut self, key: LineKey) -> Entry<'_, LineKey, Line> {
+        let shard = self.shard(&key);
+        self.maps[shard].entry(key)
+    }
+
+    fn get_mut(&mut self, key: &LineKey) -> Option<&mut Line> {
+        let shard = self.shard(key);
+        self.maps[shard].get_mut(key)
+    }
+
+    fn remove(&mut self, key: &LineKey) -> Option<Line> {
+        let shard = self.shard(key);
+        self.maps[shard].remove(key)
+    }
+
+    fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
+    }
+}
+
 #[derive(Debug)]
 struct Line {
     /// The sequence of the delivery allowed on, and where it is.
@@ -179,24 +224,10 @@ enum Behind {
 
 impl Lines {
     /// Lines holding at most `max_waiting` deliveries in memory.
-    ///
-    /// The map of lines and the timers are sized for the bound on lines up front: grown on the
-    /// way, a table of tens of thousands of lines (a few hanging webhooks on `job.*`) is rehashed
-    /// whole under the lock every intake and delivery thread takes, stalling every webhook's
-    /// first attempts for milliseconds each time it doubles. Sized up front, that never happens
-    /// within the bound; the memory is only reserved (pages are touched as lines fill them).
     pub fn new(max_waiting: usize) -> Lines {
-        let max_waiting = max_waiting.max(1);
-        let room = max_waiting
-            .saturating_mul(KEPT_PER_WAITING)
-            .min(MAX_RESERVED_LINES);
         Lines {
-            state: Mutex::new(State {
-                lines: HashMap::with_capacity(room),
-                timers: BinaryHeap::with_capacity(room),
-                ..State::default()
-            }),
-            max_waiting,
+            state: Mutex::new(State::default()),
+            max_waiting: max_waiting.max(1),
         }
     }
 
