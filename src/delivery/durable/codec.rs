@@ -11,8 +11,9 @@ use crate::json::ObjectWriter;
 
 /// The Lua function `spread(stash, field, deliveries, due)`: moves one event's deliveries
 /// recorded for the due set ([`RECORD`]) from `stash`'s `field` into the deliveries hash and the
-/// due set, each closed with the event's sequence; returns how many. The field's value is the
-/// sequence, then one line per delivery: `id TAB due TAB record-without-its-closing-brace`.
+/// due set, each closed with the event's sequence (the field is `<claim key>:<sequence>`);
+/// returns how many. The field's value is one line per delivery: `id TAB due TAB
+/// record-without-its-closing-brace`.
 /// Records are JSON written by this service: no raw tab or newline in them. A value not in that
 /// form is moved, whole, to `<stash>:unreadable` and said in Redis' log: kept, never dropped,
 /// and it holds nothing else up (spreading, releasing leases, a record's retry).
@@ -28,10 +29,10 @@ local function spread(stash, field, deliveries, dueset)
     redis.log(redis.LOG_WARNING, 'webhook-service: unreadable deliveries for the due set in ' .. stash .. ' ' .. field .. ' moved to ' .. stash .. ':unreadable')
     return 0
   end
-  local nl = string.find(v, '\n', 1, true)
-  if not nl then return unreadable() end
-  local tail = ',"sequence":' .. string.sub(v, 1, nl - 1) .. '}'
-  local f, z, pos = {}, {}, nl + 1
+  local seq = string.match(field, ':(%d+)$')
+  if not seq then return unreadable() end
+  local tail = ',"sequence":' .. seq .. '}'
+  local f, z, pos = {}, {}, 1
   while pos <= #v do
     local t1 = string.find(v, '\t', pos, true)
     local t2 = t1 and string.find(v, '\t', t1 + 1, true)
@@ -61,7 +62,7 @@ end
 /// of deliveries n, then n (id, record without its closing `}`, due) triples, where due is '0'
 /// for a delivery leased here (it is queued now) or the time in ms it is due (its endpoint is
 /// backed up: it goes into the due set, and its record is '' here), then the deliveries for the
-/// due set in the form `spread` reads (after the sequence line; '' for none).
+/// due set in the form `spread` reads ('' for none).
 ///
 /// Those deliveries are written as one value, the event's field (`<claim key>:<sequence>`) of
 /// the deferring hash, and spread into the due set by a later script ([`SPREAD`]; after a crash,
@@ -110,7 +111,7 @@ for k = 6, #KEYS do
       if #fields >= 2000 then flush() end
     end
     if ARGV[a] ~= '' then
-      redis.call('HSET', KEYS[5], KEYS[k] .. ':' .. seq, seq .. '\n' .. ARGV[a])
+      redis.call('HSET', KEYS[5], KEYS[k] .. ':' .. seq, ARGV[a])
     end
     a = a + 1
     claimed[#claimed + 1] = {seq}
