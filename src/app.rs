@@ -80,9 +80,12 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 /// A started service: the stop flags and every thread it started.
 pub(crate) struct Service {
-    /// Set first: intake, the poller and the scheduler stop, delivery threads hand deliveries
-    /// back instead of attempting them.
+    /// Set first: intake and the poller stop, delivery threads hand deliveries back instead of
+    /// attempting them.
     draining: Shutdown,
+    /// Set once what intake read is recorded and queued: the scheduler stops (until then the
+    /// record stage hands it progress flushes).
+    recorded: Shutdown,
     /// Set last: every other thread stops.
     shutdown: Shutdown,
     /// The service's end of the pub/sub record stage; dropped once intake has stopped, so the
@@ -149,6 +152,7 @@ impl Service {
         // Events read before intake stopped are recorded and queued, then handed back below.
         drop(self.stage.take());
         left.extend(join_by(std::mem::take(&mut self.threads.record), deadline));
+        self.recorded.set();
         left.extend(join_by(std::mem::take(&mut self.threads.feeders), deadline));
         // With nothing left to queue deliveries, the delivery threads finish their attempts,
         // hand back what is queued or parked, and end.
@@ -188,6 +192,7 @@ struct Base {
     counters: Arc<Counters>,
     registry: Arc<Registry>,
     draining: Shutdown,
+    recorded: Shutdown,
     shutdown: Shutdown,
 }
 
@@ -242,6 +247,7 @@ pub(crate) fn start(config: Config) -> Result<Service, AppError> {
         counters: Arc::new(Counters::default()),
         registry: Arc::new(Registry::new(config.half_open_after.as_millis() as u64)),
         draining: Shutdown::default(),
+        recorded: Shutdown::default(),
         shutdown: Shutdown::default(),
     };
     let mut threads = Threads::default();
@@ -278,6 +284,7 @@ pub(crate) fn start(config: Config) -> Result<Service, AppError> {
     info!("ready in {} ms", started.elapsed().as_millis());
     Ok(Service {
         draining: base.draining,
+        recorded: base.recorded,
         shutdown: base.shutdown,
         stage: Some(stage),
         threads,
@@ -356,7 +363,7 @@ fn start_delivery(
             first_tx.clone(),
             throttle.clone(),
             lines.clone(),
-            base.draining.clone(),
+            base.recorded.clone(),
         )
         .map_err(spawn_err("scheduler"))?,
     );

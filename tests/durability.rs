@@ -742,3 +742,54 @@ fn kill_9_while_an_endpoint_is_backed_up_loses_nothing() {
         healthy.distinct_events().1
     );
 }
+
+#[test]
+fn sigterm_mid_burst_records_what_was_read_without_errors() {
+    // A burst of jobs with progress updates to many webhooks: at SIGTERM the record stage is
+    // still working through what intake read. Every part it hands work to must still be there.
+    let redis = RedisServer::start();
+    let mut service = Service::start(&redis, &[("WEBHOOK_SHUTDOWN_TIMEOUT_MS", "3000")]);
+    let receiver = Receiver::ok();
+    for i in 0..20 {
+        register(
+            &redis,
+            &service,
+            &format!("wh_1_s{i:02}"),
+            webhook(&receiver.url(&format!("/s{i}")), &["job.*"]),
+        );
+    }
+    let mut conn = redis.conn();
+    for i in 0..300 {
+        let job = format!("burst-{i}");
+        let mut pipe = ::redis::pipe();
+        pipe.publish(
+            "job_submitted",
+            json!({"job_id": job, "timestamp": i}).to_string(),
+        )
+        .publish(
+            "update_job_progress",
+            json!({"job_id": job, "progress": 50, "timestamp": i}).to_string(),
+        )
+        .publish(
+            "complete_job",
+            json!({"job_id": job, "timestamp": i}).to_string(),
+        );
+        let _: Vec<u64> = pipe
+            .query(&mut conn)
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+    }
+    wait_until(LONG, "intake to read some of the burst", || {
+        (received(&service) >= 100).then_some(())
+    });
+    let (code, _) = service
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit within 10 s"));
+    assert_eq!(code, 0, "exit code after SIGTERM");
+    let log = service.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "errors in a clean stop:\n{}",
+        errors.join("\n")
+    );
+}
