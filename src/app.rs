@@ -203,6 +203,7 @@ struct Delivering {
     throttle: Arc<Throttle>,
     lines: Arc<Lines>,
     gate: Arc<EndpointGate>,
+    completer: recovery::Completer,
     handle: DeliveryHandle,
 }
 
@@ -331,7 +332,7 @@ fn start_delivery(
         draining: base.draining.clone(),
         scheduler: scheduler.clone(),
         recorder,
-        completer,
+        completer: completer.clone(),
     });
     let handle = DeliveryHandle::new(
         ctx.clone(),
@@ -384,6 +385,7 @@ fn start_delivery(
         throttle,
         lines,
         gate,
+        completer,
         handle,
     })
 }
@@ -454,6 +456,7 @@ fn start_intake(
         gate: delivering.gate,
         counters: base.counters.clone(),
         durable: base.durable.clone(),
+        completer: delivering.completer,
         claim_ttl_ms: config.dedupe_window.as_millis() as u64,
     });
     let (stage_tx, stage_rx, stage_waiting) = stage::channel();

@@ -793,3 +793,45 @@ fn sigterm_mid_burst_records_what_was_read_without_errors() {
         errors.join("\n")
     );
 }
+
+#[test]
+fn a_progress_update_superseded_while_redis_refuses_writes_is_forgotten_once_it_accepts_them() {
+    // Progress updates held by the throttle supersede each other; each superseded one is
+    // forgotten in Redis. While Redis refuses that write (here an ACL takes HDEL away; in
+    // production, an outage), the forgetting must be tried again, not dropped: else the record
+    // stays leased, and goes out after a restart, after its job's end.
+    let redis = RedisServer::start();
+    let service = Service::start(&redis, &[("WEBHOOK_PROGRESS_THROTTLE_MS", "500")]);
+    let receiver = Receiver::ok();
+    register(
+        &redis,
+        &service,
+        "wh_1_p",
+        webhook(&receiver.url("/p"), &["job.*"]),
+    );
+    let acl = |rule: &str| {
+        let _: () = ::redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query(&mut redis.conn())
+            .unwrap_or_else(|e| panic!("ACL SETUSER default {rule}: {e}"));
+    };
+    acl("-hdel");
+    for progress in [10, 20, 30, 40, 50] {
+        redis.publish(
+            "update_job_progress",
+            &json!({"job_id": "p-1", "progress": progress, "timestamp": progress}).to_string(),
+        );
+    }
+    wait_until(LONG, "the updates to be read", || {
+        (received(&service) == 5).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    acl("+hdel");
+    // The first and the last update are sent; the three between were superseded.
+    receiver.wait_for(2, LONG);
+    wait_until(LONG, "every record to be forgotten", || {
+        (redis_count(&redis, "HLEN", "webhooks:deliveries") == 0).then_some(())
+    });
+}

@@ -19,6 +19,7 @@ use super::Delivery;
 use super::durable::{Claim, Durable, DurableError, Recording, Stored};
 use super::gate::EndpointGate;
 use super::lines::{Entered, Lines};
+use super::recovery::Completer;
 use super::scheduler::{SchedulerHandle, Timed};
 use super::throttle::{Offer, Throttle};
 use crate::event::{self, Event, EventKind, canonical, legacy};
@@ -104,6 +105,9 @@ pub(crate) struct Dispatcher {
     pub(crate) counters: Arc<Counters>,
     /// Durable delivery state.
     pub(crate) durable: Durable,
+    /// Writes what became of leased deliveries, retrying while Redis is away: a progress update
+    /// dropped here is forgotten through it.
+    pub(crate) completer: Completer,
     /// How long an event's claim lasts (0: no claim, a single instance).
     pub(crate) claim_ttl_ms: u64,
 }
@@ -294,9 +298,7 @@ impl Dispatcher {
                 "progress {} to webhook {} is dropped: a later event of its job came first",
                 update.event_id, update.webhook_id
             );
-            if let Err(e) = self.durable.complete(&update.event_id) {
-                debug!("{e}; dropped progress {} stays recorded", update.event_id);
-            }
+            self.forget(update.event_id);
         }
     }
 
@@ -460,18 +462,22 @@ impl Dispatcher {
                 }
                 Offer::Held(Some(superseded)) => {
                     bump(&self.counters.deliveries_throttled);
-                    if let Err(e) = self.durable.complete(&superseded.event_id) {
-                        debug!(
-                            "{e}; superseded progress {} stays recorded",
-                            superseded.event_id
-                        );
-                    }
+                    self.forget(superseded.event_id);
                 }
                 Offer::Held(None) => {}
             }
             return;
         }
         self.send(delivery, spilled);
+    }
+
+    /// Forgets a leased delivery that is dropped (a progress update superseded, or overtaken by
+    /// a later event of its job), through the completer, which tries again while Redis refuses:
+    /// left leased, it would go out after the next restart, after its job's end.
+    fn forget(&self, id: String) {
+        if let Err(e) = self.completer.done(&self.durable, id.clone()) {
+            warn!("{e}; dropped progress {id} stays recorded and may be sent after a restart");
+        }
     }
 
     /// Queues a first attempt, if its job's line lets it go now (else the line keeps it). A full
