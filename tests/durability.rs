@@ -835,3 +835,41 @@ fn a_progress_update_superseded_while_redis_refuses_writes_is_forgotten_once_it_
         (redis_count(&redis, "HLEN", "webhooks:deliveries") == 0).then_some(())
     });
 }
+
+#[test]
+fn sigterm_records_every_event_redis_had_sent_before_the_service_unsubscribed() {
+    // Redis counts a pub/sub message as delivered once it is in the subscriber's socket. A stop
+    // that closes the socket with messages still in it loses them: the service unsubscribes
+    // first, then records what Redis sent before the unsubscribe took effect.
+    let redis = RedisServer::start();
+    let mut service = Service::start(&redis, &[("WEBHOOK_SHUTDOWN_TIMEOUT_MS", "5000")]);
+    let receiver = Receiver::start(|_, _| Reply::Slow(Duration::from_millis(20)));
+    register(&redis, &service, "wh_1_u", hook(&receiver.url("/u"), 5));
+    let n = 3000;
+    let mut pipe = ::redis::pipe();
+    for i in 0..n {
+        pipe.publish(
+            "complete_job",
+            format!(r#"{{"job_id":"job-{i}","timestamp":{i}}}"#),
+        );
+    }
+    let subscribers: Vec<u64> = pipe
+        .query(&mut redis.conn())
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+    assert!(
+        subscribers.iter().all(|s| *s == 1),
+        "the service was not subscribed"
+    );
+    let (code, _) = service
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit within 10 s"));
+    assert_eq!(code, 0, "exit code after SIGTERM");
+    let delivered = receiver.distinct_events().0;
+    let due = redis_count(&redis, "ZCARD", "webhooks:due");
+    assert_eq!(
+        due as usize + delivered,
+        n,
+        "{due} due + {delivered} delivered of {n} sent to the service:\n{}",
+        service.log_text()
+    );
+}

@@ -22,6 +22,9 @@ use crate::webhook::registry::Registry;
 
 /// How long one read waits before checking for shutdown.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// After unsubscribing, how long a read waits for more of what Redis sent before (all of it
+/// came before the last unsubscribe's answer; this only ends the reading).
+const LAST_READ: Duration = Duration::from_millis(20);
 /// Silence after which the connection is checked with a PING.
 const PING_AFTER: Duration = Duration::from_secs(10);
 
@@ -116,6 +119,17 @@ fn subscribe_and_read(
         // The registry may have changed while we were away.
         let _ = registry_notify.try_send(());
         let mut last_traffic = Instant::now();
+        let take = |msg: redis::Msg| {
+            let channel = msg.get_channel_name();
+            if channel == keys::CHANGED_CHANNEL {
+                let _ = registry_notify.try_send(());
+                return;
+            }
+            let pattern: Option<String> = msg.get_pattern().ok().flatten();
+            let source = pattern.as_deref().unwrap_or(channel);
+            // Pub/sub has nothing to acknowledge: what could not be recorded was still queued.
+            let _ = intake.process(source, channel, msg.get_payload_bytes(), false);
+        };
         while !shutdown.is_set() {
             if !redis.is_current(generation) {
                 info!("the Redis master moved; subscribing on the new one");
@@ -124,15 +138,7 @@ fn subscribe_and_read(
             match pubsub.get_message() {
                 Ok(msg) => {
                     last_traffic = Instant::now();
-                    let channel = msg.get_channel_name();
-                    if channel == keys::CHANGED_CHANNEL {
-                        let _ = registry_notify.try_send(());
-                        continue;
-                    }
-                    let pattern: Option<String> = msg.get_pattern().ok().flatten();
-                    let source = pattern.as_deref().unwrap_or(channel);
-                    // Pub/sub has nothing to acknowledge: what could not be recorded was still queued.
-                    let _ = intake.process(source, channel, msg.get_payload_bytes(), false);
+                    take(msg);
                 }
                 Err(e) if e.is_timeout() => {
                     if last_traffic.elapsed() >= PING_AFTER {
@@ -143,6 +149,30 @@ fn subscribe_and_read(
                 }
                 Err(e) => return Err(e),
             }
+        }
+        // Stopping. Redis counts a message as delivered once it is on its way to this
+        // connection: unsubscribe, then take what it sent before the unsubscribe took effect
+        // (kept by the client while it waits for each answer, or still in the socket).
+        for channel in CHANNELS.iter().chain([&keys::CHANGED_CHANNEL]) {
+            pubsub.unsubscribe(*channel)?;
+        }
+        for pattern in PATTERNS {
+            pubsub.punsubscribe(pattern)?;
+        }
+        pubsub.set_read_timeout(Some(LAST_READ))?;
+        let mut taken = 0u64;
+        loop {
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    take(msg);
+                    taken += 1;
+                }
+                Err(e) if e.is_timeout() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if taken > 0 {
+            info!("took the {taken} events Redis had sent before intake unsubscribed");
         }
         Ok(())
     })();
