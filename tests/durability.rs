@@ -695,18 +695,7 @@ fn kill_9_while_an_endpoint_is_backed_up_loses_nothing() {
         ("WEBHOOK_SLOW_ATTEMPT_MS", "200"),
     ]);
     let mut service = Service::start(&redis, &env);
-    let first_request = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
-    let backed = Receiver::start(move |_, _| {
-        let started = first_request
-            .lock()
-            .map(|mut at| *at.get_or_insert_with(std::time::Instant::now))
-            .unwrap_or_else(|_| std::time::Instant::now());
-        if started.elapsed() < Duration::from_secs(3) {
-            Reply::Slow(Duration::from_millis(300))
-        } else {
-            Reply::ok()
-        }
-    });
+    let backed = Receiver::slow_at_first(Duration::from_secs(3), Duration::from_millis(300));
     let healthy = Receiver::ok();
     register(&redis, &service, "wh_1_backed", hook(&backed.url("/b"), 5));
     register(

@@ -76,6 +76,23 @@ impl Receiver {
         Receiver::start(|_, _| Reply::ok())
     }
 
+    /// A receiver that answers 200 after `slow` for `first` from its first request on, then
+    /// at once: an endpoint that backs up, then recovers.
+    pub fn slow_at_first(first: Duration, slow: Duration) -> Receiver {
+        let first_request = Mutex::new(None::<std::time::Instant>);
+        Receiver::start(move |_, _| {
+            let started = first_request
+                .lock()
+                .map(|mut at| *at.get_or_insert_with(std::time::Instant::now))
+                .unwrap_or_else(|_| std::time::Instant::now());
+            if started.elapsed() < first {
+                Reply::Slow(slow)
+            } else {
+                Reply::ok()
+            }
+        })
+    }
+
     /// A receiver whose answer to the `n`-th request (0-based, all paths together) is
     /// `behaviour(request, n)`.
     pub fn start(

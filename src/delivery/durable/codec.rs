@@ -14,7 +14,8 @@ use crate::json::ObjectWriter;
 /// due set, each closed with the event's sequence (the field is `<claim key>:<sequence>`);
 /// returns how many. The field's value is one line per delivery: `id TAB due TAB
 /// record-without-its-closing-brace`.
-/// Records are JSON written by this service: no raw tab or newline in them. A value not in that
+/// Records are JSON written by this service: no raw tab or newline in them. And
+/// `spread_all(stash, deliveries, due)`: every field of `stash`. A value not in that
 /// form is moved, whole, to `<stash>:unreadable` and said in Redis' log: kept, never dropped,
 /// and it holds nothing else up (spreading, releasing leases, a record's retry).
 macro_rules! spread_fn {
@@ -51,6 +52,13 @@ local function spread(stash, field, deliveries, dueset)
     redis.call('ZADD', dueset, unpack(z, i, math.min(i + 1999, #z)))
   end
   return #f / 2
+end
+local function spread_all(stash, deliveries, dueset)
+  local n = 0
+  for _, field in ipairs(redis.call('HKEYS', stash)) do
+    n = n + spread(stash, field, deliveries, dueset)
+  end
+  return n
 end
 "#
     };
@@ -149,11 +157,7 @@ return claimed
 pub(super) const SPREAD: &str = concat!(
     spread_fn!(),
     r#"
-local n = 0
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  n = n + spread(KEYS[1], field, KEYS[2], KEYS[3])
-end
-return n
+return spread_all(KEYS[1], KEYS[2], KEYS[3])
 "#
 );
 
@@ -181,10 +185,7 @@ return out
 pub(super) const RELEASE_ALL: &str = concat!(
     spread_fn!(),
     r#"
-local moved = 0
-for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-  moved = moved + spread(KEYS[3], field, KEYS[4], KEYS[2])
-end
+local moved = spread_all(KEYS[3], KEYS[4], KEYS[2])
 while true do
   local ids = redis.call('SPOP', KEYS[1], 1000)
   if #ids == 0 then break end
