@@ -491,6 +491,51 @@ fn due_record(webhook: &str, event_id: &str, created_ms: u64) -> Value {
     })
 }
 
+/// Writes webhook `id` (on `complete_job`, to `url`) straight into `webhooks:registry`, as
+/// another instance or a service not yet started would find it.
+fn store_webhook(redis: &RedisServer, id: &str, url: &str) {
+    let hook = webhook(url, &["complete_job"]);
+    let stored: Result<(), _> = ::redis::cmd("HSET")
+        .arg("webhooks:registry")
+        .arg(id)
+        .arg(
+            json!({"id": id, "url": hook["url"], "events": ["complete_job"], "active": true})
+                .to_string(),
+        )
+        .query(&mut redis.conn());
+    stored.unwrap_or_else(|e| panic!("store the webhook: {e}"));
+}
+
+/// `deliveries` of one event recorded for the due set by `instance`, which then died before
+/// spreading them (it is listed among the instances, with no heartbeat). Returns the event's
+/// sequence.
+fn recorded_by_a_dead_instance(
+    redis: &RedisServer,
+    instance: &str,
+    deliveries: &[webhook_service::delivery::Delivery],
+) -> u64 {
+    use webhook_service::delivery::durable::{Claim, Recording};
+
+    let due_ms = vec![Some(crate::now_ms()); deliveries.len()];
+    let recorded =
+        crate::support::redis::durable_store(redis, instance).record_many(&[Recording {
+            claim_key: webhook_service::keys::claim(&[3; 32]),
+            claim_ttl_ms: 60_000,
+            deliveries,
+            due_ms: &due_ms,
+        }]);
+    let sequence = match recorded.as_deref() {
+        Ok([Claim::Now(sequence)]) => *sequence,
+        other => panic!("not recorded: {other:?}"),
+    };
+    let _: () = ::redis::cmd("SADD")
+        .arg("webhooks:instances")
+        .arg(instance)
+        .query(&mut redis.conn())
+        .unwrap_or_else(|e| panic!("SADD: {e}"));
+    sequence
+}
+
 #[test]
 fn a_due_delivery_for_a_webhook_newer_than_the_registry_copy_is_delivered() {
     // Another instance recorded a delivery for a webhook this one has not read yet (no change
@@ -498,14 +543,8 @@ fn a_due_delivery_for_a_webhook_newer_than_the_registry_copy_is_delivered() {
     let redis = RedisServer::start();
     let service = Service::start(&redis, &[("WEBHOOK_REGISTRY_REFRESH_MS", "60000")]);
     let receiver = Receiver::ok();
-    let hook = webhook(&receiver.url("/new"), &["complete_job"]);
+    store_webhook(&redis, "wh_9_new", &receiver.url("/new"));
     let mut conn = redis.conn();
-    let stored: Result<(), _> = ::redis::cmd("HSET")
-        .arg("webhooks:registry")
-        .arg("wh_9_new")
-        .arg(json!({"id": "wh_9_new", "url": hook["url"], "events": ["complete_job"], "active": true}).to_string())
-        .query(&mut conn);
-    stored.unwrap_or_else(|e| panic!("store the webhook: {e}"));
     let now = crate::now_ms();
     let record = due_record("wh_9_new", "wh_1_elsewhere", now);
     let queued: Result<(), _> = ::redis::pipe()
@@ -564,11 +603,7 @@ fn deliveries_an_instance_recorded_for_the_due_set_but_never_spread_are_delivere
     // An instance records an event whose endpoint is backed up: that delivery is written, with
     // the event's claim, as one value for the due set, and spread there by a second script. The
     // instance is killed between the two: whoever takes over its leases spreads it.
-    use webhook_service::delivery::durable::{Claim, Recording};
-
     let redis = RedisServer::start();
-    let gone = crate::support::redis::durable_store(&redis, "instance-gone");
-    let now = crate::now_ms();
     // Many, as one event to many backed-up endpoints (here all one receiver's): more than one
     // command's worth when spread.
     let n = 1500;
@@ -577,34 +612,12 @@ fn deliveries_an_instance_recorded_for_the_due_set_but_never_spread_are_delivere
             crate::support::redis::first_attempt("wh_9_backed", &format!("wh_1_unspread{i:04}"))
         })
         .collect();
-    let due_ms = vec![Some(now); n];
-    let recorded = gone.record_many(&[Recording {
-        claim_key: webhook_service::keys::claim(&[3; 32]),
-        claim_ttl_ms: 60_000,
-        deliveries: &deliveries,
-        due_ms: &due_ms,
-    }]);
-    let sequence = match recorded.as_deref() {
-        Ok([Claim::Now(sequence)]) => *sequence,
-        other => panic!("not recorded: {other:?}"),
-    };
-    // It was alive once (its heartbeat has expired since).
-    let _: () = ::redis::cmd("SADD")
-        .arg("webhooks:instances")
-        .arg("instance-gone")
-        .query(&mut redis.conn())
-        .unwrap_or_else(|e| panic!("SADD: {e}"));
+    let sequence = recorded_by_a_dead_instance(&redis, "instance-gone", &deliveries);
     assert_eq!(redis_count(&redis, "ZCARD", "webhooks:due"), 0);
 
     // Its webhook is known before the service starts (it takes over at once).
     let receiver = Receiver::ok();
-    let hook = webhook(&receiver.url("/b"), &["complete_job"]);
-    let stored: Result<(), _> = ::redis::cmd("HSET")
-        .arg("webhooks:registry")
-        .arg("wh_9_backed")
-        .arg(json!({"id": "wh_9_backed", "url": hook["url"], "events": ["complete_job"], "active": true}).to_string())
-        .query(&mut redis.conn());
-    stored.unwrap_or_else(|e| panic!("store the webhook: {e}"));
+    store_webhook(&redis, "wh_9_backed", &receiver.url("/b"));
     let service = Service::start(&redis, &[]);
     let got = receiver.wait_for(n, LONG);
     let ids: std::collections::BTreeSet<&str> =
@@ -633,33 +646,15 @@ fn deliveries_an_instance_recorded_for_the_due_set_but_never_spread_are_delivere
 
 #[test]
 fn an_unreadable_value_for_the_due_set_is_kept_aside_and_holds_nothing_up() {
-    use webhook_service::delivery::durable::Recording;
-
     let redis = RedisServer::start();
-    let gone = crate::support::redis::durable_store(&redis, "instance-bad");
     let deliveries = [crate::support::redis::first_attempt("wh_9_b", "wh_1_good")];
-    gone.record_many(&[Recording {
-        claim_key: webhook_service::keys::claim(&[4; 32]),
-        claim_ttl_ms: 60_000,
-        deliveries: &deliveries,
-        due_ms: &[Some(crate::now_ms())],
-    }])
-    .unwrap_or_else(|e| panic!("record: {e}"));
+    recorded_by_a_dead_instance(&redis, "instance-bad", &deliveries);
     let receiver = Receiver::ok();
-    let hook = webhook(&receiver.url("/b"), &["complete_job"]);
-    let written: Result<(), _> = ::redis::pipe()
-        .hset(
-            "webhooks:deferring:instance-bad",
-            "webhooks:claim:x:1",
-            "no lines here",
-        )
-        .sadd("webhooks:instances", "instance-bad")
-        .hset(
-            "webhooks:registry",
-            "wh_9_b",
-            json!({"id": "wh_9_b", "url": hook["url"], "events": ["complete_job"], "active": true})
-                .to_string(),
-        )
+    store_webhook(&redis, "wh_9_b", &receiver.url("/b"));
+    let written: Result<(), _> = ::redis::cmd("HSET")
+        .arg("webhooks:deferring:instance-bad")
+        .arg("webhooks:claim:x:1")
+        .arg("no lines here")
         .query(&mut redis.conn());
     written.unwrap_or_else(|e| panic!("write: {e}"));
     let service = Service::start(&redis, &[]);

@@ -29,6 +29,7 @@ mod dead_letters;
 mod instances;
 
 use std::fmt;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -217,10 +218,8 @@ impl Durable {
                 match event.due_ms.get(i).copied().flatten() {
                     None => invocation.arg(&d.event_id).arg(record).arg(0),
                     Some(due) => {
-                        for_due.extend_from_slice(d.event_id.as_bytes());
-                        for_due.push(b'\t');
-                        for_due.extend_from_slice(due.to_string().as_bytes());
-                        for_due.push(b'\t');
+                        // Writing to a Vec cannot fail.
+                        let _ = write!(for_due, "{}\t{due}\t", d.event_id);
                         for_due.extend_from_slice(&record);
                         for_due.push(b'\n');
                         invocation.arg(&d.event_id).arg("").arg(due)
